@@ -1,0 +1,47 @@
+"""`vppo` command line: a thin dispatcher; each subcommand lives with the layer it drives."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Modules expose `main(argv: list[str]) -> int | None`.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("vppo.trainer.cli", "train a VLM with VPPO / DAPO / GRPO from a YAML recipe"),
+    "eval": ("vppo.evaluation.cli", "evaluate a model on the paper's benchmarks (avg@k)"),
+    "analyze": ("vppo.analysis.cli", "token-perception analysis: statistics, plots, HTML"),
+    "demo": ("vppo.demo", "train a small VLM with VPPO on CPU in minutes"),
+    "compare": ("vppo.compare", "GRPO vs DAPO vs VPPO on the synthetic task, several seeds"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: vppo <command> [options]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `vppo <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"vppo: unknown command {name!r}; choose one of {', '.join(SUBCOMMANDS)}.", file=sys.stderr)
+        return 2
+    module_name = SUBCOMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            print(f"vppo: the `{name}` command is not available in this version.", file=sys.stderr)
+            return 2
+        raise
+    code = module.main(rest)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
