@@ -1,0 +1,216 @@
+"""Row selection across scored generation batches (used by dynamic sampling).
+
+TRL's `_generate_and_score_completions` returns a dict of padded tensors for one generation batch.
+Dynamic sampling generates several such batches and keeps some rows of each, so we need to pick
+rows out of several dicts and pad them to common shapes. These functions know the padding side and
+per-row layout of every key TRL 1.16 produces; an unknown tensor key is an error, not a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+# key -> (side, pad value); side is where padding goes along dim 1.
+_LEFT_PADDED = {"prompt_ids": None, "prompt_mask": 0}  # None: the tokenizer's pad id
+_RIGHT_PADDED = {
+    "completion_ids": None,
+    "completion_mask": 0,
+    "old_per_token_logps": 0.0,
+    "ref_per_token_logps": 0.0,
+    "sampling_per_token_logps": 0.0,
+    "tool_mask": 1,
+}
+# Per-row over the full sequence [prompt | completion]: split at the prompt width.
+_SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")
+_PER_ROW_KEYS = ("advantages",)
+_SCALAR_KEYS = ("num_items_in_batch",)
+_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "num_images")
+_UNSUPPORTED = ("num_tiles", "spatial_shapes", "image_position_ids")
+
+
+def _pad_to(x: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
+    """Pad dim 1 of `x` [B, W, ...] to `width` on the left or right with `value`."""
+    missing = width - x.size(1)
+    if missing <= 0:
+        return x
+    pad = x.new_full((x.size(0), missing, *x.shape[2:]), value)
+    return torch.cat([pad, x] if left else [x, pad], dim=1)
+
+
+def _image_spans(piece: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """Per row: (first image index, number of images), from `num_images` (default one per row)."""
+    rows = piece["prompt_ids"].size(0)
+    counts = list(piece.get("num_images") or [1] * rows)
+    starts, total = [], 0
+    for count in counts:
+        starts.append(total)
+        total += count
+    return starts, counts
+
+
+def _select_images(pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Gather the image tensors of the picked rows, for Qwen-flat, per-image and per-row layouts."""
+    if not any("pixel_values" in p for p in pieces):
+        return {}
+    if not all("pixel_values" in p for p in pieces):
+        raise ValueError("Cannot merge generation batches where only some carry pixel_values.")
+    out: dict[str, Any] = {}
+    first = pieces[0]
+    num_images: list[int] = []
+    spans = [_image_spans(p) for p in pieces]
+    for piece_idx, row in picks:
+        num_images.append(spans[piece_idx][1][row])
+    if "image_grid_thw" in first:
+        # Qwen2/2.5/3-VL: pixel_values rows are concatenated per image; image_grid_thw [num_images, 3].
+        pv_parts, grid_parts = [], []
+        row_offsets = []
+        for p in pieces:
+            rows_per_image = p["image_grid_thw"].prod(dim=-1)
+            row_offsets.append(torch.cat([rows_per_image.new_zeros(1), rows_per_image.cumsum(0)]))
+        for piece_idx, row in picks:
+            start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
+            offs = row_offsets[piece_idx]
+            pv_parts.append(pieces[piece_idx]["pixel_values"][offs[start] : offs[start + count]])
+            grid_parts.append(pieces[piece_idx]["image_grid_thw"][start : start + count])
+        out["pixel_values"] = torch.cat(pv_parts, dim=0)
+        out["image_grid_thw"] = torch.cat(grid_parts, dim=0)
+    elif first["pixel_values"].dim() == 5:
+        # Idefics3 / SmolVLM: [B, N_img, C, H, W], rows padded with all-zero images.
+        n_max = max(p["pixel_values"].size(1) for p in pieces)
+        pv = [_pad_to(pieces[i]["pixel_values"][r : r + 1], n_max, 0.0, left=False) for i, r in picks]
+        out["pixel_values"] = torch.cat(pv, dim=0)
+        if "pixel_attention_mask" in first:
+            pam = [
+                _pad_to(pieces[i]["pixel_attention_mask"][r : r + 1], n_max, 0, left=False) for i, r in picks
+            ]
+            out["pixel_attention_mask"] = torch.cat(pam, dim=0)
+    else:
+        # One tensor entry per image (LLaVA-style [N_img, C, H, W]).
+        parts = []
+        for piece_idx, row in picks:
+            start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
+            parts.append(pieces[piece_idx]["pixel_values"][start : start + count])
+        out["pixel_values"] = torch.cat(parts, dim=0)
+        if "pixel_attention_mask" in first:
+            raise ValueError("Cannot merge per-image pixel_values that also carry a pixel_attention_mask.")
+    if "image_sizes" in first:
+        sizes = []
+        for piece_idx, row in picks:
+            start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
+            sizes.append(pieces[piece_idx]["image_sizes"][start : start + count])
+        out["image_sizes"] = torch.cat(sizes, dim=0)
+    if "num_images" in first:
+        out["num_images"] = num_images
+    return out
+
+
+def select_rows(
+    pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]], pad_token_id: int
+) -> dict[str, Any]:
+    """Build one scored batch from rows of several.
+
+    Args:
+        pieces: outputs of `GRPOTrainer._generate_and_score_completions` (same process, same keys).
+        picks: `(piece index, row index)` per output row, in output order.
+        pad_token_id: the tokenizer's pad id, used to pad `prompt_ids` / `completion_ids`.
+
+    Returns:
+        A dict with the same keys; `num_items_in_batch` is the number of picked completion tokens
+        (the caller must make it global across processes, as TRL does).
+    """
+    if not pieces or not picks:
+        raise ValueError("select_rows needs at least one batch and one picked row.")
+    keys = set(pieces[0])
+    for p in pieces[1:]:
+        if set(p) != keys:
+            raise ValueError(f"Cannot merge generation batches with different keys: {sorted(keys ^ set(p))}.")
+    bad = [k for k in keys if k in _UNSUPPORTED]
+    if bad:
+        raise ValueError(f"Dynamic sampling cannot merge batches with {bad} (tile-based VLMs); disable it.")
+    known = set(_LEFT_PADDED) | set(_RIGHT_PADDED) | set(_SEQUENCE_KEYS) | set(_PER_ROW_KEYS)
+    known |= set(_SCALAR_KEYS) | set(_IMAGE_KEYS)
+    unknown = sorted(k for k in keys if k not in known)
+    if unknown:
+        raise ValueError(f"Dynamic sampling does not know how to merge the keys {unknown}.")
+
+    out: dict[str, Any] = {}
+    prompt_width = max(p["prompt_ids"].size(1) for p in pieces)
+    completion_width = max(p["completion_ids"].size(1) for p in pieces)
+
+    def gather(key: str, width: int, value: float | None, left: bool) -> torch.Tensor:
+        value = pad_token_id if value is None else value
+        rows = [_pad_to(pieces[i][key][r : r + 1], width, value, left) for i, r in picks]
+        return torch.cat(rows, dim=0)
+
+    for key, value in _LEFT_PADDED.items():
+        if key in keys:
+            out[key] = gather(key, prompt_width, value, left=True)
+    for key, value in _RIGHT_PADDED.items():
+        if key not in keys:
+            continue
+        if key == "tool_mask" or pieces[0][key].size(1) > 1:
+            out[key] = gather(key, completion_width, value, left=False)
+    if "importance_sampling_ratio" in keys:
+        raise ValueError("Dynamic sampling cannot merge vLLM importance-sampling ratios; disable one of them.")
+    for key in _SEQUENCE_KEYS:
+        if key not in keys:
+            continue
+        rows = []
+        for i, r in picks:
+            width = pieces[i]["prompt_ids"].size(1)
+            full = pieces[i][key][r : r + 1]
+            prompt_part = _pad_to(full[:, :width], prompt_width, 0, left=True)
+            completion_part = _pad_to(full[:, width:], completion_width, 0, left=False)
+            rows.append(torch.cat([prompt_part, completion_part], dim=1))
+        out[key] = torch.cat(rows, dim=0)
+    for key in _PER_ROW_KEYS:
+        if key in keys:
+            out[key] = torch.cat([pieces[i][key][r : r + 1] for i, r in picks], dim=0)
+    out.update(_select_images(pieces, picks))
+    completion_mask = out["completion_mask"]
+    if "tool_mask" in out:
+        completion_mask = completion_mask * out["tool_mask"]
+    out["num_items_in_batch"] = completion_mask.sum()
+    return out
+
+
+def group_pass_rates(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean reward of each consecutive group of `group_size` rows.
+
+    Args:
+        rewards: float [N], N a multiple of `group_size` (NaN rewards are ignored).
+
+    Returns:
+        float [N / group_size].
+    """
+    if rewards.numel() % group_size != 0:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}.")
+    return torch.nanmean(rewards.view(-1, group_size).float(), dim=1)
+
+
+def plan_dynamic_sampling(
+    keep_per_piece: Sequence[torch.Tensor], group_size: int, rows_needed: int
+) -> tuple[list[tuple[int, int]], int]:
+    """Choose which rows form the batch: kept groups first, in generation order, then dropped ones.
+
+    Args:
+        keep_per_piece: bool [n_groups_i] per generated piece: whether each group passed the filter.
+        group_size: rows per group (G).
+        rows_needed: rows in the output batch (a multiple of G).
+
+    Returns:
+        (picks, n_filler_groups): `(piece, row)` pairs and how many dropped groups had to fill in.
+    """
+    kept, dropped = [], []
+    for piece_idx, keep in enumerate(keep_per_piece):
+        for group_idx, ok in enumerate(keep.tolist()):
+            rows = [(piece_idx, group_idx * group_size + j) for j in range(group_size)]
+            (kept if ok else dropped).append(rows)
+    groups_needed = rows_needed // group_size
+    chosen = kept[:groups_needed]
+    filler = max(0, groups_needed - len(chosen))
+    chosen += dropped[:filler]
+    return [row for group in chosen for row in group], filler

@@ -1,0 +1,199 @@
+"""`VPPOConfig`: TRL's `GRPOConfig` plus every VPPO knob, with defaults of the official 7B recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+DEPENDENCY_ESTIMATORS = ("k3", "kl", "jsd", "top1_drop")
+PERTURBATIONS = ("blacken", "blacken_image", "noise", "blur", "grey")
+TOKEN_SELECTIONS = ("topk", "soft", "entropy", "random", "union", "none")
+TAS_SCOPES = ("global", "local", "group")
+NLL_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
+
+
+@dataclass
+class VPPOConfig(GRPOConfig):
+    r"""Configuration for [`VPPOTrainer`]: GRPOConfig plus the VPPO algorithm (arXiv 2510.09285).
+
+    The defaults reproduce the official Qwen2.5-VL-7B recipe: k3 token dependency on patch-blackened
+    images (p = 0.5), top-40% token gradient filtering (TGF), dynamic trajectory advantage shaping
+    (TAS, β_min = 0.9), the sampled-token NLL term (0.06), DAPO clipping (0.2 / 0.28), token-mean
+    loss, no KL, and dynamic sampling. Switch VPPO off with `token_selection="none"` and
+    `use_tas=False` to get the DAPO baseline through the same code path.
+    """
+
+    # --- token visual dependency -------------------------------------------------------------
+    dependency_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "How to score each token's visual dependency: 'k3' (official: sampled-token "
+            "estimator exp(d)-d-1 of KL(π_I‖π_I'), clamped), 'kl' (the paper's exact full-vocabulary "
+            "KL, chunked), 'jsd' (exact Jensen-Shannon), 'top1_drop' (drop in the sampled token's "
+            "probability).",
+            "choices": list(DEPENDENCY_ESTIMATORS),
+        },
+    )
+    dependency_clip: float = field(
+        default=10.0, metadata={"help": "Upper clamp of per-token k3 scores (official: 10)."}
+    )
+    kl_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Tokens per chunk for the exact 'kl'/'jsd' estimators (peak memory ∝ chunk × vocab)."},
+    )
+    perturbation: str = field(
+        default="blacken",
+        metadata={
+            "help": "The uninformative image I': 'blacken' (black processor patches in pixel_values; "
+            "exact and cheap), 'blacken_image' (official: black 14-px squares of the PIL image, then "
+            "re-run the image processor), 'noise' (Gaussian σ=189), 'blur' (radius 6), 'grey' (solid 128).",
+            "choices": list(PERTURBATIONS),
+        },
+    )
+    perturbation_prob: float = field(
+        default=0.5, metadata={"help": "Probability that each patch is blackened (official: 0.5)."}
+    )
+    perturbation_patch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Patch side in pixels for blackening. None: the processor's ViT patch size "
+            "(14 for Qwen2/2.5-VL, 16 for Qwen3-VL); the official code uses 14 everywhere."
+        },
+    )
+    perturbation_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the perturbation masks; combined with the step and process index."},
+    )
+
+    # --- TGF ----------------------------------------------------------------------------------
+    token_selection: str = field(
+        default="topk",
+        metadata={
+            "help": "Which tokens receive policy gradient: 'topk' (TGF: top `token_ratio` by "
+            "dependency), 'soft' (sigmoid weights with mean `token_ratio`, paper App. I), 'entropy' "
+            "(top by entropy), 'random', 'union' (dependency OR entropy, as the official code), "
+            "'none' (all tokens).",
+            "choices": list(TOKEN_SELECTIONS),
+        },
+    )
+    token_ratio: float = field(
+        default=0.4, metadata={"help": "k: fraction of each response's tokens kept by TGF (official 0.4)."}
+    )
+    entropy_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Fraction kept by the entropy mask in 'union' selection; None: `token_ratio`."},
+    )
+
+    # --- TAS ----------------------------------------------------------------------------------
+    use_tas: bool = field(
+        default=True, metadata={"help": "Scale each response's advantage by α from its mean dependency (TAS)."}
+    )
+    tas_beta_min: float = field(default=0.9, metadata={"help": "β_min, the smallest advantage scale."})
+    tas_beta_max: str = field(
+        default="dynamic",
+        metadata={
+            "help": "β_max: 'dynamic' (β_min + (1-β_min)/mean(u), so mean α = 1, as the official code) "
+            "or a number greater than β_min."
+        },
+    )
+    tas_scope: str = field(
+        default="global",
+        metadata={
+            "help": "Set over which TAS min/max/mean are taken: 'global' (the whole generation batch, "
+            "gathered across processes; independent of GPU count), 'local' (this process's batch, "
+            "closest to the official per-GPU statistics), 'group' (each prompt's G responses).",
+            "choices": list(TAS_SCOPES),
+        },
+    )
+
+    # --- DAPO pieces shared by every algorithm --------------------------------------------------
+    nll_coef: float = field(
+        default=0.06,
+        metadata={
+            "help": "Coefficient of the sampled-token NLL term the official code calls 'entropy "
+            "penalty' (0.06 for 7B, 0.12 for Qwen3-VL-8B; 0 disables). Applied to all tokens."
+        },
+    )
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={"help": "Drop groups whose mean accuracy is ≤ low or ≥ high and generate again (DAPO)."},
+    )
+    dynamic_sampling_low: float = field(default=0.01, metadata={"help": "Drop groups with accuracy ≤ this."})
+    dynamic_sampling_high: float = field(default=0.99, metadata={"help": "Drop groups with accuracy ≥ this."})
+    dynamic_sampling_max_rounds: int = field(
+        default=4,
+        metadata={
+            "help": "Extra generation rounds per batch to refill dropped groups (the official code "
+            "loops forever); after the bound, the batch is filled with dropped groups and a warning."
+        },
+    )
+    dynamic_sampling_reward: str = field(
+        default="accuracy",
+        metadata={
+            "help": "Name of the reward function whose group mean is filtered; if no reward has this "
+            "name, the weighted total reward is used."
+        },
+    )
+
+    # --- overridden GRPOConfig defaults (official 7B recipe) ------------------------------------
+    epsilon_high: float | None = field(
+        default=0.28, metadata={"help": "Upper clip ε (clip-higher; official 0.28)."}
+    )
+    top_p: float = field(default=0.99, metadata={"help": "Top-p for rollouts (official 0.99)."})
+    max_completion_length: int | None = field(
+        default=2048, metadata={"help": "Maximum generated tokens (official 7B: 2048)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+
+        def check(ok: bool, name: str, message: str):
+            if not ok:
+                raise ValueError(f"VPPOConfig.{name} {message}")
+
+        check(self.dependency_estimator in DEPENDENCY_ESTIMATORS, "dependency_estimator",
+              f"is {self.dependency_estimator!r}; choose one of {', '.join(DEPENDENCY_ESTIMATORS)}.")
+        check(self.perturbation in PERTURBATIONS, "perturbation",
+              f"is {self.perturbation!r}; choose one of {', '.join(PERTURBATIONS)}.")
+        check(self.token_selection in TOKEN_SELECTIONS, "token_selection",
+              f"is {self.token_selection!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
+        check(self.tas_scope in TAS_SCOPES, "tas_scope",
+              f"is {self.tas_scope!r}; choose one of {', '.join(TAS_SCOPES)}.")
+        check(self.dependency_clip > 0, "dependency_clip", f"must be positive, got {self.dependency_clip}.")
+        check(self.kl_chunk_size >= 1, "kl_chunk_size", f"must be at least 1, got {self.kl_chunk_size}.")
+        check(0.0 <= self.perturbation_prob <= 1.0, "perturbation_prob",
+              f"must be in [0, 1], got {self.perturbation_prob}.")
+        check(self.perturbation_patch_size is None or self.perturbation_patch_size >= 1,
+              "perturbation_patch_size", f"must be a positive integer, got {self.perturbation_patch_size}.")
+        check(0.0 < self.token_ratio <= 1.0, "token_ratio", f"must be in (0, 1], got {self.token_ratio}.")
+        check(self.entropy_ratio is None or 0.0 < self.entropy_ratio <= 1.0, "entropy_ratio",
+              f"must be in (0, 1], got {self.entropy_ratio}.")
+        check(0.0 < self.tas_beta_min <= 1.0, "tas_beta_min", f"must be in (0, 1], got {self.tas_beta_min}.")
+        self.tas_beta_max = str(self.tas_beta_max)
+        if self.tas_beta_max != "dynamic":
+            try:
+                beta_max = float(self.tas_beta_max)
+            except ValueError:
+                beta_max = float("nan")
+            check(beta_max > self.tas_beta_min, "tas_beta_max",
+                  f"must be 'dynamic' or a number greater than tas_beta_min={self.tas_beta_min}, "
+                  f"got {self.tas_beta_max!r}.")
+        check(self.nll_coef >= 0, "nll_coef", f"must be non-negative, got {self.nll_coef}.")
+        check(self.nll_coef == 0 or self.loss_type in NLL_LOSS_TYPES, "nll_coef",
+              f"is only supported with loss_type in {', '.join(NLL_LOSS_TYPES)}, got {self.loss_type!r}.")
+        check(0.0 <= self.dynamic_sampling_low < self.dynamic_sampling_high <= 1.0, "dynamic_sampling_low",
+              f"and dynamic_sampling_high must satisfy 0 ≤ low < high ≤ 1, got "
+              f"{self.dynamic_sampling_low} and {self.dynamic_sampling_high}.")
+        check(self.dynamic_sampling_max_rounds >= 0, "dynamic_sampling_max_rounds",
+              f"must be non-negative, got {self.dynamic_sampling_max_rounds}.")
+
+    @property
+    def tas_beta_max_value(self) -> float | str:
+        """`tas_beta_max` as the algorithm layer takes it: the string 'dynamic' or a float."""
+        return "dynamic" if self.tas_beta_max == "dynamic" else float(self.tas_beta_max)
+
+    @property
+    def needs_dependency(self) -> bool:
+        """Whether a step needs the perturbed forward pass at all (False for DAPO/GRPO baselines)."""
+        return self.use_tas or self.token_selection in ("topk", "soft", "union")

@@ -1,0 +1,77 @@
+"""Canary: the TRL / transformers internals VPPOTrainer relies on. When TRL changes one of them,
+this file fails first and names the hook, instead of a training run failing obscurely."""
+
+from __future__ import annotations
+
+import inspect
+
+import trl
+from transformers import Trainer
+from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
+
+
+def _params(fn) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def test_trl_minor_version_is_the_tested_one():
+    assert trl.__version__.startswith("1.16."), (
+        f"vppo is tested against trl 1.16.x, found {trl.__version__}; re-run the hook tests and update the pin."
+    )
+
+
+def test_generate_and_score_completions_signature():
+    assert _params(GRPOTrainer._generate_and_score_completions) == ["self", "inputs"]
+
+
+def test_calculate_rewards_signature():
+    assert _params(GRPOTrainer._calculate_rewards) == [
+        "self", "inputs", "prompts", "completions", "completion_ids_list"]
+
+
+def test_per_token_logps_signature_and_keywords():
+    params = _params(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert params[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
+    for name in ("batch_size", "compute_entropy", "pixel_values", "image_grid_thw", "num_images",
+                 "pixel_attention_mask", "image_sizes", "token_type_ids", "mm_token_type_ids", "num_tiles"):
+        assert name in params, f"_get_per_token_logps_and_entropies lost its `{name}` argument"
+    # It must return (logps, entropies, aux_loss): the 3-tuple arrived in trl 1.9.
+    source = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert "return logps, entropies, aux_loss" in source
+
+
+def test_compute_loss_signature_and_token_level_advantages():
+    assert _params(GRPOTrainer.compute_loss) == [
+        "self", "model", "inputs", "return_outputs", "num_items_in_batch"]
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    # VPPO hands TRL [B, T] advantages; TRL must keep accepting them unchanged.
+    assert "if advantages.dim() == 1:" in source
+    # The loss mask must stay completion_mask (x tool_mask): TGF relies on zero advantages, not masks.
+    assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in source
+    # The NLL term reproduces the dapo normalizer.
+    assert 'normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes' in source
+
+
+def test_dataloader_and_sampler_hooks_for_dynamic_sampling():
+    assert _params(Trainer._get_dataloader)[:6] == [
+        "self", "dataset", "description", "batch_size", "sampler_fn", "is_training"]
+    assert _params(RepeatSampler.__init__) == [
+        "self", "data_source", "mini_repeat_count", "batch_size", "repeat_count", "shuffle", "seed"]
+
+
+def test_scored_batch_keys_are_known_to_the_merger():
+    """Every key TRL's scored batch can hold is handled by vppo.trainer.batching (or refused)."""
+    from vppo.trainer import batching
+
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    produced = set()
+    for line in source.splitlines():
+        line = line.strip()
+        if line.startswith('output["') and "] =" in line:
+            produced.add(line.split('"')[1])
+    handled = (set(batching._LEFT_PADDED) | set(batching._RIGHT_PADDED) | set(batching._SEQUENCE_KEYS)
+               | set(batching._PER_ROW_KEYS) | set(batching._SCALAR_KEYS) | set(batching._IMAGE_KEYS)
+               | set(batching._UNSUPPORTED) | {"importance_sampling_ratio", "advantages"})
+    assert produced, "could not read the keys of TRL's scored batch"
+    assert produced <= handled, f"TRL produces keys the dynamic-sampling merger does not know: {produced - handled}"
