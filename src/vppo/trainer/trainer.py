@@ -32,8 +32,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler
 
-from vppo.algorithm import tas_scale, tgf_mask, token_advantages
-from vppo.algorithm import select_tokens
+from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
 from vppo.models import vision_layout
 from vppo.perception import (
     blacken_patches,
@@ -247,7 +246,7 @@ class VPPOTrainer(GRPOTrainer):
                     dataset=self.train_dataset,
                     description="Refill",
                     batch_size=self._train_batch_size * self.args.steps_per_generation,
-                    sampler_fn=lambda _dataset=None: sampler,
+                    sampler_fn=lambda _dataset=None, _sampler=sampler: _sampler,
                     is_training=True,
                 )
                 self._refill_iterator = iter(loader)

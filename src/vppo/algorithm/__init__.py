@@ -1,0 +1,39 @@
+"""VPPO algorithm core: token selection (TGF), advantage shaping (TAS), per-token advantages and
+loss pieces. Pure torch; imports nothing from TRL or transformers.
+
+Shapes: B = responses, T = response tokens; ``mask`` is a [B, T] response mask.
+"""
+
+from __future__ import annotations
+
+from vppo.algorithm.losses import clipped_pg_loss, sampled_token_nll
+from vppo.algorithm.selection import (
+    TOKEN_SELECTIONS,
+    TokenSelection,
+    entropy_mask,
+    kept_token_counts,
+    random_token_mask,
+    register_token_selection,
+    select_tokens,
+    soft_tgf_weights,
+    tgf_mask,
+    union_mask,
+)
+from vppo.algorithm.shaping import tas_scale, token_advantages
+
+__all__ = [
+    "TOKEN_SELECTIONS",
+    "TokenSelection",
+    "clipped_pg_loss",
+    "entropy_mask",
+    "kept_token_counts",
+    "random_token_mask",
+    "register_token_selection",
+    "sampled_token_nll",
+    "select_tokens",
+    "soft_tgf_weights",
+    "tas_scale",
+    "tgf_mask",
+    "token_advantages",
+    "union_mask",
+]

@@ -1,0 +1,47 @@
+"""Image perturbations and token visual-dependency estimators (pure torch).
+
+Nothing in this package imports transformers or TRL, so other RL stacks can reuse it on the
+tensors they already have. See ``docs/perception.md``.
+"""
+
+from __future__ import annotations
+
+from vppo.perception.dependency import (
+    DISTRIBUTION_ESTIMATORS,
+    TOKEN_ESTIMATORS,
+    distribution_dependency,
+    full_kl_dependency,
+    token_dependency,
+    trajectory_dependency,
+)
+from vppo.perception.perturbations import (
+    IMAGE_PERTURBATIONS,
+    LAYOUTS,
+    black_value,
+    blacken_image_patches,
+    blacken_patches,
+    gaussian_blur,
+    gaussian_noise,
+    perturb_image,
+    qwen_row_positions,
+    solid_grey,
+)
+
+__all__ = [
+    "DISTRIBUTION_ESTIMATORS",
+    "IMAGE_PERTURBATIONS",
+    "LAYOUTS",
+    "TOKEN_ESTIMATORS",
+    "black_value",
+    "blacken_image_patches",
+    "blacken_patches",
+    "distribution_dependency",
+    "full_kl_dependency",
+    "gaussian_blur",
+    "gaussian_noise",
+    "perturb_image",
+    "qwen_row_positions",
+    "solid_grey",
+    "token_dependency",
+    "trajectory_dependency",
+]
