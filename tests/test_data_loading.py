@@ -1,0 +1,529 @@
+"""vppo.data.loading: every source layout loads into TRL's VLM format; bad rows fail clearly."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pickle
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from vppo.data import load_training_dataset
+
+INSTRUCTION = (
+    "You first think through the reasoning process as an internal monologue, enclosed within "
+    "<think> </think> tags. Then, provide your final answer enclosed within \\boxed{}."
+)
+COLORS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "gray": (90, 90, 90)}
+# keep test images at their native size unless a test is about resizing
+NO_RESIZE = {"min_pixels": None, "max_pixels": None}
+
+
+def _png(color="red", size=(64, 48), mode="RGB") -> bytes:
+    value = COLORS[color] if mode == "RGB" else COLORS[color] + (255,) if mode == "RGBA" else 90
+    buf = io.BytesIO()
+    Image.new(mode, size, value).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _color(img: Image.Image) -> str:
+    pixel = img.getpixel((img.width // 2, img.height // 2))
+    return next(name for name, rgb in COLORS.items() if rgb == pixel)
+
+
+def _check_common_form(ds, answers, colors):
+    """Rows are TRL dicts: conversational prompt, RGB PIL images in placeholder order, str answers."""
+    assert len(ds) == len(answers)
+    for i, row in enumerate(ds):
+        assert set(row) >= {"prompt", "images", "answer"}
+        assert row["answer"] == answers[i]
+        assert [_color(img) for img in row["images"]] == colors[i]
+        assert all(isinstance(img, Image.Image) and img.mode == "RGB" for img in row["images"])
+        user = row["prompt"][-1]
+        assert user["role"] == "user"
+        assert sum(part == {"type": "image"} for part in user["content"]) == len(colors[i])
+        assert user["content"][-1]["text"].endswith(INSTRUCTION)
+        for part in user["content"]:
+            assert part in ({"type": "image"},) or set(part) == {"type", "text"}
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "hf_cache"
+
+
+# ----------------------------------------------------------------------------- source layouts
+
+
+def test_parquet_with_image_byte_structs(tmp_path, cache):
+    # raw pyarrow parquet, no HF feature metadata: images = list<struct{bytes, path}>
+    table = pa.table(
+        {
+            "images": [
+                [{"bytes": _png("red"), "path": None}],
+                [{"bytes": _png("green"), "path": None}, {"bytes": _png("blue"), "path": None}],
+            ],
+            "problem": ["<image>How many sides?", "Left <image> right <image>: same colour?"],
+            "answer": ["4", "No"],
+            "id": ["a", "b"],
+        }
+    )
+    pq.write_table(table, tmp_path / "train.parquet")
+    ds = load_training_dataset(
+        tmp_path / "train.parquet", cache_dir=cache, keep_columns=["id"], **NO_RESIZE
+    )
+    _check_common_form(ds, ["4", "No"], [["red"], ["green", "blue"]])
+    assert ds[1]["id"] == "b"
+    content = ds[1]["prompt"][0]["content"]
+    assert [p["type"] for p in content] == ["text", "image", "text", "image", "text"]
+    assert content[0]["text"] == "Left " and content[2]["text"] == " right "
+    assert ds[0]["prompt"][0]["content"][1]["text"] == "How many sides?\n\n" + INSTRUCTION
+
+
+def test_hf_parquet_with_image_feature_and_single_image_column(tmp_path, cache):
+    feats = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("int64"),
+        }
+    )
+    src = datasets.Dataset.from_dict(
+        {
+            "image": [Image.new("RGB", (40, 40), COLORS["blue"]), Image.new("L", (40, 40), 90)],
+            "question": ["<image>Which colour?", "What grey level?"],
+            "answer": [1, 90],
+        },
+        features=feats,
+    )
+    src.to_parquet(tmp_path / "mmk12.parquet")
+    # default image_column "images" falls back to "image"; renamed problem column; int answers
+    ds = load_training_dataset(
+        tmp_path / "mmk12.parquet", problem_column="question", cache_dir=cache, **NO_RESIZE
+    )
+    _check_common_form(ds, ["1", "90"], [["blue"], ["gray"]])
+
+
+def test_jsonl_with_relative_paths_resolves_against_the_data_file(tmp_path, cache, monkeypatch):
+    data = tmp_path / "data"
+    (data / "imgs").mkdir(parents=True)
+    (data / "imgs" / "r.png").write_bytes(_png("red"))
+    (data / "imgs" / "g.png").write_bytes(_png("green"))
+    rows = [
+        {"problem": "<image>Q1", "answer": "\\boxed{\\frac{1}{2}}", "images": ["imgs/r.png"]},
+        {"problem": "<image><image>Q2", "answer": "B", "images": ["imgs/g.png", "./imgs/r.png"]},
+    ]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative paths must not depend on the working directory
+    ds = load_training_dataset(data / "train.jsonl", cache_dir=cache, **NO_RESIZE)
+    _check_common_form(ds, ["\\frac{1}{2}", "B"], [["red"], ["green", "red"]])  # \boxed{} unwrapped
+    kept = load_training_dataset(
+        data / "train.jsonl", cache_dir=cache, unwrap_boxed_answer=False, **NO_RESIZE
+    )
+    assert kept[0]["answer"] == "\\boxed{\\frac{1}{2}}"
+
+
+def test_json_list_file_and_image_dir(tmp_path, cache):
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "b.png").write_bytes(_png("blue"))
+    (tmp_path / "meta").mkdir()
+    rows = [{"question": "<image>Q", "solution": "7", "pic": "b.png"}]
+    (tmp_path / "meta" / "rows.json").write_text(json.dumps(rows))
+    ds = load_training_dataset(
+        tmp_path / "meta" / "rows.json",
+        image_column="pic",
+        problem_column="question",
+        answer_column="solution",
+        image_dir=tmp_path / "pics",
+        cache_dir=cache,
+        **NO_RESIZE,
+    )
+    _check_common_form(ds, ["7"], [["blue"]])
+    assert ds.column_names == ["prompt", "answer", "images"]
+
+
+def test_save_to_disk_dataset_dict_and_arrow_file(tmp_path, cache):
+    feats = datasets.Features(
+        {
+            "images": datasets.List(datasets.Image()),
+            "problem": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+        }
+    )
+
+    def split(color, answer):
+        return datasets.Dataset.from_dict(
+            {
+                "images": [[Image.new("RGB", (32, 32), COLORS[color])]],
+                "problem": ["<image>Q"],
+                "answer": [answer],
+            },
+            features=feats,
+        )
+
+    dd = datasets.DatasetDict({"train": split("red", "1"), "test": split("green", "2")})
+    dd.save_to_disk(tmp_path / "dd")
+    _check_common_form(
+        load_training_dataset(tmp_path / "dd", split="test", **NO_RESIZE), ["2"], [["green"]]
+    )
+    with pytest.raises(
+        ValueError, match=r"split 'validation' is not in the saved dataset .*splits: train, test"
+    ):
+        load_training_dataset(tmp_path / "dd", split="validation")
+
+    split("blue", "3").save_to_disk(tmp_path / "single")
+    _check_common_form(load_training_dataset(tmp_path / "single", **NO_RESIZE), ["3"], [["blue"]])
+    arrow = next((tmp_path / "single").glob("*.arrow"))
+    _check_common_form(
+        load_training_dataset(arrow, cache_dir=cache, **NO_RESIZE), ["3"], [["blue"]]
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_imagefolder_with_metadata(tmp_path, cache, fmt):
+    root = tmp_path / "folder"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "a.png").write_bytes(_png("red", mode="RGBA"))
+    (root / "train" / "b.png").write_bytes(_png("gray", mode="L"))
+    rows = [("a.png", "<image>What colour?", "red"), ("b.png", "What shade?", "gray")]
+    if fmt == "jsonl":
+        text = "\n".join(
+            json.dumps({"file_name": f, "problem": p, "answer": a}) for f, p, a in rows
+        )
+    else:
+        text = "file_name,problem,answer\n" + "\n".join(f'{f},"{p}",{a}' for f, p, a in rows)
+    (root / "train" / f"metadata.{fmt}").write_text(text + "\n")
+    ds = load_training_dataset(root, cache_dir=cache, **NO_RESIZE)
+    _check_common_form(ds, ["red", "gray"], [["red"], ["gray"]])
+    with pytest.raises(ValueError, match="no file for split 'test'; splits found: train"):
+        load_training_dataset(root, split="test", cache_dir=cache)
+
+
+def test_imagefolder_with_file_names_lists(tmp_path, cache):
+    (tmp_path / "x.png").write_bytes(_png("green"))
+    (tmp_path / "y.png").write_bytes(_png("blue"))
+    row = {"file_names": ["x.png", "y.png"], "problem": "<image> vs <image>", "answer": "A"}
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(row) + "\n")
+    ds = load_training_dataset(tmp_path, cache_dir=cache, **NO_RESIZE)
+    _check_common_form(ds, ["A"], [["green", "blue"]])
+
+
+def test_folder_of_split_named_files_and_several_image_columns(tmp_path, cache):
+    def write(name, color, answer):
+        table = pa.table(
+            {
+                "image_1": [{"bytes": _png(color), "path": None}],
+                "image_2": pa.array(
+                    [None], type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+                ),
+                "image_3": [{"bytes": _png("gray"), "path": None}],
+                "problem": ["<image> then <image>"],
+                "answer": [answer],
+            }
+        )
+        pq.write_table(table, tmp_path / name)
+
+    write("train-00000-of-00002.parquet", "red", "1")
+    write("train-00001-of-00002.parquet", "green", "2")
+    write("test-00000-of-00001.parquet", "blue", "3")
+    cols = ["image_1", "image_2", "image_3"]  # MMMU-style columns; nulls are skipped
+    train = load_training_dataset(tmp_path, image_column=cols, cache_dir=cache, **NO_RESIZE)
+    _check_common_form(train, ["1", "2"], [["red", "gray"], ["green", "gray"]])
+    test = load_training_dataset(
+        tmp_path, split="test", image_column=cols, cache_dir=cache, **NO_RESIZE
+    )
+    _check_common_form(test, ["3"], [["blue", "gray"]])
+
+
+def test_in_memory_dataset_without_placeholders_puts_images_first():
+    src = datasets.Dataset.from_dict(
+        {
+            "images": [
+                [
+                    Image.new("RGB", (56, 56), COLORS["red"]),
+                    Image.new("RGB", (56, 56), COLORS["blue"]),
+                ]
+            ],
+            "problem": ["Are these two shapes the same colour?"],
+            "answer": ["no"],
+        }
+    )
+    ds = load_training_dataset(src, system_prompt="You are a helpful assistant.", **NO_RESIZE)
+    row = ds[0]
+    assert row["prompt"][0] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "You are a helpful assistant."}],
+    }
+    assert [p["type"] for p in row["prompt"][1]["content"]] == ["image", "image", "text"]
+    assert [_color(i) for i in row["images"]] == ["red", "blue"]
+
+
+def test_images_are_resized_into_the_pixel_range_when_read():
+    src = datasets.Dataset.from_dict(
+        {
+            "images": [[Image.new("RGB", (2000, 1000))], [Image.new("RGB", (50, 20))]],
+            "problem": ["<image>a", "<image>b"],
+            "answer": ["1", "2"],
+        }
+    )
+    ds = load_training_dataset(src)  # official defaults: 256*28*28 .. 1280*28*28
+    big, small = ds[0]["images"][0], ds[1]["images"][0]
+    assert big.size == (1416, 708)
+    assert 256 * 28 * 28 <= small.width * small.height <= 1280 * 28 * 28
+    assert abs(small.width / small.height - 2.5) < 0.01
+    # the official truncation and alpha handling are available for bit-for-bit parity
+    src = datasets.Dataset.from_dict(
+        {
+            "images": [[Image.new("RGBA", (3, 7), (0, 0, 0, 0))]],
+            "problem": ["<image>c"],
+            "answer": ["3"],
+        }
+    )
+    white = load_training_dataset(src)[0]["images"][0]
+    official = load_training_dataset(src, resize_rounding="official", alpha="drop")[0]["images"][0]
+    assert white.size == (294, 685) and white.getpixel((5, 5)) == (255, 255, 255)
+    assert official.size == (293, 684) and official.getpixel((5, 5)) == (0, 0, 0)
+
+
+def test_max_samples_is_a_seeded_subset_in_source_order():
+    src = datasets.Dataset.from_dict(
+        {"problem": [f"q{i}" for i in range(50)], "answer": [str(i) for i in range(50)]}
+    )
+    a = load_training_dataset(src, image_column=None, max_samples=10, seed=3)
+    b = load_training_dataset(src, image_column=None, max_samples=10, seed=3)
+    c = load_training_dataset(src, image_column=None, max_samples=10, seed=4)
+    first = load_training_dataset(src, image_column=None, max_samples=10, seed=None)
+    assert a["answer"] == b["answer"] != c["answer"]
+    assert [int(x) for x in a["answer"]] == sorted(int(x) for x in a["answer"])
+    assert first["answer"] == [str(i) for i in range(10)]
+    assert load_training_dataset(src, image_column=None, max_samples=500)["answer"] == src["answer"]
+    assert a[0]["images"] == []
+
+
+def test_output_works_as_a_trl_dataset():
+    import torch
+    from trl.data_utils import is_conversational, prepare_multimodal_messages
+
+    src = datasets.Dataset.from_dict(
+        {
+            "images": [[Image.new("RGBA", (30, 30), (0, 0, 0, 0))], [Image.new("P", (30, 30))] * 2],
+            "problem": ["<image>one", "<image>two<image>"],
+            "answer": ["1", "2"],
+        }
+    )
+    ds = load_training_dataset(src, min_pixels=28 * 28, max_pixels=56 * 56)
+    # survives shuffling, selection and pickling (DataLoader workers), as TRL's sampler uses them
+    ds = pickle.loads(pickle.dumps(ds.shuffle(seed=0).select([0, 1])))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=lambda rows: rows)
+    batch = next(iter(loader))
+    assert len(batch) == 2
+    for row in batch:
+        assert is_conversational(row)
+        messages = prepare_multimodal_messages(row["prompt"], images=row["images"])
+        filled = [p["image"] for m in messages for p in m["content"] if p["type"] == "image"]
+        assert filled == row["images"] and all(img.mode == "RGB" for img in filled)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _jsonl(tmp_path, rows, name="train.jsonl"):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_missing_image_file_names_file_row_and_field(tmp_path, cache):
+    (tmp_path / "ok.png").write_bytes(_png())
+    path = _jsonl(
+        tmp_path,
+        [
+            {"problem": "<image>a", "answer": "1", "images": ["ok.png"]},
+            {"problem": "<image>b", "answer": "2", "images": ["gone.png"]},
+        ],
+    )
+    with pytest.raises(FileNotFoundError) as err:
+        load_training_dataset(path, cache_dir=cache)
+    message = str(err.value)
+    assert "row 1 of" in message and "train.jsonl" in message and "field 'images'" in message
+    assert str(tmp_path / "gone.png") in message
+
+
+def test_corrupt_and_truncated_image_bytes(tmp_path, cache):
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    noisy.save(buf, "PNG")
+    table = pa.table(
+        {
+            "images": [
+                [{"bytes": _png(), "path": None}],
+                [{"bytes": buf.getvalue()[:300], "path": None}],
+            ],
+            "problem": ["<image>a", "<image>b"],
+            "answer": ["1", "2"],
+        }
+    )
+    pq.write_table(table, tmp_path / "trunc.parquet")
+    # the header check passes a truncated file; the full check decodes and names the row
+    assert len(load_training_dataset(tmp_path / "trunc.parquet", cache_dir=cache)) == 2
+    with pytest.raises(
+        ValueError, match=r"row 1 of .*trunc\.parquet, field 'images', image 0 could not be decoded"
+    ):
+        load_training_dataset(tmp_path / "trunc.parquet", validate="full", cache_dir=cache)
+    table = table.set_column(
+        0, "images", pa.array([[{"bytes": b"\x89PNG garbage", "path": None}]] * 2)
+    )
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 of .*bad\.parquet, field 'images', image 0 could not be read as an image",
+    ):
+        load_training_dataset(tmp_path / "bad.parquet", cache_dir=cache)
+
+
+def test_image_smaller_than_a_patch(tmp_path, cache):
+    (tmp_path / "tiny.png").write_bytes(_png(size=(20, 12)))
+    path = _jsonl(tmp_path, [{"problem": "<image>q", "answer": "1", "images": ["tiny.png"]}])
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 of .*image 0 \(.*tiny\.png\) is 20x12 px after resizing, smaller than one 28-px patch",
+    ):
+        load_training_dataset(path, min_pixels=None, cache_dir=cache)
+    ds = load_training_dataset(path, cache_dir=cache)  # the official min_pixels upscales it
+    assert min(ds[0]["images"][0].size) >= 28
+
+
+def test_placeholder_count_mismatch(tmp_path, cache):
+    (tmp_path / "a.png").write_bytes(_png())
+    more = _jsonl(
+        tmp_path, [{"problem": "<image>x<image>", "answer": "1", "images": ["a.png"]}], "more.jsonl"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 of .*more\.jsonl: field 'problem' has 2 '<image>' placeholders but field 'images' holds 1 image\.",
+    ):
+        load_training_dataset(more, cache_dir=cache)
+    fewer = _jsonl(
+        tmp_path,
+        [{"problem": "<image>x", "answer": "1", "images": ["a.png", "a.png"]}],
+        "fewer.jsonl",
+    )
+    with pytest.raises(
+        ValueError, match="has 1 '<image>' placeholder but field 'images' holds 2 images"
+    ):
+        load_training_dataset(fewer, cache_dir=cache)
+
+
+def test_unknown_columns_list_the_available_ones(tmp_path, cache):
+    path = _jsonl(tmp_path, [{"question": "q", "answer": "1", "images": []}])
+    with pytest.raises(
+        ValueError,
+        match=r"problem column 'problem' not found in .*train\.jsonl; available columns: question, answer, images",
+    ):
+        load_training_dataset(path, cache_dir=cache)
+    with pytest.raises(ValueError, match="answer column 'solution' not found"):
+        load_training_dataset(
+            path, problem_column="question", answer_column="solution", cache_dir=cache
+        )
+    with pytest.raises(ValueError, match="image column 'pics' not found"):
+        load_training_dataset(path, problem_column="question", image_column="pics", cache_dir=cache)
+    with pytest.raises(ValueError, match="keep column 'id' not found"):
+        load_training_dataset(path, problem_column="question", keep_columns=["id"], cache_dir=cache)
+    with pytest.raises(ValueError, match="uses variable 'choices', which is not a column"):
+        load_training_dataset(
+            path,
+            problem_column="question",
+            prompt_template="{{ problem }} {{ choices }}",
+            cache_dir=cache,
+        )
+
+
+def test_bad_text_fields(tmp_path, cache):
+    cases = [
+        ({"problem": "   ", "answer": "1"}, r"row 0 of .*field 'problem' is empty"),
+        ({"problem": "q", "answer": None}, r"field 'answer' is null"),
+        ({"problem": "q", "answer": "  "}, r"field 'answer' is empty"),
+    ]
+    for i, (row, pattern) in enumerate(cases):
+        path = _jsonl(tmp_path, [row], f"t{i}.jsonl")
+        with pytest.raises(ValueError, match=pattern):
+            load_training_dataset(path, image_column=None, cache_dir=cache)
+
+
+def test_skip_drops_bad_rows_and_reports_them(tmp_path, cache, caplog):
+    (tmp_path / "ok.png").write_bytes(_png("green"))
+    rows = [
+        {"problem": "<image>a", "answer": "1", "images": ["ok.png"]},
+        {"problem": "<image>b", "answer": "2", "images": ["missing.png"]},
+        {"problem": "<image>c", "answer": "", "images": ["ok.png"]},
+        {"problem": "<image><image>d", "answer": "4", "images": ["ok.png"]},
+        {"problem": "<image>e", "answer": "5", "images": ["ok.png"]},
+    ]
+    path = _jsonl(tmp_path, rows)
+    with caplog.at_level(logging.WARNING, logger="vppo.data.loading"):
+        ds = load_training_dataset(path, on_error="skip", cache_dir=cache, **NO_RESIZE)
+    _check_common_form(ds, ["1", "5"], [["green"], ["green"]])
+    report = caplog.text
+    assert "Skipped 3 of 5 rows" in report and "answer: 1, images: 2" in report
+    assert "train.jsonl#1, train.jsonl#2, train.jsonl#3" in report and "missing.png" in report
+    with pytest.raises(ValueError, match="no usable rows .* all 1 rows were skipped"):
+        load_training_dataset(
+            _jsonl(tmp_path, [rows[1]], "bad.jsonl"), on_error="skip", cache_dir=cache
+        )
+
+
+def test_prompt_token_limit(caplog):
+    class WhitespaceTokenizer:  # the slice of the HF tokenizer API the loader calls
+        def __call__(self, texts, add_special_tokens=True):
+            assert add_special_tokens is False
+            return {"input_ids": [t.split() for t in texts]}
+
+    class Processor:
+        tokenizer = WhitespaceTokenizer()
+
+    src = datasets.Dataset.from_dict(
+        {"problem": ["short one", "a b c d e f g h"], "answer": ["1", "2"]}
+    )
+    kw = {"image_column": None, "prompt_template": "plain", "max_prompt_tokens": 4}
+    with pytest.raises(
+        ValueError,
+        match=r"row 1 of the given dataset, field 'prompt' has 8 text tokens, more than max_prompt_tokens=4",
+    ):
+        load_training_dataset(src, tokenizer=WhitespaceTokenizer(), **kw)
+    with caplog.at_level(logging.WARNING, logger="vppo.data.loading"):
+        ds = load_training_dataset(src, tokenizer=Processor(), on_error="skip", **kw)
+    assert ds["answer"] == ["1"] and "prompt: 1" in caplog.text
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        load_training_dataset(src, **kw)
+
+
+def test_bad_arguments_and_sources(tmp_path):
+    src = datasets.Dataset.from_dict({"problem": ["q"], "answer": ["1"]})
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        load_training_dataset(src, on_error="ignore")
+    with pytest.raises(ValueError, match="must not exceed max_pixels"):
+        load_training_dataset(src, min_pixels=100, max_pixels=10)
+    with pytest.raises(ValueError, match="keep_columns cannot include 'answer'"):
+        load_training_dataset(src, keep_columns=["answer"])
+    with pytest.raises(ValueError, match="validate must be"):
+        load_training_dataset(src, validate="deep")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_training_dataset(tmp_path / "nothing.parquet")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported type"):
+        load_training_dataset(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="holds no data files"):
+        load_training_dataset(tmp_path)
+    # Hub names go through datasets.load_dataset; offline, the failure names the dataset
+    with pytest.raises(
+        FileNotFoundError, match="could not load the Hub dataset 'nobody/no_such_dataset'"
+    ):
+        load_training_dataset("nobody/no_such_dataset")
