@@ -46,7 +46,7 @@ class TrainScriptArguments:
     system_prompt: str | None = field(default=None, metadata={"help": "System message; None: the chat template's."})
     min_pixels: int | None = field(default=256 * 28 * 28, metadata={"help": "Images are upscaled to at least this."})
     max_pixels: int | None = field(default=1280 * 28 * 28, metadata={"help": "Images are downscaled to at most this."})
-    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of N rows (seeded by --seed)."})
     synthetic_train_size: int = field(default=512, metadata={"help": "Rows of the synthetic task's train split."})
     synthetic_eval_size: int = field(default=64, metadata={"help": "Rows of the synthetic task's validation split."})
     reward_funcs: list[str] = field(
