@@ -1,0 +1,106 @@
+"""Load a real VLM checkpoint (a Hub name or a local directory) together with its processor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+
+from vppo.models.processors import load_processor, looks_like_local_path
+
+__all__ = ["load_model_and_processor", "resolve_dtype"]
+
+_DTYPES: dict[str, torch.dtype | str] = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    """Map a dtype name ("auto", "float32", "bfloat16", "float16", or a torch.dtype) for loading."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
+        return dtype
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    return _DTYPES[dtype]
+
+
+def _check_source(path_or_name: str | Path, hub_kwargs: dict[str, Any]) -> str:
+    """Return the string to load from, or raise one clear error naming it."""
+    name = str(path_or_name)
+    if not name.strip():
+        raise ValueError("path_or_name must be a non-empty Hub model id or local directory.")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model path {name!r} is a file, expected a model directory.")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model directory {name!r} has no config.json.")
+        return str(path)
+    if isinstance(path_or_name, Path) or looks_like_local_path(name):
+        raise FileNotFoundError(f"model directory {name!r} does not exist.")
+    try:
+        AutoConfig.from_pretrained(name, **hub_kwargs)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        where = "the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hub"
+        raise FileNotFoundError(
+            f"model {name!r} is neither a local directory nor reachable in {where}."
+        ) from error
+    return name
+
+
+def load_model_and_processor(
+    path_or_name: str | Path,
+    *,
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load an image-text-to-text model and its processor from a Hub id or a local directory.
+
+    Uses ``AutoModelForImageTextToText`` (Qwen2/2.5/3-VL, SmolVLM/Idefics3, LLaVA, ...) and
+    `vppo.models.load_processor` (which works without torchvision). The tokenizer pads on the left.
+
+    Args:
+        path_or_name: a local model directory (with ``config.json``) or a Hub model id.
+        dtype: "auto" (the checkpoint's dtype), "float32", "bfloat16", "float16" or a torch.dtype.
+        attn_implementation: e.g. "sdpa", "eager", "flash_attention_2"; None lets transformers choose.
+        device_map: passed to ``from_pretrained`` (e.g. "auto"); None loads on CPU.
+        trust_remote_code: allow custom modelling code from the checkpoint.
+        revision: Hub revision (branch, tag or commit).
+
+    Returns:
+        (model in eval mode, processor).
+
+    Raises:
+        FileNotFoundError: the path is neither an existing model directory nor a reachable Hub id.
+        ValueError: an invalid ``dtype`` or a path that is a file.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    hub_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None:
+        hub_kwargs["revision"] = revision
+    source = _check_source(path_or_name, hub_kwargs)
+
+    model_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    model = AutoModelForImageTextToText.from_pretrained(source, **model_kwargs)
+    model.eval()
+    processor = load_processor(source, **hub_kwargs)
+    return model, processor

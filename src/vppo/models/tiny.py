@@ -1,0 +1,621 @@
+"""Offline builders for tiny, randomly initialised, *real* vision-language architectures.
+
+`build_tiny_vlm` returns a genuine ``Qwen2_5_VLForConditionalGeneration``,
+``Qwen3VLForConditionalGeneration`` or ``SmolVLMForConditionalGeneration`` (Idefics3 family) with
+a few hundred thousand parameters, plus a working processor: a byte-level BPE tokenizer trained
+in-process on a small corpus, the architecture's special tokens (their ids written into the model
+config), a chat template for TRL's conversational format, left padding and the architecture's own
+image processor. Nothing touches the network, and a build takes a few seconds on CPU.
+
+These models let the whole training stack (TRL generation, re-scoring, image perturbation, VPPO
+shaping) run in tests and demos exactly as it would on a 7B checkpoint, only smaller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast, ProcessorMixin
+
+from vppo.models.processors import make_processor
+
+__all__ = ["DEFAULT_CORPUS", "build_tiny_vlm", "supported_architectures", "train_bpe_tokenizer"]
+
+# OpenAI CLIP statistics (Qwen2/2.5-VL) and the symmetric 0.5 statistics (Qwen3-VL, SmolVLM).
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_HALF = (0.5, 0.5, 0.5)
+
+# Qwen chat format. Image parts become <|vision_start|><|image_pad|><|vision_end|>; the processor
+# expands the single <|image_pad|> into one token per merged 2x2 patch block.
+QWEN_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'video' -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}"
+    "{{- part['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+
+# SmolVLM chat format: "<|im_start|>User:<image>question<end_of_utterance>\nAssistant:". The
+# processor expands each <image> into <fake_token_around_image><global-img><image>*n<fake...>.
+SMOLVLM_CHAT_TEMPLATE = (
+    "{{- '<|im_start|>' -}}"
+    "{%- for message in messages -%}"
+    "{{- message['role'] | capitalize -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- ': ' + message['content'] -}}"
+    "{%- else -%}"
+    "{%- if message['content'] and message['content'][0]['type'] == 'image' -%}"
+    "{{- ':' -}}"
+    "{%- else -%}"
+    "{{- ': ' -}}"
+    "{%- endif -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}"
+    "{{- '<image>' -}}"
+    "{%- elif part['type'] == 'text' -%}"
+    "{{- part['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<end_of_utterance>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- 'Assistant:' -}}"
+    "{%- endif -%}"
+)
+
+# A small built-in corpus: chat roles, reasoning markup, digits and the vocabulary of simple
+# visual maths questions, so that the BPE merges resemble what the tiny model will see.
+DEFAULT_CORPUS: tuple[str, ...] = (
+    "system\nuser\nassistant\nUser:Assistant:",
+    "user\nassistant\nsystem\nUser: Assistant:",
+    "system user assistant User: Assistant: You are a helpful assistant.",
+    "<think> Let me look at the image carefully. </think> The answer is \\boxed{4}.",
+    "<think> I count the shapes one by one. </think> \\boxed{7}",
+    "<think> First, read the numbers in the picture. Then add them. </think> \\boxed{12}",
+    "Look at the image and answer the question. Put the final answer in \\boxed{}.",
+    "How many red squares are in the image? How many blue circles are there?",
+    "What is the colour of the largest shape? Which shape is on the left?",
+    "What number is written in the top left corner of the picture?",
+    "red green blue yellow black white grey orange purple colour color",
+    "square circle triangle rectangle shape shapes object objects grid cell cells",
+    "left right top bottom above below next to between inside outside corner centre center",
+    "count number numbers sum total difference product quotient ratio percent",
+    "add plus minus times divided by equals is equal to greater less than",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 25 30 42 50 64 99 100",
+    "one two three four five six seven eight nine ten zero",
+    "angle triangle area perimeter length width height radius diameter degrees",
+    "The triangle has angles of 30, 60 and 90 degrees. Find the area of the circle.",
+    "x + y = 10, 2x - y = 5, so x = 5 and y = 5. The answer is \\boxed{5}.",
+    "\\frac{1}{2} \\sqrt{2} \\pi \\times \\cdot \\leq \\geq ^2 _1 ( ) [ ] { } = + - * /",
+    "Step 1: identify the objects. Step 2: compute the result. Therefore the answer is",
+    "A. B. C. D. (A) (B) (C) (D) Choose the correct option. Answer: A",
+    "the a an of in on at to for with and or not yes no true false",
+    "there are there is we can see the image shows so the total is",
+    "Question: Answer: Solution: Hint: Please reason step by step.",
+)
+
+_QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Row/column markers are only emitted when SmolVLM splits an image into tiles; they are in the
+# vocabulary (as in the released tokenizers) so that turning splitting on needs no new tokens.
+_SMOLVLM_GRID = 4
+_SMOLVLM_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image>",
+    *(
+        f"<row_{r}_col_{c}>"
+        for r in range(1, _SMOLVLM_GRID + 1)
+        for c in range(1, _SMOLVLM_GRID + 1)
+    ),
+)
+# Reasoning markers are ordinary (non-special) added tokens, as in Qwen3: decoding with
+# skip_special_tokens keeps them, and a format reward sees them intact.
+_REASONING_TOKENS = ("<think>", "</think>")
+
+
+@dataclass(frozen=True)
+class _ArchSpec:
+    special_tokens: tuple[str, ...]
+    bos_token: str | None
+    eos_token: str
+    pad_token: str
+    chat_template: str
+
+
+_ARCH_SPECS: dict[str, _ArchSpec] = {
+    "qwen2_5_vl": _ArchSpec(
+        _QWEN_SPECIAL_TOKENS, None, "<|im_end|>", "<|endoftext|>", QWEN_CHAT_TEMPLATE
+    ),
+    "qwen3_vl": _ArchSpec(
+        _QWEN_SPECIAL_TOKENS, None, "<|im_end|>", "<|endoftext|>", QWEN_CHAT_TEMPLATE
+    ),
+    "smolvlm": _ArchSpec(
+        _SMOLVLM_SPECIAL_TOKENS,
+        "<|im_start|>",
+        "<end_of_utterance>",
+        "<|im_end|>",
+        SMOLVLM_CHAT_TEMPLATE,
+    ),
+}
+
+
+def supported_architectures() -> list[str]:
+    """Names accepted by `build_tiny_vlm`, in a stable order."""
+    return list(_ARCH_SPECS)
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    special_tokens: Iterable[str],
+    *,
+    bos_token: str | None,
+    eos_token: str,
+    pad_token: str,
+    chat_template: str,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer in-process and wrap it for transformers.
+
+    Digits are split one per token (as Qwen does), so numeric answers tokenize uniformly. Training
+    is deterministic for a given corpus and vocabulary size. The tokenizer adds no special tokens
+    on its own (the chat template writes them) and pads on the left.
+
+    Args:
+        texts: training corpus; at least one non-empty string.
+        vocab_size: upper bound on the vocabulary, including the 256 byte symbols and the special
+            tokens; the trained vocabulary can be smaller when the corpus runs out of merges.
+        special_tokens: tokens that are never split; ids are assigned first, in this order.
+        bos_token, eos_token, pad_token: roles of some of `special_tokens` (bos may be None).
+        chat_template: Jinja chat template stored on the tokenizer.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``padding_side == "left"``.
+    """
+    corpus = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not corpus:
+        raise ValueError("vocab_texts must contain at least one non-empty string.")
+    specials = list(dict.fromkeys(special_tokens))
+    min_size = 256 + len(specials) + len(_REASONING_TOKENS)
+    if vocab_size < min_size:
+        raise ValueError(
+            f"vocab_size must be at least {min_size} (256 bytes plus the special tokens), "
+            f"got {vocab_size}."
+        )
+    for role, token in (
+        ("bos_token", bos_token),
+        ("eos_token", eos_token),
+        ("pad_token", pad_token),
+    ):
+        if token is not None and token not in specials:
+            raise ValueError(f"{role} {token!r} is not one of the special tokens.")
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(_REASONING_TOKENS),
+        min_frequency=1,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus, trainer=trainer)
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in _REASONING_TOKENS])
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=4096,
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def _rope_sections(head_dim: int, interleaved: bool) -> list[int]:
+    """Split the head's rotary frequencies (head_dim/2 of them) into temporal/height/width parts.
+
+    Proportions follow the released checkpoints: 16/24/24 of 64 (Qwen2.5-VL, contiguous) and
+    24/20/20 of 64 (Qwen3-VL, interleaved), with at least one frequency per axis.
+    """
+    half = head_dim // 2
+    if interleaved:
+        spatial = max(1, (half * 20) // 64)
+        return [half - 2 * spatial, spatial, spatial]
+    temporal = max(1, (half * 16) // 64)
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]
+
+
+def _text_dims(hidden_size: int) -> tuple[int, int, int]:
+    """(attention heads, key/value heads, head_dim) for a tiny decoder: heads of width 16, GQA 2:1."""
+    head_dim = 16
+    heads = hidden_size // head_dim
+    kv_heads = heads // 2 if heads % 2 == 0 else heads
+    return heads, kv_heads, head_dim
+
+
+def _qwen_config(
+    arch: str,
+    token_ids: dict[str, int],
+    vocab: int,
+    hidden_size: int,
+    num_layers: int,
+    vision_hidden: int,
+    vision_depth: int,
+):
+    heads, kv_heads, head_dim = _text_dims(hidden_size)
+    vision_heads = max(1, vision_hidden // 16)
+    common_text = {
+        "vocab_size": vocab,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 4096,
+        "bos_token_id": token_ids["<|endoftext|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+    }
+    ids = {
+        "image_token_id": token_ids["<|image_pad|>"],
+        "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"],
+        "vision_end_token_id": token_ids["<|vision_end|>"],
+    }
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        text = {
+            **common_text,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": _rope_sections(head_dim, interleaved=False),
+            },
+        }
+        vision = {
+            "depth": vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": vision_heads,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "out_hidden_size": hidden_size,
+            # The last block attends globally, the others in windows, as in the released models.
+            "fullatt_block_indexes": [vision_depth - 1],
+        }
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+
+    from transformers import Qwen3VLConfig
+
+    text = {
+        **common_text,
+        "head_dim": head_dim,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            "mrope_section": _rope_sections(head_dim, interleaved=True),
+            "mrope_interleaved": True,
+        },
+    }
+    vision = {
+        "depth": vision_depth,
+        "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden,
+        "num_heads": vision_heads,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": hidden_size,
+        # Learned position embeddings for an 8x8 patch grid (128 px), interpolated for other sizes.
+        "num_position_embeddings": 64,
+        # DeepStack: features of the first vision block are also injected into the decoder.
+        "deepstack_visual_indexes": [0],
+    }
+    return Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+
+
+def _smolvlm_config(
+    token_ids: dict[str, int],
+    vocab: int,
+    hidden_size: int,
+    num_layers: int,
+    vision_hidden: int,
+    vision_depth: int,
+    image_size: int,
+    patch_size: int,
+    scale_factor: int,
+):
+    from transformers import SmolVLMConfig
+
+    heads, kv_heads, head_dim = _text_dims(hidden_size)
+    text = {
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "bos_token_id": token_ids["<|im_start|>"],
+        "eos_token_id": token_ids["<end_of_utterance>"],
+        "pad_token_id": token_ids["<|im_end|>"],
+    }
+    vision = {
+        "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden,
+        "num_hidden_layers": vision_depth,
+        "num_attention_heads": max(1, vision_hidden // 16),
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+    return SmolVLMConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=token_ids["<image>"],
+        scale_factor=scale_factor,
+        pad_token_id=token_ids["<|im_end|>"],
+    )
+
+
+def _model_class(arch: str) -> type[PreTrainedModel]:
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration
+    if arch == "qwen3_vl":
+        from transformers import Qwen3VLForConditionalGeneration
+
+        return Qwen3VLForConditionalGeneration
+    from transformers import SmolVLMForConditionalGeneration
+
+    return SmolVLMForConditionalGeneration
+
+
+def _image_processor(arch: str, min_pixels: int | None, max_pixels: int | None, image_size: int):
+    if arch in ("qwen2_5_vl", "qwen3_vl"):
+        from transformers import Qwen2VLImageProcessorPil
+
+        patch = 14 if arch == "qwen2_5_vl" else 16
+        mean, std = (_CLIP_MEAN, _CLIP_STD) if arch == "qwen2_5_vl" else (_HALF, _HALF)
+        return Qwen2VLImageProcessorPil(
+            patch_size=patch,
+            temporal_patch_size=2,
+            merge_size=2,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            image_mean=list(mean),
+            image_std=list(std),
+        )
+    from transformers import SmolVLMImageProcessorPil
+
+    # One global view per image (no tiling) keeps prompts short: (image_size/patch)^2/scale^2
+    # image tokens. With do_image_splitting=True an image of up to 2*image_size px becomes up to
+    # 2x2 tiles plus the global view, as the released processors do at larger sizes.
+    return SmolVLMImageProcessorPil(
+        do_resize=True,
+        size={"longest_edge": 2 * image_size},
+        max_image_size={"longest_edge": image_size},
+        do_image_splitting=False,
+        image_mean=list(_HALF),
+        image_std=list(_HALF),
+    )
+
+
+def _validate_build_args(
+    arch: str,
+    hidden_size: int,
+    num_layers: int,
+    vision_hidden_size: int,
+    vision_depth: int,
+    image_size: int,
+    min_pixels: int | None,
+    max_pixels: int | None,
+) -> None:
+    if arch not in _ARCH_SPECS:
+        raise ValueError(f"arch must be one of {supported_architectures()}, got {arch!r}.")
+    for name, value in (
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("vision_hidden_size", vision_hidden_size),
+        ("vision_depth", vision_depth),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    for name, value in (("hidden_size", hidden_size), ("vision_hidden_size", vision_hidden_size)):
+        if value % 16:
+            raise ValueError(
+                f"{name} must be a multiple of 16 (attention heads of width 16), got {value}."
+            )
+    if arch == "smolvlm" and (image_size < 32 or image_size % 32):
+        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}.")
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels}).")
+
+
+def build_tiny_vlm(
+    arch: str,
+    save_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_hidden_size: int = 32,
+    vision_depth: int = 2,
+    vocab_texts: Iterable[str] | None = None,
+    vocab_size: int = 512,
+    image_size: int = 64,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Build a tiny random-initialised real VLM and its processor, fully offline.
+
+    Architectures (``supported_architectures()``):
+      * ``"qwen2_5_vl"``: Qwen2_5_VLForConditionalGeneration; 14-px patches, 2x2 merge, CLIP
+        mean/std, windowed + full attention vision blocks, 3D (M-)RoPE decoder.
+      * ``"qwen3_vl"``: Qwen3VLForConditionalGeneration; 16-px patches, 2x2 merge, mean/std 0.5,
+        interleaved M-RoPE, DeepStack.
+      * ``"smolvlm"``: SmolVLMForConditionalGeneration (Idefics3 family, Llama decoder); square
+        ``image_size`` images, 16-px patches, pixel-shuffle factor 2, mean/std 0.5.
+
+    Weights are a pure function of ``seed`` and the size arguments (the global torch RNG is left
+    untouched); the tokenizer is a pure function of the corpus and ``vocab_size``.
+
+    Args:
+        arch: one of ``supported_architectures()``.
+        save_dir: if given, model, processor, tokenizer and chat template are saved there, so
+            ``vppo.models.load_model_and_processor(save_dir)`` reloads them.
+        seed: seed for the weight initialisation.
+        hidden_size, num_layers: decoder width and depth (heads of width 16).
+        vision_hidden_size, vision_depth: vision tower width and depth.
+        vocab_texts: BPE training corpus; defaults to ``DEFAULT_CORPUS``.
+        vocab_size: upper bound on the vocabulary (the model's vocabulary is the trained size).
+        image_size: SmolVLM only; images are resized to fit (and padded to) this square.
+        min_pixels, max_pixels: Qwen only; pixel budget of the image processor. Defaults:
+            4 and 16 merged patches (56x56..112x112 px for Qwen2.5-VL, 64x64..128x128 for
+            Qwen3-VL), i.e. 4 to 16 image tokens per image.
+
+    Returns:
+        (model in eval mode on CPU in float32, processor with left padding).
+    """
+    _validate_build_args(
+        arch,
+        hidden_size,
+        num_layers,
+        vision_hidden_size,
+        vision_depth,
+        image_size,
+        min_pixels,
+        max_pixels,
+    )
+    spec = _ARCH_SPECS[arch]
+    tokenizer = train_bpe_tokenizer(
+        DEFAULT_CORPUS if vocab_texts is None else vocab_texts,
+        vocab_size,
+        spec.special_tokens,
+        bos_token=spec.bos_token,
+        eos_token=spec.eos_token,
+        pad_token=spec.pad_token,
+        chat_template=spec.chat_template,
+    )
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in spec.special_tokens}
+    vocab = len(tokenizer)
+
+    if arch == "smolvlm":
+        patch_size, scale_factor = 16, 2
+        config = _smolvlm_config(
+            token_ids,
+            vocab,
+            hidden_size,
+            num_layers,
+            vision_hidden_size,
+            vision_depth,
+            image_size,
+            patch_size,
+            scale_factor,
+        )
+        image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
+        eos_ids = [token_ids["<end_of_utterance>"]]
+        pad_id, bos_id = token_ids["<|im_end|>"], token_ids["<|im_start|>"]
+    else:
+        unit = (14 if arch == "qwen2_5_vl" else 16) * 2
+        min_pixels = 4 * unit * unit if min_pixels is None else min_pixels
+        max_pixels = 16 * unit * unit if max_pixels is None else max_pixels
+        if min_pixels > max_pixels:
+            raise ValueError(
+                f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})."
+            )
+        config = _qwen_config(
+            arch, token_ids, vocab, hidden_size, num_layers, vision_hidden_size, vision_depth
+        )
+        image_seq_len = None
+        eos_ids = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
+        pad_id, bos_id = token_ids["<|endoftext|>"], token_ids["<|endoftext|>"]
+
+    image_processor = _image_processor(arch, min_pixels, max_pixels, image_size)
+    processor = make_processor(arch, image_processor, tokenizer, image_seq_len=image_seq_len)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _model_class(arch)(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=bos_id, eos_token_id=eos_ids, pad_token_id=pad_id
+    )
+    model.eval()
+
+    if save_dir is not None:
+        save_tiny_vlm(model, processor, save_dir, arch=arch, seed=seed)
+    return model, processor
+
+
+def save_tiny_vlm(
+    model: PreTrainedModel, processor: ProcessorMixin, save_dir: str | Path, *, arch: str, seed: int
+) -> Path:
+    """Save model + processor (tokenizer, chat template, image processor) into ``save_dir``.
+
+    Also writes ``vppo_tiny.json`` recording how the model was built (arch, seed, parameter count).
+    """
+    path = Path(save_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"save_dir {str(path)!r} exists and is not a directory.")
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    info = {
+        "arch": arch,
+        "seed": seed,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(processor.tokenizer),
+    }
+    (path / "vppo_tiny.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return path

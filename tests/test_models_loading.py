@@ -1,0 +1,154 @@
+"""Saving tiny models and reloading them through load_model_and_processor / load_processor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers.utils import is_torchvision_available
+
+from vppo.models import (
+    ImageOnlyQwen2_5_VLProcessor,
+    ImageOnlyQwen3VLProcessor,
+    ImageOnlySmolVLMProcessor,
+    build_tiny_vlm,
+    load_model_and_processor,
+    load_processor,
+    resolve_dtype,
+)
+from vppo.models.processors import image_only_processor_class
+
+ARCHS = ["qwen2_5_vl", "qwen3_vl", "smolvlm"]
+UPSTREAM = {
+    "qwen2_5_vl": ("Qwen2_5_VLProcessor", ImageOnlyQwen2_5_VLProcessor),
+    "qwen3_vl": ("Qwen3VLProcessor", ImageOnlyQwen3VLProcessor),
+    "smolvlm": ("SmolVLMProcessor", ImageOnlySmolVLMProcessor),
+}
+
+
+def _messages() -> list[dict]:
+    image = Image.new("RGB", (56, 56), (10, 200, 40))
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "What colour?"},
+            ],
+        }
+    ]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def saved(request, tmp_path_factory):
+    arch = request.param
+    path = tmp_path_factory.mktemp(arch)
+    model, processor = build_tiny_vlm(arch, path, seed=7)
+    return arch, path, model, processor
+
+
+def test_saved_files_name_upstream_classes(saved):
+    arch, path, model, _ = saved
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (path / name).is_file(), name
+    processor_config = json.loads((path / "processor_config.json").read_text())
+    assert processor_config["processor_class"] == UPSTREAM[arch][0]
+    # A video processor entry lets stock AutoProcessor load the directory where torchvision exists.
+    assert processor_config["video_processor"]["video_processor_type"].endswith("VideoProcessor")
+    tokenizer_config = json.loads((path / "tokenizer_config.json").read_text())
+    assert tokenizer_config.get("processor_class") == UPSTREAM[arch][0]
+    info = json.loads((path / "vppo_tiny.json").read_text())
+    assert info["arch"] == arch and info["seed"] == 7
+    assert info["num_parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_reload_roundtrip(saved):
+    arch, path, model, processor = saved
+    loaded, loaded_proc = load_model_and_processor(path, dtype="float32")
+    assert type(loaded) is type(model)
+    assert not loaded.training
+    if not is_torchvision_available():
+        assert type(loaded_proc) is UPSTREAM[arch][1]
+    assert loaded_proc.tokenizer.padding_side == "left"
+    assert loaded_proc.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert loaded.generation_config.eos_token_id == model.generation_config.eos_token_id
+    original = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key]), key
+
+    messages = _messages()
+    kwargs = {"tokenize": True, "add_generation_prompt": True, "return_dict": True}
+    enc = processor.apply_chat_template(messages, return_tensors="pt", **kwargs)
+    enc2 = loaded_proc.apply_chat_template(messages, return_tensors="pt", **kwargs)
+    assert enc.keys() == enc2.keys()
+    for key in enc:
+        assert torch.equal(enc[key], enc2[key]), key
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, loaded(**enc2).logits)
+
+
+def test_reload_bfloat16(saved):
+    _, path, _, _ = saved
+    model, _ = load_model_and_processor(str(path), dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_load_processor_directly(saved):
+    arch, path, _, _ = saved
+    processor = load_processor(path)
+    assert processor.tokenizer.padding_side == "left"
+    assert image_only_processor_class(path) is UPSTREAM[arch][1]
+
+
+def test_processor_class_from_model_config_only(saved, tmp_path):
+    arch, path, _, _ = saved
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    assert image_only_processor_class(tmp_path) is UPSTREAM[arch][1]
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert image_only_processor_class(tmp_path) is None
+
+
+def test_missing_directory(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_model_and_processor(missing)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_model_and_processor(f"{missing}/")
+
+
+def test_load_processor_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent"):
+        load_processor(tmp_path / "absent")
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model_and_processor(tmp_path)
+
+
+def test_file_instead_of_directory(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="weights.bin"):
+        load_model_and_processor(path)
+
+
+def test_unreachable_hub_name_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="vppo-test/does-not-exist"):
+        load_model_and_processor("vppo-test/does-not-exist")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", torch.int64, "", None])
+def test_bad_dtype(dtype):
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype(dtype)
+
+
+def test_resolve_dtype_names():
+    assert resolve_dtype("auto") == "auto"
+    assert resolve_dtype("bfloat16") is torch.bfloat16
+    assert resolve_dtype("float32") is torch.float32
+    assert resolve_dtype(torch.float16) is torch.float16

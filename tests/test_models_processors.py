@@ -1,0 +1,161 @@
+"""Image-only processors and vision_layout."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from PIL import Image
+
+from vppo.models import build_tiny_vlm, make_processor, vision_layout
+from vppo.models.processors import VideoInputsUnsupported
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {arch: build_tiny_vlm(arch) for arch in ("qwen2_5_vl", "qwen3_vl", "smolvlm")}
+
+
+def _ids(processor, *tokens: str) -> set[int]:
+    return {processor.tokenizer.convert_tokens_to_ids(t) for t in tokens}
+
+
+def test_layout_qwen2_5_vl(built):
+    model, processor = built["qwen2_5_vl"]
+    layout = vision_layout(processor, model.config)
+    assert (layout.layout, layout.patch_size, layout.temporal_patch_size, layout.merge_size) == (
+        "qwen_flat",
+        14,
+        2,
+        2,
+    )
+    assert layout.image_mean == pytest.approx(CLIP_MEAN)
+    assert layout.image_std == pytest.approx(CLIP_STD)
+    assert layout.black_value == pytest.approx((-1.7923, -1.7521, -1.4802), abs=1e-4)
+    assert layout.image_token_id == model.config.image_token_id
+    assert layout.video_token_id == model.config.video_token_id
+    qwen_vision = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    assert _ids(processor, *qwen_vision) <= set(layout.pad_token_ids_to_ban)
+    # Without the model config the processor alone gives the same answer.
+    assert vision_layout(processor) == layout
+
+
+def test_layout_qwen3_vl(built):
+    model, processor = built["qwen3_vl"]
+    layout = vision_layout(processor, model.config)
+    assert (layout.layout, layout.patch_size, layout.temporal_patch_size, layout.merge_size) == (
+        "qwen_flat",
+        16,
+        2,
+        2,
+    )
+    assert layout.image_mean == (0.5, 0.5, 0.5) and layout.black_value == (-1.0, -1.0, -1.0)
+    assert layout.image_token_id == model.config.image_token_id
+
+
+def test_layout_smolvlm(built):
+    model, processor = built["smolvlm"]
+    layout = vision_layout(processor, model.config)
+    assert (layout.layout, layout.patch_size, layout.merge_size) == ("bnchw", 16, 2)
+    assert layout.image_std == (0.5, 0.5, 0.5) and layout.black_value == (-1.0, -1.0, -1.0)
+    assert layout.image_token_id == model.config.image_token_id
+    expected = _ids(
+        processor,
+        "<image>",
+        "<fake_token_around_image>",
+        "<global-img>",
+        "<row_1_col_1>",
+        "<row_4_col_4>",
+    )
+    assert expected <= set(layout.pad_token_ids_to_ban)
+    with pytest.raises(ValueError, match="model_config"):
+        vision_layout(processor)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl", "smolvlm"])
+def test_ban_list_spares_text_tokens(built, arch):
+    model, processor = built[arch]
+    layout = vision_layout(processor, model.config)
+    tok = processor.tokenizer
+    ordinary = tok("The answer is \\boxed{4}.", add_special_tokens=False)["input_ids"]
+    for keep in [tok.eos_token_id, tok.pad_token_id, *ordinary]:
+        assert keep not in layout.pad_token_ids_to_ban
+    assert len(set(layout.pad_token_ids_to_ban)) == len(layout.pad_token_ids_to_ban)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        layout.patch_size = 1  # type: ignore[misc]
+
+
+def test_banned_ids_are_never_generated(built):
+    model, processor = built["qwen2_5_vl"]
+    layout = vision_layout(processor, model.config)
+    banned = list(layout.pad_token_ids_to_ban)
+    image = Image.new("RGB", (56, 56), (0, 0, 255))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}]}]
+    enc = processor.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    prompt_len = enc["input_ids"].shape[1]
+    # Make the vision placeholders the most likely next tokens, then check that banning them works.
+    biased = copy.deepcopy(model)
+    with torch.no_grad():
+        head = biased.get_output_embeddings().weight
+        head[banned] = head[banned] * 50 + 1.0
+    free = biased.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert set(free[0, prompt_len:].tolist()) & set(banned)
+    out = biased.generate(
+        **enc, max_new_tokens=6, do_sample=False, bad_words_ids=[[i] for i in banned]
+    )
+    assert not set(out[0, prompt_len:].tolist()) & set(banned)
+
+
+def test_video_inputs_are_refused(built):
+    _, processor = built["smolvlm"]
+    assert processor.video_processor.num_frames is None and processor.video_processor.fps is None
+    with pytest.raises(ValueError, match="videos"):
+        VideoInputsUnsupported()([])
+    _, qwen = built["qwen2_5_vl"]
+    assert not hasattr(qwen, "video_processor")
+    assert "video_processor" not in type(qwen).get_attributes()
+
+
+def test_make_processor_validates(built):
+    _, processor = built["smolvlm"]
+    with pytest.raises(ValueError, match="arch"):
+        make_processor("llava", processor.image_processor, processor.tokenizer)
+    with pytest.raises(ValueError, match="image_seq_len"):
+        make_processor("smolvlm", processor.image_processor, processor.tokenizer)
+
+
+def test_smolvlm_tiling_when_enabled(built):
+    model, processor = built["smolvlm"]
+    processor.image_processor.do_image_splitting = True
+    try:
+        image = Image.new("RGB", (128, 96), (255, 255, 0))
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}]}]
+        enc = processor.apply_chat_template(
+            messages,
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=True,
+            return_tensors="pt",
+        )
+    finally:
+        processor.image_processor.do_image_splitting = False
+    # 2x2 tiles plus the global view, 4 image tokens each, in the (B, N_img, C, H, W) layout.
+    assert tuple(enc["pixel_values"].shape) == (1, 5, 3, 64, 64)
+    assert int((enc["input_ids"] == model.config.image_token_id).sum()) == 20
+    layout = vision_layout(processor, model.config)
+    tokens = processor.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+    grid_ids = {
+        i
+        for i, t in zip(enc["input_ids"][0].tolist(), tokens, strict=True)
+        if t.startswith("<row_")
+    }
+    assert len(grid_ids) == 4 and grid_ids <= set(layout.pad_token_ids_to_ban)
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()
