@@ -1,0 +1,114 @@
+"""`vppo train`: recipes, YAML inheritance, the command end to end, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vppo.cli import main as vppo_main
+from vppo.trainer.cli import RECIPES_DIR, load_recipe, parse
+
+RECIPES = sorted(
+    str(p.relative_to(RECIPES_DIR).with_suffix(""))
+    for p in RECIPES_DIR.rglob("*.yaml")
+    if p.parent.name != "accelerate"
+)
+CPU = ["--bf16", "false", "--use_cpu", "true"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_parses_into_a_valid_config(name):
+    script_args, config, model_args = parse(["--config", name, *CPU])
+    assert model_args.model_name_or_path
+    assert config.output_dir.startswith("runs/")
+    assert script_args.reward_funcs
+
+
+def test_official_7b_recipe_matches_the_paper():
+    _, config, _ = parse(["--config", "qwen2_5_vl_7b_vppo", *CPU])
+    assert (config.token_ratio, config.tas_beta_min, config.tas_beta_max) == (0.4, 0.9, "dynamic")
+    assert (config.epsilon, config.epsilon_high, config.beta, config.loss_type) == (0.2, 0.28, 0.0, "dapo")
+    assert (config.nll_coef, config.dependency_estimator, config.perturbation_prob) == (0.06, "k3", 0.5)
+    assert (config.learning_rate, config.num_generations, config.max_completion_length) == (1e-6, 8, 2048)
+    assert config.top_p == 0.99 and config.dynamic_sampling
+    # 384 prompts x 8 responses per rollout on 8 GPUs, 3 optimizer steps per rollout
+    assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 384 * 8
+    assert config.steps_per_generation // config.gradient_accumulation_steps == 3
+
+
+def test_baselines_differ_from_vppo_in_the_algorithm_only():
+    vppo, dapo, grpo = (load_recipe(n) for n in ("qwen2_5_vl_7b_vppo", "qwen2_5_vl_7b_dapo", "qwen2_5_vl_7b_grpo"))
+    changed = {k for k in vppo.keys() | dapo.keys() if vppo.get(k) != dapo.get(k)}
+    assert changed == {"token_selection", "use_tas", "output_dir"}
+    changed = {k for k in dapo.keys() | grpo.keys() if dapo.get(k) != grpo.get(k)}
+    assert changed == {"epsilon_high", "loss_type", "dynamic_sampling", "output_dir"}
+    assert grpo["nll_coef"] == vppo["nll_coef"] == 0.06
+
+
+def test_recipe_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="built-in recipes are .*qwen2_5_vl_7b_vppo"):
+        load_recipe("no_such_recipe")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\nseed: 1\n")
+    with pytest.raises(ValueError, match="includes itself"):
+        load_recipe(str(loop))
+    with pytest.raises(SystemExit):
+        parse(["--config", "tiny_vppo", "--dependency_estimator", "l2"])
+    assert "--dependency_estimator" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="VPPOConfig.token_ratio"):
+        parse(["--config", "tiny_vppo", "--token_ratio", "0"])
+
+
+def _image_rows(tmp_path, modes):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    for i, mode in enumerate(modes):
+        image = Image.new("RGB", (56, 56), (40 * i, 120, 200)).convert(mode)
+        image.save(folder / f"img{i}.png")
+        rows.append({"images": [f"img{i}.png"], "problem": f"<image>How many shapes are there {i}?",
+                     "answer": str(i % 3)})
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+TINY = ["--max_completion_length", "8", "--per_device_train_batch_size", "4", "--num_generations", "2",
+        "--min_pixels", "3136", "--max_pixels", "3136", "--save_steps", "1"]
+
+
+@pytest.mark.slow
+def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
+    data = _image_rows(tmp_path, ["RGB", "RGBA", "L", "P", "RGB", "RGBA", "L", "RGB"])
+    out = tmp_path / "run"
+    common = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), "--output_dir", str(out), *TINY]
+    assert vppo_main([*common, "--max_steps", "1"]) == 0
+    assert (out / "checkpoint-1").is_dir() and (out / "model.safetensors").is_file()
+    assert vppo_main([*common, "--max_steps", "2", "--resume_from_checkpoint", "last"]) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert any("vppo/kept_token_frac" in entry for entry in state["log_history"])
+
+
+def test_train_command_reports_missing_image_with_file_and_row(tmp_path):
+    data = _image_rows(tmp_path, ["RGB", "RGB"])
+    (data.parent / "img1.png").unlink()
+    with pytest.raises((FileNotFoundError, ValueError), match=r"img1\.png") as info:
+        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
+                   "--output_dir", str(tmp_path / "run"), *TINY, "--max_steps", "1"])
+    assert "row 1" in str(info.value)
+
+
+def test_train_command_reports_unreadable_image_and_placeholder_mismatch(tmp_path):
+    data = _image_rows(tmp_path, ["RGB", "RGB"])
+    (data.parent / "img0.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"img0\.png"):
+        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
+                   "--output_dir", str(tmp_path / "run"), *TINY, "--max_steps", "1"])
+    rows = [{"images": ["img1.png"], "problem": "<image> and <image>: which is larger?", "answer": "1"}]
+    data.write_text(json.dumps(rows[0]))
+    with pytest.raises(ValueError, match="placeholder"):
+        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
+                   "--output_dir", str(tmp_path / "run2"), *TINY, "--max_steps", "1"])
