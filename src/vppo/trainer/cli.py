@@ -70,9 +70,13 @@ def _load_model(model_args, script_args, training_args):
         target = Path(training_args.output_dir) / "tiny_model"
         if (target / "config.json").exists():
             return load_model_and_processor(target, dtype="float32")
+        from vppo.data import render_prompt
         from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
 
-        return build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed, vocab_texts=SYNTHETIC_VOCAB_TEXTS)
+        # The tokenizer learns the task's words and the prompt template's instruction sentence.
+        instruction = render_prompt("", template=script_args.prompt_template or "vppo_math")
+        return build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
+                              vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
     return load_model_and_processor(
         name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation
     )
