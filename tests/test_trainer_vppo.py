@@ -207,3 +207,73 @@ def test_config_rejects_bad_values_naming_the_field():
         VPPOConfig(output_dir="x", perturbation="pixelate", use_cpu=True, bf16=False)
     with pytest.raises(ValueError, match="nll_coef"):
         VPPOConfig(output_dir="x", nll_coef=0.06, loss_type="cispo", use_cpu=True, bf16=False)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """One scored generation batch of a tiny Qwen2.5-VL trainer (before VPPO shaping), in train mode."""
+    trainer = _trainer(tmp_path_factory.mktemp("scored"), per_device_train_batch_size=8, num_generations=4,
+                       token_selection="none", use_tas=False)
+    trainer.model.train()
+    inputs = next(iter(trainer.get_train_dataloader()))
+    output = trainer._generate_and_score_completions(inputs)
+    assert output["advantages"].dim() == 1
+    trainer.args.token_selection, trainer.args.use_tas = "topk", True
+    return trainer, inputs, output
+
+
+@pytest.mark.parametrize("perturbation", ["blacken", "blacken_image", "noise", "blur", "grey"])
+def test_every_perturbation_keeps_the_pixel_layout(scored, perturbation):
+    trainer, inputs, output = scored
+    trainer.args.perturbation = perturbation
+    try:
+        perturbed = trainer.perturb_pixel_values(output, inputs, torch.Generator().manual_seed(0))
+    finally:
+        trainer.args.perturbation = "blacken"
+    original = output["pixel_values"]
+    assert perturbed.shape == original.shape and perturbed.dtype == original.dtype
+    assert not torch.equal(perturbed, original)
+    if perturbation == "blacken":
+        black = torch.tensor(trainer.vision.black_value).repeat_interleave(2 * 14 * 14)
+        changed = (perturbed != original).any(-1)
+        assert torch.allclose(perturbed[changed], black.expand(int(changed.sum()), -1))
+
+
+@pytest.mark.parametrize("selection", ["soft", "entropy", "random", "union", "none"])
+def test_every_token_selection_shapes_advantages(scored, monkeypatch, selection):
+    trainer, inputs, output = scored
+    recorder = _Recorder(monkeypatch)
+    trainer.args.token_selection = selection
+    try:
+        shaped = trainer._apply_vppo(dict(output, advantages=output["advantages"].clone()), inputs)
+    finally:
+        trainer.args.token_selection = "topk"
+    call = recorder.calls[-1]
+    mask, weights = call["mask"], call["weights"]
+    assert shaped["advantages"].shape == mask.shape
+    assert (weights[~mask] == 0).all() and ((weights >= 0) & (weights <= 1)).all()
+    lengths = mask.sum(-1)
+    if selection in ("entropy", "random"):
+        assert weights.sum(-1).tolist() == [math.ceil(0.4 * n - 1e-9) for n in lengths.tolist()]
+    elif selection == "soft":
+        assert torch.allclose(weights.sum(-1) / lengths, torch.full_like(weights[:, 0], 0.4), atol=1e-3)
+    elif selection == "union":
+        assert (weights.sum(-1) >= torch.tensor([math.ceil(0.4 * n - 1e-9) for n in lengths.tolist()])).all()
+    else:
+        assert torch.equal(weights, mask.float())
+
+
+def test_left_padding_and_banned_vision_tokens(tmp_path):
+    model, processor = build_tiny_vlm("qwen2_5_vl", seed=0)
+    processor.tokenizer.padding_side = "right"
+    args = VPPOConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none",
+                      per_device_train_batch_size=4, num_generations=2, max_completion_length=8)
+    trainer = VPPOTrainer(model=model, reward_funcs=[parity_reward], args=args, train_dataset=_dataset(4),
+                          processing_class=processor)
+    assert processor.tokenizer.padding_side == "left"
+    banned = set(trainer.vision.pad_token_ids_to_ban)
+    assert {model.config.image_token_id, model.config.video_token_id} <= banned
+    assert banned <= set(trainer.generation_kwargs["suppress_tokens"])
+    vllm_kwargs = VPPOTrainer._ban_vision_tokens(
+        VPPOConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, use_vllm=True), tuple(banned))
+    assert vllm_kwargs["logit_bias"] == {i: -100.0 for i in banned}
