@@ -292,9 +292,10 @@ class VPPOTrainer(GRPOTrainer):
         return output
 
     # ------------------------------------------------------------------------------ VPPO
-    def _perturbation_generator(self) -> torch.Generator:
-        """Seeded by (perturbation_seed, global step, process): reproducible and resumable."""
-        key = f"{self.args.perturbation_seed}:{self.state.global_step}:{self.accelerator.process_index}"
+    def _perturbation_generator(self, purpose: str = "perturbation") -> torch.Generator:
+        """Seeded by (perturbation_seed, purpose, global step, process): reproducible and resumable."""
+        key = (f"{self.args.perturbation_seed}:{purpose}:{self.state.global_step}:"
+               f"{self.accelerator.process_index}")
         seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
         return torch.Generator().manual_seed(seed)
 
@@ -309,13 +310,12 @@ class VPPOTrainer(GRPOTrainer):
         if args.perturbation == "blacken":
             patch = args.perturbation_patch_size or vision.patch_size
             perturbed, _ = blacken_patches(
-                pixel_values.cpu(), vision.layout, vision.image_mean, vision.image_std,
+                pixel_values, vision.layout, vision.image_mean, vision.image_std,
                 prob=args.perturbation_prob, generator=generator, patch_size=patch,
                 temporal_patch_size=vision.temporal_patch_size if vision.layout == "qwen_flat" else None,
-                pixel_attention_mask=(None if output.get("pixel_attention_mask") is None
-                                      else output["pixel_attention_mask"].cpu()),
+                pixel_attention_mask=output.get("pixel_attention_mask"),
             )
-            return perturbed.to(pixel_values.device, pixel_values.dtype)
+            return perturbed
         name = _IMAGE_PERTURBATIONS[args.perturbation]
         params = {}
         if name == "blacken":
@@ -395,7 +395,7 @@ class VPPOTrainer(GRPOTrainer):
         if args.tas_scope == "local":
             return tas_scale(traj, valid=valid, **beta)
         all_traj = self.accelerator.gather(traj)
-        all_valid = self.accelerator.gather(valid)
+        all_valid = self.accelerator.gather(valid.float()) > 0.5  # bool collectives are not portable
         group_ids = None
         if args.tas_scope == "group":
             group_ids = torch.arange(all_traj.numel(), device=traj.device) // self.num_generations
@@ -450,7 +450,7 @@ class VPPOTrainer(GRPOTrainer):
         else:
             weights = select_tokens(selection, dep=dep, mask=mask, ratio=args.token_ratio,
                                     entropy=None if entropies is None else entropies.float(),
-                                    generator=self._perturbation_generator())
+                                    generator=self._perturbation_generator("random_selection"))
         if selection in ("topk", "soft", "union"):
             # Without an image there is nothing to select by: every token keeps its gradient.
             weights = torch.where(has_image[:, None], weights, mask.float())
@@ -476,7 +476,7 @@ class VPPOTrainer(GRPOTrainer):
             metrics["vppo/dependency_mean"].append((sums[0] / sums[1].clamp(min=1)).item())
             metrics["vppo/dependency_selected_mean"].append((sums[2] / sums[3].clamp(min=1e-8)).item())
             metrics["vppo/dependency_rejected_mean"].append((sums[4] / sums[5].clamp(min=1e-8)).item())
-            all_traj = gather(traj)[gather(valid_rows)]
+            all_traj = gather(traj)[gather(valid_rows.float()) > 0.5]
             if all_traj.numel():
                 metrics["vppo/trajectory_dependency_mean"].append(all_traj.mean().item())
                 metrics["vppo/trajectory_dependency_std"].append(all_traj.std(unbiased=False).item())
