@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel of 2.13.0 (a wider range would pull CUDA packages).
 	$(VENV)/bin/pip install --quiet -c constraints.txt torch
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev,plots]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

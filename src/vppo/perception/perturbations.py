@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +27,14 @@ from PIL import Image, ImageFilter
 __all__ = [
     "IMAGE_PERTURBATIONS",
     "LAYOUTS",
+    "PIXEL_PERTURBATIONS",
     "black_value",
     "blacken_image_patches",
     "blacken_patches",
     "gaussian_blur",
     "gaussian_noise",
     "perturb_image",
+    "perturb_pixel_values",
     "qwen_row_positions",
     "solid_grey",
 ]
@@ -469,3 +472,88 @@ def perturb_image(
             f"{', '.join(sorted(IMAGE_PERTURBATIONS))}."
         )
     return IMAGE_PERTURBATIONS[name](image, generator=generator, **params)
+
+
+# Perturbations of a processor's pixel_values: "blacken" works on the tensor itself; the others
+# perturb the PIL images and re-run the image processor (name in IMAGE_PERTURBATIONS for each).
+PIXEL_PERTURBATIONS: tuple[str, ...] = ("blacken", "blacken_image", "noise", "blur", "grey")
+_IMAGE_SPACE = {"blacken_image": "blacken", "noise": "noise", "blur": "blur", "grey": "grey"}
+
+
+def perturb_pixel_values(
+    pixel_values: torch.Tensor,
+    vision: Any,
+    perturbation: str = "blacken",
+    prob: float = 0.5,
+    generator: torch.Generator | None = None,
+    pixel_attention_mask: torch.Tensor | None = None,
+    *,
+    patch_size: int | None = None,
+    images: Sequence[Sequence[Image.Image]] | None = None,
+    image_processor: Any = None,
+) -> torch.Tensor:
+    """``pixel_values`` of the uninformative image I', laid out exactly like the input.
+
+    Args:
+        pixel_values: the processor's output for the real images, in ``vision.layout``
+            (``qwen_flat`` [rows, C·T·P·P], ``bnchw`` [B, N, C, H, W] or ``nchw`` [N, C, H, W]).
+        vision: any object with ``layout``, ``patch_size``, ``temporal_patch_size``,
+            ``image_mean`` and ``image_std`` (e.g. :class:`vppo.models.VisionLayout`).
+        perturbation: ``"blacken"`` (default: processed patches set to the normalised black,
+            see :func:`blacken_patches`), or an image-space one that perturbs
+            the PIL ``images`` and re-runs ``image_processor``: ``"blacken_image"`` (official:
+            black squares of ``patch_size`` px, default 14), ``"noise"`` (σ 189), ``"blur"``
+            (radius 6), ``"grey"`` (solid 128).
+        prob: probability that each patch is blackened (the two blacken variants).
+        generator: seeded ``torch.Generator``; every row / image gets its own draw.
+        pixel_attention_mask: ``bnchw``/``nchw`` valid-pixel mask (SmolVLM), passed through.
+        patch_size: blackening patch side in pixels; ``None`` means the processor's ViT patch
+            (``blacken``) or 14 (``blacken_image``). For ``qwen_flat`` ``blacken`` it must equal
+            the ViT patch size, since rows are whole patches.
+        images: image-space perturbations only: the PIL images behind ``pixel_values``, one
+            list per prompt row in processor order.
+        image_processor: image-space perturbations only: the processor's image processor.
+
+    Returns:
+        A new tensor with the shape, dtype and device of ``pixel_values``.
+    """
+    if perturbation not in PIXEL_PERTURBATIONS:
+        raise ValueError(
+            f"perturbation is {perturbation!r}; choose one of {', '.join(PIXEL_PERTURBATIONS)}."
+        )
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}.")
+    if perturbation == "blacken":
+        patch = patch_size or vision.patch_size
+        if vision.layout == "qwen_flat" and patch != vision.patch_size:
+            raise ValueError(
+                f"patch_size={patch} differs from the processor's patch size {vision.patch_size}; "
+                "pixel-space blackening works on whole ViT patches, so use "
+                "perturbation='blacken_image' for squares of another size."
+            )
+        perturbed, _ = blacken_patches(
+            pixel_values.detach(), vision.layout, vision.image_mean, vision.image_std,
+            prob=prob, generator=generator, patch_size=patch,
+            temporal_patch_size=vision.temporal_patch_size if vision.layout == "qwen_flat" else None,
+            pixel_attention_mask=pixel_attention_mask,
+        )
+        return perturbed
+    if images is None or image_processor is None:
+        raise ValueError(
+            f"perturbation={perturbation!r} perturbs the PIL images and re-runs the processor; "
+            "pass images= and image_processor=."
+        )
+    name = _IMAGE_SPACE[perturbation]
+    params: dict[str, Any] = {}
+    if name == "blacken":
+        params = {"patch_size": patch_size or 14, "prob": prob}
+    perturbed_images = [[perturb_image(img, name, generator=generator, **params) for img in row]
+                        for row in images]
+    batch = perturbed_images if vision.layout == "bnchw" else [i for row in perturbed_images for i in row]
+    processed = image_processor(images=batch, return_tensors="pt")["pixel_values"]
+    if processed.shape != pixel_values.shape:
+        raise ValueError(
+            f"re-processing the perturbed images gave pixel_values of shape {tuple(processed.shape)}, "
+            f"not {tuple(pixel_values.shape)}; use perturbation='blacken' for this processor."
+        )
+    return processed.to(pixel_values.device, pixel_values.dtype)

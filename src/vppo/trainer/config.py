@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
+
 DEPENDENCY_ESTIMATORS = ("k3", "kl", "jsd", "top1_drop")
-PERTURBATIONS = ("blacken", "blacken_image", "noise", "blur", "grey")
+
 TOKEN_SELECTIONS = ("topk", "soft", "entropy", "random", "union", "none")
 TAS_SCOPES = ("global", "local", "group")
 NLL_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")

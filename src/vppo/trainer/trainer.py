@@ -35,9 +35,8 @@ from trl.trainer.utils import RepeatSampler
 from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
 from vppo.models import vision_layout
 from vppo.perception import (
-    blacken_patches,
     full_kl_dependency,
-    perturb_image,
+    perturb_pixel_values,
     token_dependency,
     trajectory_dependency,
 )
@@ -57,8 +56,6 @@ _FORWARD_KEYS = (
     "mm_token_type_ids",
     "image_position_ids",
 )
-# Image-space perturbation name in vppo.perception for each config value.
-_IMAGE_PERTURBATIONS = {"blacken_image": "blacken", "noise": "noise", "blur": "blur", "grey": "grey"}
 
 
 class _HiddenStateCapture:
@@ -127,14 +124,6 @@ class VPPOTrainer(GRPOTrainer):
                 )
             if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
                 raise ValueError("dynamic_sampling needs an indexable train_dataset, not an IterableDataset.")
-        if args.perturbation == "blacken" and self.vision.layout == "qwen_flat":
-            size = args.perturbation_patch_size
-            if size is not None and size != self.vision.patch_size:
-                raise ValueError(
-                    f"perturbation_patch_size={size} differs from the processor's patch size "
-                    f"{self.vision.patch_size}; pixel-space blackening works on whole ViT patches, so use "
-                    "perturbation='blacken_image' for squares of another size."
-                )
 
     # ------------------------------------------------------------------------------ set-up
     @staticmethod
@@ -305,35 +294,15 @@ class VPPOTrainer(GRPOTrainer):
 
         Override to add a layout or a perturbation; every response gets its own random mask.
         """
-        pixel_values = output["pixel_values"]
-        args, vision = self.args, self.vision
-        if args.perturbation == "blacken":
-            patch = args.perturbation_patch_size or vision.patch_size
-            perturbed, _ = blacken_patches(
-                pixel_values, vision.layout, vision.image_mean, vision.image_std,
-                prob=args.perturbation_prob, generator=generator, patch_size=patch,
-                temporal_patch_size=vision.temporal_patch_size if vision.layout == "qwen_flat" else None,
-                pixel_attention_mask=output.get("pixel_attention_mask"),
-            )
-            return perturbed
-        name = _IMAGE_PERTURBATIONS[args.perturbation]
-        params = {}
-        if name == "blacken":
-            params = {"patch_size": args.perturbation_patch_size or 14, "prob": args.perturbation_prob}
-        images = []
-        for row in inputs:
-            row_images = row.get("images") if "images" in row else [row.get("image")]
-            images.append([perturb_image(img, name, generator=generator, **params)
-                           for img in (row_images or []) if img is not None])
-        flat = [img for row_images in images for img in row_images]
-        batch = images if vision.layout == "bnchw" else flat
-        processed = self.processing_class.image_processor(images=batch, return_tensors="pt")["pixel_values"]
-        if processed.shape != pixel_values.shape:
-            raise ValueError(
-                f"Re-processing the perturbed images gave pixel_values of shape {tuple(processed.shape)}, "
-                f"not {tuple(pixel_values.shape)}; use perturbation='blacken' for this processor."
-            )
-        return processed.to(pixel_values.device, pixel_values.dtype)
+        images = None
+        if self.args.perturbation != "blacken":
+            images = [[img for img in (row.get("images") if "images" in row else [row.get("image")]) or []
+                       if img is not None] for row in inputs]
+        return perturb_pixel_values(
+            output["pixel_values"], self.vision, self.args.perturbation, self.args.perturbation_prob,
+            generator, output.get("pixel_attention_mask"), patch_size=self.args.perturbation_patch_size,
+            images=images, image_processor=self.processing_class.image_processor,
+        )
 
     def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: output[k] for k in _FORWARD_KEYS if k in output}
