@@ -256,19 +256,6 @@ def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in configured if isinstance(configured, list | tuple) else [configured]:
-        if value is not None:
-            ids.append(int(value))
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    if not ids:
-        raise ValueError("the model has no eos_token_id in its generation config or tokenizer.")
-    return list(dict.fromkeys(ids))
-
-
 def _response_ids(response: Any, tokenizer: Any, eos_id: int | None, append_eos: bool,
                   banned: set[int], where: str) -> list[int]:
     if isinstance(response, str):
@@ -457,7 +444,7 @@ def generate_responses(
     """
     from transformers import GenerationConfig
 
-    from vppo.models import vision_layout
+    from vppo.models import eos_token_ids, vision_layout
 
     if num_generations < 1:
         raise ValueError(f"num_generations must be at least 1, got {num_generations}.")
@@ -473,7 +460,7 @@ def generate_responses(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     row_images = _check_inputs(prompts, images, len(prompts), "prompts")
     tokenizer = _tokenizer(processor)
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = getattr(model.generation_config, "pad_token_id", None)
@@ -572,7 +559,7 @@ def score_responses(
         One :class:`ResponseRecord` per response, in input order. Responses without images get
         dependency 0 and ``logp_perturbed == logp_real`` (nothing to perturb).
     """
-    from vppo.models import vision_layout
+    from vppo.models import eos_token_ids, vision_layout
     from vppo.rewards import score_accuracy
 
     if estimator not in ESTIMATORS:
@@ -591,7 +578,7 @@ def score_responses(
     vision = vision_layout(processor, model.config)
     tokenizer = _tokenizer(processor)
     eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(model, tokenizer)[0]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
     banned = set(int(i) for i in vision.pad_token_ids_to_ban)
     response_ids = [
         _response_ids(r, tokenizer, eos_id, append_eos, banned, f"response {k}")

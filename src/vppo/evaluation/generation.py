@@ -109,19 +109,6 @@ class _ProcessorPrompts:
         return int(inputs["input_ids"].shape[1])
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in configured if isinstance(configured, list | tuple) else [configured]:
-        if value is not None:
-            ids.append(int(value))
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    if not ids:
-        raise ValueError("the model has no eos_token_id in its generation config or tokenizer.")
-    return list(dict.fromkeys(ids))
-
-
 class TransformersBackend(_ProcessorPrompts):
     """``model.generate`` on CPU or GPU: batched, left padding, vision placeholder ids banned.
 
@@ -135,7 +122,7 @@ class TransformersBackend(_ProcessorPrompts):
     def __init__(self, model: Any, processor: Any, *, device: str | None = None):
         import torch
 
-        from vppo.models import vision_layout
+        from vppo.models import eos_token_ids, vision_layout
 
         self.model = model
         self.processor = processor
@@ -145,7 +132,7 @@ class TransformersBackend(_ProcessorPrompts):
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"
         self.tokenizer = tokenizer
-        self.eos_token_ids = _eos_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = getattr(model.generation_config, "pad_token_id", None)

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from vppo.models.loading import load_model_and_processor, resolve_dtype
+from vppo.models.loading import eos_token_ids, load_model_and_processor, resolve_dtype
 from vppo.models.processors import (
     ImageOnlyQwen2_5_VLProcessor,
     ImageOnlyQwen2VLProcessor,
@@ -23,6 +23,7 @@ from vppo.models.processors import (
 from vppo.models.tiny import DEFAULT_CORPUS, build_tiny_vlm, supported_architectures
 
 __all__ = [
+    "eos_token_ids",
     "DEFAULT_CORPUS",
     "ImageOnlyQwen2VLProcessor",
     "ImageOnlyQwen2_5_VLProcessor",

@@ -104,3 +104,17 @@ def load_model_and_processor(
     model.eval()
     processor = load_processor(source, **hub_kwargs)
     return model, processor
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end a response: the generation config's eos id(s), then the tokenizer's."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in configured if isinstance(configured, list | tuple) else [configured]:
+        if value is not None:
+            ids.append(int(value))
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ValueError("the model has no eos_token_id in its generation config or tokenizer.")
+    return list(dict.fromkeys(ids))
