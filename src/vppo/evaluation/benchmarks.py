@@ -19,6 +19,7 @@ import ast
 import json
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,20 +140,22 @@ class _RowError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-class _Rows:
+class _Rows(ABC):
+    """Column access shared by Arrow tables and lists of dicts."""
+
     columns: list[str]
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
     def row(self, index: int) -> _RowView:
         return _RowView(self, index)
 
-    def value(self, index: int, column: str) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self, index: int, column: str) -> Any: ...
 
-    def image_refs(self, index: int, column: str) -> list[Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def image_refs(self, index: int, column: str) -> list[Any]: ...
 
 
 class _ArrowRows(_Rows):
