@@ -408,7 +408,8 @@ def run_demo(
 ) -> RunResult:
     """Evaluate, train with ``method``, evaluate again, summarise token perception; write results.
 
-    Writes ``<output_dir>/eval/{before,after}/`` (samples of the avg@k evaluation),
+    Writes ``<output_dir>/eval/{before,after}/`` (samples of the avg@k evaluation; replaced on
+    every run),
     ``<output_dir>/model/`` (the trained policy), ``<output_dir>/perception.txt`` and
     ``<output_dir>/demo_results.json``.
     """
@@ -420,9 +421,9 @@ def run_demo(
     started = total = time.perf_counter()
     model, processor = load_policy(checkpoint)
     info = read_warmstart_info(checkpoint if checkpoint is not None else default_checkpoint())
-    raw_train = synthetic_split("train", settings.train_size, settings.seed)
+    # The task's rows are fixed; the seed varies the training randomness (as in `vppo compare`).
+    train_rows = training_dataset(synthetic_split("train", settings.train_size, 0))
     validation = synthetic_split("validation", settings.eval_size, settings.eval_seed)
-    train_rows = training_dataset(raw_train)
     benchmark = synthetic_benchmark(validation, "synthetic-validation")
     eval_settings = synthetic_eval_settings(settings.eval_k, seed=settings.eval_seed,
                                             max_new_tokens=settings.max_completion_length)
@@ -462,10 +463,14 @@ def run_demo(
     if curve:
         first = [row["reward"] for row in curve[: max(1, len(curve) // 4)]]
         last = [row["reward"] for row in curve[-max(1, len(curve) // 4):]]
-        dropped = [row.get("vppo/dynamic_sampling/dropped_frac", 0.0) for row in curve]
-        out(f"training reward: {sum(first) / len(first):.3f} (first quarter of steps) -> "
-            f"{sum(last) / len(last):.3f} (last quarter); dynamic sampling dropped "
-            f"{sum(dropped) / len(dropped):.0%} of the groups (all right or all wrong)")
+        line = (f"training reward: {sum(first) / len(first):.3f} (first quarter of steps) -> "
+                f"{sum(last) / len(last):.3f} (last quarter)")
+        dropped = [row["vppo/dynamic_sampling/dropped_frac"] for row in curve
+                   if "vppo/dynamic_sampling/dropped_frac" in row]
+        if dropped:
+            line += (f"; dynamic sampling dropped {sum(dropped) / len(dropped):.0%} of the groups "
+                     "(all right or all wrong)")
+        out(line)
 
     summary_stats: dict[str, Any] = {}
     if settings.summary_responses:
