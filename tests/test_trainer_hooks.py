@@ -72,6 +72,6 @@ def test_scored_batch_keys_are_known_to_the_merger():
             produced.add(line.split('"')[1])
     handled = (set(batching._LEFT_PADDED) | set(batching._RIGHT_PADDED) | set(batching._SEQUENCE_KEYS)
                | set(batching._PER_ROW_KEYS) | set(batching._SCALAR_KEYS) | set(batching._IMAGE_KEYS)
-               | set(batching._UNSUPPORTED) | {"importance_sampling_ratio", "advantages"})
+               | set(batching._IMPORTANCE_SAMPLING_KEYS) | set(batching._UNSUPPORTED))
     assert produced, "could not read the keys of TRL's scored batch"
     assert produced <= handled, f"TRL produces keys the dynamic-sampling merger does not know: {produced - handled}"

@@ -185,6 +185,47 @@ def test_dynamic_sampling_keeps_only_informative_groups(tmp_path, monkeypatch):
         assert (advantages.abs().sum(-1) > 0).all()
 
 
+def test_dynamic_sampling_perturbs_each_row_from_its_own_image(tmp_path, monkeypatch):
+    """Rows re-selected from a refill round get I' built from their own images, not the first round's."""
+    calls = []
+
+    def uniform_then_mixed(completions, **kwargs):
+        calls.append(len(completions))
+        if len(calls) == 1:  # the first round's groups are all uniform: dropped, the batch is a refill
+            return [1.0 for _ in completions]
+        return [float(j % 2) for j in range(len(completions))]  # mixed in every group: kept
+
+    trainer = _trainer(tmp_path, reward=uniform_then_mixed, dynamic_sampling=True, dynamic_sampling_max_rounds=1,
+                       max_steps=1, perturbation="blur")
+    seen = []
+    original = trainer.perturb_pixel_values
+
+    def recording(output, inputs, generator):
+        perturbed = original(output, inputs, generator)
+        seen.append((output["pixel_values"].clone(), output["image_grid_thw"].clone(), list(inputs), perturbed))
+        return perturbed
+
+    monkeypatch.setattr(trainer, "perturb_pixel_values", recording)
+    trainer.train()
+    log = next(h for h in trainer.state.log_history if "vppo/dynamic_sampling/dropped_frac" in h)
+    assert (log["vppo/dynamic_sampling/dropped_frac"], log["vppo/dynamic_sampling/extra_rounds"],
+            log["vppo/dynamic_sampling/filler_groups"]) == (1.0, 1.0, 0.0)
+    assert len(seen) == 1
+    pixel_values, grid, inputs, perturbed = seen[0]
+    assert len(inputs) == grid.size(0) == 4
+    image_processor = trainer.processing_class.image_processor
+    starts = [0, *grid.prod(-1).cumsum(0).tolist()]
+    for row, example in enumerate(inputs):
+        own = slice(starts[row], starts[row + 1])
+        # The input row handed to VPPO is the one whose image the policy saw in this output row ...
+        real = image_processor(images=example["images"], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(pixel_values[own], real)
+        # ... so the perturbed image I' of that row is the blur of its own image.
+        expected = trainer_module.perturb_pixel_values(pixel_values[own], trainer.vision, "blur",
+                                                       images=[example["images"]], image_processor=image_processor)
+        torch.testing.assert_close(perturbed[own], expected)
+
+
 def test_training_resumes_from_checkpoint(tmp_path):
     first = _trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
     first.train()

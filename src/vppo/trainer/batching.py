@@ -28,7 +28,29 @@ _SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")
 _PER_ROW_KEYS = ("advantages",)
 _SCALAR_KEYS = ("num_items_in_batch",)
 _IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "num_images")
+# vLLM importance-sampling correction: [B, T] in the token_* modes (right-padded like the completion),
+# [B, 1] in the sequence_* modes. Each row's ratio depends on that row only, so rows can be moved.
+_IMPORTANCE_SAMPLING_KEYS = ("importance_sampling_ratio",)
 _UNSUPPORTED = ("num_tiles", "spatial_shapes", "image_position_ids")
+
+
+def importance_sampling_pad_value(mode: str, clip_min: float | None, clip_max: float | None) -> float:
+    """The vLLM importance-sampling ratio TRL 1.16 gives a padding token, for `select_rows`.
+
+    TRL masks the log-ratio to 0 outside the loss mask, so a padding token's ratio is exp(0) = 1
+    after the mode's truncate (clamp to [clip_min, clip_max]) or mask (0 outside the bounds) step.
+    The value matters: TRL's VESPO loss sums log-ratios over all positions without a mask.
+    """
+    if mode.endswith("_truncate"):
+        value = 1.0 if clip_min is None else max(1.0, clip_min)
+        return value if clip_max is None else min(value, clip_max)
+    if mode.endswith("_mask"):
+        inside = (clip_min is None or clip_min <= 1.0) and (clip_max is None or clip_max >= 1.0)
+        return 1.0 if inside else 0.0
+    raise ValueError(
+        f"vllm_importance_sampling_mode is {mode!r}; choose token_truncate, token_mask, sequence_truncate "
+        "or sequence_mask."
+    )
 
 
 def _pad_to(x: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
@@ -107,8 +129,28 @@ def _select_images(pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, 
     return out
 
 
+def _ratio_is_per_token(pieces: Sequence[dict[str, Any]], key: str) -> bool:
+    """Whether `key` is a per-token [B, T] ratio (token_* modes) rather than per-row [B, 1] / [B].
+
+    When every piece's ratio has one column the two readings give the same merge, so that case is
+    treated as per-row; otherwise every piece's ratio must be as wide as its completion.
+    """
+    shapes = [(tuple(p[key].shape), tuple(p["completion_ids"].shape)) for p in pieces]
+    if all(len(r) == 1 or (len(r) == 2 and r[1] == 1) for r, _ in shapes):
+        return False
+    if all(r == c for r, c in shapes):
+        return True
+    raise ValueError(
+        f"Dynamic sampling cannot merge {key} of shapes {[r for r, _ in shapes]} with completions of shapes "
+        f"{[c for _, c in shapes]} (neither per token nor per sequence); set dynamic_sampling=False."
+    )
+
+
 def select_rows(
-    pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]], pad_token_id: int
+    pieces: Sequence[dict[str, Any]],
+    picks: Sequence[tuple[int, int]],
+    pad_token_id: int,
+    importance_sampling_pad: float = 1.0,
 ) -> dict[str, Any]:
     """Build one scored batch from rows of several.
 
@@ -116,10 +158,12 @@ def select_rows(
         pieces: outputs of `GRPOTrainer._generate_and_score_completions` (same process, same keys).
         picks: `(piece index, row index)` per output row, in output order.
         pad_token_id: the tokenizer's pad id, used to pad `prompt_ids` / `completion_ids`.
+        importance_sampling_pad: the value TRL gives padding tokens in a per-token
+            `importance_sampling_ratio` (see `importance_sampling_pad_value`).
 
     Returns:
-        A dict with the same keys; `num_items_in_batch` is the number of picked completion tokens
-        (the caller must make it global across processes, as TRL does).
+        A dict with the same keys; `num_items_in_batch` is the number of picked loss tokens
+        (completion × tool mask; the caller must make it global across processes, as TRL does).
     """
     if not pieces or not picks:
         raise ValueError("select_rows needs at least one batch and one picked row.")
@@ -127,14 +171,20 @@ def select_rows(
     for p in pieces[1:]:
         if set(p) != keys:
             raise ValueError(f"Cannot merge generation batches with different keys: {sorted(keys ^ set(p))}.")
-    bad = [k for k in keys if k in _UNSUPPORTED]
+    bad = sorted(k for k in keys if k in _UNSUPPORTED)
     if bad:
-        raise ValueError(f"Dynamic sampling cannot merge batches with {bad} (tile-based VLMs); disable it.")
+        raise ValueError(
+            f"Dynamic sampling cannot merge scored batches that carry {bad} (image layouts it cannot split by row); "
+            "set dynamic_sampling=False for this model."
+        )
     known = set(_LEFT_PADDED) | set(_RIGHT_PADDED) | set(_SEQUENCE_KEYS) | set(_PER_ROW_KEYS)
-    known |= set(_SCALAR_KEYS) | set(_IMAGE_KEYS)
+    known |= set(_SCALAR_KEYS) | set(_IMAGE_KEYS) | set(_IMPORTANCE_SAMPLING_KEYS)
     unknown = sorted(k for k in keys if k not in known)
     if unknown:
-        raise ValueError(f"Dynamic sampling does not know how to merge the keys {unknown}.")
+        raise ValueError(
+            f"Dynamic sampling does not know how to merge the keys {unknown} of TRL's scored batch; "
+            "set dynamic_sampling=False."
+        )
 
     out: dict[str, Any] = {}
     prompt_width = max(p["prompt_ids"].size(1) for p in pieces)
@@ -149,12 +199,15 @@ def select_rows(
         if key in keys:
             out[key] = gather(key, prompt_width, value, left=True)
     for key, value in _RIGHT_PADDED.items():
+        if key in keys:
+            out[key] = gather(key, completion_width, value, left=False)
+    for key in _IMPORTANCE_SAMPLING_KEYS:
         if key not in keys:
             continue
-        if key == "tool_mask" or pieces[0][key].size(1) > 1:
-            out[key] = gather(key, completion_width, value, left=False)
-    if "importance_sampling_ratio" in keys:
-        raise ValueError("Dynamic sampling cannot merge vLLM importance-sampling ratios; disable one of them.")
+        if _ratio_is_per_token(pieces, key):
+            out[key] = gather(key, completion_width, importance_sampling_pad, left=False)
+        else:
+            out[key] = torch.cat([pieces[i][key][r : r + 1] for i, r in picks], dim=0)
     for key in _SEQUENCE_KEYS:
         if key not in keys:
             continue

@@ -40,7 +40,12 @@ from vppo.perception import (
     token_dependency,
     trajectory_dependency,
 )
-from vppo.trainer.batching import group_pass_rates, plan_dynamic_sampling, select_rows
+from vppo.trainer.batching import (
+    group_pass_rates,
+    importance_sampling_pad_value,
+    plan_dynamic_sampling,
+    select_rows,
+)
 from vppo.trainer.config import VPPOConfig
 
 logger = logging.getLogger(__name__)
@@ -173,7 +178,8 @@ class VPPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         if mode == "train" and self.args.dynamic_sampling:
-            output = self._generate_with_dynamic_sampling(inputs)
+            # The rows may come from several generation rounds: VPPO must see each row's own prompt (images).
+            output, inputs = self._generate_with_dynamic_sampling(inputs)
         else:
             output = super()._generate_and_score_completions(inputs)
         if mode == "train":
@@ -244,8 +250,12 @@ class VPPOTrainer(GRPOTrainer):
             except StopIteration:
                 self._refill_iterator = None
 
-    def _generate_with_dynamic_sampling(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _generate_with_dynamic_sampling(
+        self, inputs: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The scored batch and its input rows, in the same order (rows may come from several rounds)."""
         rows = len(inputs)
+        batches = [inputs]
         pieces = [super()._generate_and_score_completions(inputs)]
         keeps = [self._group_filter(rows)]
         first_dropped = int((~keeps[0]).sum())
@@ -257,7 +267,8 @@ class VPPOTrainer(GRPOTrainer):
             # Every process generates the same number of times (collectives inside TRL's scoring).
             if self.accelerator.gather(short).sum().item() == 0:
                 break
-            pieces.append(super()._generate_and_score_completions(self._next_refill_batch()))
+            batches.append(self._next_refill_batch())
+            pieces.append(super()._generate_and_score_completions(batches[-1]))
             keeps.append(self._group_filter(rows))
             rounds += 1
         picks, filler = plan_dynamic_sampling(keeps, self.num_generations, rows)
@@ -266,11 +277,19 @@ class VPPOTrainer(GRPOTrainer):
                 "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
                 "%d groups with uniform rewards (zero advantage) fill the batch. Raise "
                 "dynamic_sampling_max_rounds or check the task's difficulty.", rounds, filler)
-        if len(pieces) == 1 and filler == first_dropped:
-            output = pieces[0]
+        if len(pieces) == 1:
+            # One round: every group is kept or fills in, so the batch is the round itself (same on
+            # every process, which matters for the gather below).
+            output, inputs = pieces[0], batches[0]
         else:
-            output = select_rows(pieces, picks, self._tokenizer.pad_token_id)
+            pad = 1.0
+            if "importance_sampling_ratio" in pieces[0]:
+                pad = importance_sampling_pad_value(self.vllm_importance_sampling_mode,
+                                                    self.vllm_importance_sampling_clip_min,
+                                                    self.vllm_importance_sampling_clip_max)
+            output = select_rows(pieces, picks, self._tokenizer.pad_token_id, importance_sampling_pad=pad)
             output["num_items_in_batch"] = self.accelerator.gather(output["num_items_in_batch"]).sum()
+            inputs = [batches[piece][row] for piece, row in picks]
         stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
                              device=self.accelerator.device)
         stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
@@ -278,7 +297,7 @@ class VPPOTrainer(GRPOTrainer):
         metrics["vppo/dynamic_sampling/dropped_frac"].append((stats[0] / stats[1]).item())
         metrics["vppo/dynamic_sampling/extra_rounds"].append(stats[2].item() / self.accelerator.num_processes)
         metrics["vppo/dynamic_sampling/filler_groups"].append(stats[3].item())
-        return output
+        return output, inputs
 
     # ------------------------------------------------------------------------------ VPPO
     def _perturbation_generator(self, purpose: str = "perturbation") -> torch.Generator:
