@@ -36,6 +36,34 @@ def test_official_7b_recipe_matches_the_paper():
     # 384 prompts x 8 responses per rollout on 8 GPUs, 3 optimizer steps per rollout
     assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 384 * 8
     assert config.steps_per_generation // config.gradient_accumulation_steps == 3
+    assert config.delta == 3.0 and not config.vllm_importance_sampling_correction
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_uses_the_official_clipping_and_no_vllm_is_correction(name):
+    _, config, _ = parse(["--config", name, *CPU])
+    # TRL's delta is EasyR1's dual clip C only while it lies above the upper PPO clip edge.
+    assert config.delta == 3.0 and config.delta > 1 + config.epsilon_high
+    if config.use_vllm:
+        # The official run has no vLLM importance-sampling correction; TRL's default turns it on.
+        assert config.vllm_importance_sampling_correction is False
+
+
+# Rollout (generation) steps of the official runs, for the recipes that stop at max_steps.
+OFFICIAL_ROLLOUTS = {"qwen3_vl_8b_vppo": 130}
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_max_steps_counts_the_official_rollouts_in_optimizer_steps(name):
+    _, config, _ = parse(["--config", name, *CPU])
+    if config.max_steps <= 0 or name.startswith("tiny_"):
+        assert name not in OFFICIAL_ROLLOUTS
+        return
+    # TRL's max_steps counts optimizer steps; one rollout feeds steps_per_generation micro-batches,
+    # i.e. steps_per_generation / gradient_accumulation_steps optimizer steps.
+    updates = config.max_steps * config.gradient_accumulation_steps
+    assert updates % config.steps_per_generation == 0
+    assert updates // config.steps_per_generation == OFFICIAL_ROLLOUTS[name]
 
 
 def test_baselines_differ_from_vppo_in_the_algorithm_only():
