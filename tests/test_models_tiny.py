@@ -16,6 +16,10 @@ MODEL_CLASS = {
     "smolvlm": "SmolVLMForConditionalGeneration",
 }
 IMAGE_TOKEN = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "smolvlm": "<image>"}
+# Head sizes vLLM's CPU attention backend serves (`CPUAttentionBackend.get_supported_head_sizes`
+# in vllm/v1/attention/backends/cpu_attn.py; newer releases add 512). 16 is not among them, so a
+# decoder with 16-wide heads cannot be served by vLLM on CPU.
+VLLM_CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256})
 
 
 def _image(width: int = 56, height: int = 56, colour=(200, 30, 30)) -> Image.Image:
@@ -47,6 +51,32 @@ def test_supported_architectures():
     assert supported_architectures() == ARCHS
 
 
+def _text_head_dim(text_config) -> int:
+    return getattr(text_config, "head_dim", None) or (
+        text_config.hidden_size // text_config.num_attention_heads
+    )
+
+
+def test_text_head_dim_is_served_by_vllm_cpu(tiny):
+    arch, model, _ = tiny
+    text = model.config.text_config
+    head_dim = _text_head_dim(text)
+    assert head_dim in VLLM_CPU_HEAD_SIZES, (arch, head_dim)
+    assert head_dim * text.num_attention_heads == text.hidden_size
+    # GQA at the default width 64: two query heads share one key/value head.
+    assert (text.num_attention_heads, text.num_key_value_heads) == (2, 1)
+
+
+@pytest.mark.parametrize("hidden_size", [32, 96, 128])
+def test_text_head_dim_at_other_widths(hidden_size):
+    model, _ = build_tiny_vlm("qwen3_vl", hidden_size=hidden_size, num_layers=1)
+    text = model.config.text_config
+    assert _text_head_dim(text) == 32
+    assert text.num_attention_heads == hidden_size // 32
+    assert text.num_attention_heads % text.num_key_value_heads == 0
+    assert sum(text.rope_parameters["mrope_section"]) == 16
+
+
 def test_build_is_real_tiny_architecture(tiny):
     arch, model, processor = tiny
     assert type(model).__name__ == MODEL_CLASS[arch]
@@ -58,7 +88,7 @@ def test_build_is_real_tiny_architecture(tiny):
     assert model.config.image_token_id == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN[arch])
     if arch != "smolvlm":
         text = model.config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        head_dim = _text_head_dim(text)
         assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
         for field, token in [
             ("video_token_id", "<|video_pad|>"),
@@ -203,6 +233,8 @@ def test_custom_corpus_and_sizes():
     [
         ({"arch": "llava"}, "arch"),
         ({"arch": "qwen2_5_vl", "hidden_size": 40}, "hidden_size"),
+        ({"arch": "smolvlm", "hidden_size": 48}, "hidden_size"),  # 16-wide heads: no vLLM kernel
+        ({"arch": "qwen3_vl", "vision_hidden_size": 40}, "vision_hidden_size"),
         ({"arch": "qwen2_5_vl", "num_layers": 0}, "num_layers"),
         ({"arch": "qwen3_vl", "vocab_size": 100}, "vocab_size"),
         ({"arch": "qwen3_vl", "vocab_texts": ["", "  "]}, "vocab_texts"),

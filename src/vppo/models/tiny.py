@@ -8,7 +8,9 @@ config), a chat template for TRL's conversational format, left padding and the a
 image processor. Nothing touches the network, and a build takes a few seconds on CPU.
 
 These models let the whole training stack (TRL generation, re-scoring, image perturbation, VPPO
-shaping) run in tests and demos exactly as it would on a 7B checkpoint, only smaller.
+shaping) run in tests and demos exactly as it would on a 7B checkpoint, only smaller. Decoder
+attention heads are 32 wide so that vLLM (whose CPU attention has no 16-wide kernel) can serve
+them too.
 """
 
 from __future__ import annotations
@@ -270,9 +272,19 @@ def _rope_sections(head_dim: int, interleaved: bool) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
+# Width of a decoder attention head. vLLM's CPU attention backend serves head sizes 32, 64, 80,
+# 96, ... but not 16, so 32 is the smallest width that vLLM can run. Only the decoder's paged
+# attention has that limit: the vision towers keep heads of width 16, which vLLM runs.
+_TEXT_HEAD_DIM = 32
+
+
 def _text_dims(hidden_size: int) -> tuple[int, int, int]:
-    """(attention heads, key/value heads, head_dim) for a tiny decoder: heads of width 16, GQA 2:1."""
-    head_dim = 16
+    """(attention heads, key/value heads, head_dim) for a tiny decoder.
+
+    Heads are ``_TEXT_HEAD_DIM`` (32) wide; with an even head count the key/value heads are
+    shared 2:1 (GQA), with an odd one (e.g. hidden 32 or 96) every head has its own.
+    """
+    head_dim = _TEXT_HEAD_DIM
     heads = hidden_size // head_dim
     kv_heads = heads // 2 if heads % 2 == 0 else heads
     return heads, kv_heads, head_dim
@@ -472,11 +484,16 @@ def _validate_build_args(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    for name, value in (("hidden_size", hidden_size), ("vision_hidden_size", vision_hidden_size)):
-        if value % 16:
-            raise ValueError(
-                f"{name} must be a multiple of 16 (attention heads of width 16), got {value}."
-            )
+    if hidden_size % _TEXT_HEAD_DIM:
+        raise ValueError(
+            f"hidden_size must be a multiple of {_TEXT_HEAD_DIM} (decoder attention heads of width "
+            f"{_TEXT_HEAD_DIM}, the smallest vLLM can serve), got {hidden_size}."
+        )
+    if vision_hidden_size % 16:
+        raise ValueError(
+            "vision_hidden_size must be a multiple of 16 (vision attention heads of width 16), "
+            f"got {vision_hidden_size}."
+        )
     if arch == "smolvlm" and (image_size < 32 or image_size % 32):
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}.")
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
@@ -516,8 +533,11 @@ def build_tiny_vlm(
         save_dir: if given, model, processor, tokenizer and chat template are saved there, so
             ``vppo.models.load_model_and_processor(save_dir)`` reloads them.
         seed: seed for the weight initialisation.
-        hidden_size, num_layers: decoder width and depth (heads of width 16).
-        vision_hidden_size, vision_depth: vision tower width and depth.
+        hidden_size, num_layers: decoder width (a multiple of 32) and depth. Decoder heads are
+            32 wide, the smallest head size vLLM's CPU attention serves; the default 64 gives
+            2 query heads sharing 1 key/value head.
+        vision_hidden_size, vision_depth: vision tower width (a multiple of 16; heads of width
+            16) and depth.
         vocab_texts: BPE training corpus; defaults to ``DEFAULT_CORPUS``.
         vocab_size: upper bound on the vocabulary (the model's vocabulary is the trained size).
         image_size: SmolVLM only; images are resized to fit (and padded to) this square.
