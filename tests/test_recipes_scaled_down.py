@@ -11,7 +11,6 @@ picked up here; if it cannot run, the suite fails.
 
 from __future__ import annotations
 
-import gc
 import math
 
 import pytest
@@ -56,7 +55,7 @@ def test_scaling_down_an_unknown_model_family_says_so():
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_every_recipe_trains_scaled_down(name, tmp_path, vllm_engine_ready):
+def test_every_recipe_trains_scaled_down(name, tmp_path, vllm_engine_ready, close_vllm):
     script_args, args, model_args = parse(["--config", name, "--scaled_down", "--output_dir",
                                            str(tmp_path)])
     recipe = load_recipe(name)
@@ -65,27 +64,23 @@ def test_every_recipe_trains_scaled_down(name, tmp_path, vllm_engine_ready):
             assert getattr(args, key) == value, (key, getattr(args, key), value)
 
     trainer = build_trainer(script_args, args, model_args)
+    close_vllm(trainer)
     heads = _HeadSnapshots()
     trainer.add_callback(heads)
-    try:
-        trainer.train()
-        assert trainer.state.global_step == SCALED_DOWN["max_steps"] >= 2
-        logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-        assert len(logs) == trainer.state.global_step
-        assert all(math.isfinite(entry["loss"]) for entry in logs)
-        first = logs[0]
-        assert ("vppo/dependency_mean" in first) == args.needs_dependency
-        if args.dynamic_sampling:
-            assert "vppo/dynamic_sampling/dropped_frac" in first
-        if args.nll_coef > 0:
-            assert "vppo/nll" in first
-        assert trainer.use_vllm == recipe.get("use_vllm", False)
-        if trainer.use_vllm:
-            _assert_engine_holds_the_last_rollouts_policy(trainer, heads)
-    finally:
-        llm = getattr(getattr(trainer, "vllm_generation", None), "llm", None)
-        del trainer, llm
-        gc.collect()
+    trainer.train()
+    assert trainer.state.global_step == SCALED_DOWN["max_steps"] >= 2
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == trainer.state.global_step
+    assert all(math.isfinite(entry["loss"]) for entry in logs)
+    first = logs[0]
+    assert ("vppo/dependency_mean" in first) == args.needs_dependency
+    if args.dynamic_sampling:
+        assert "vppo/dynamic_sampling/dropped_frac" in first
+    if args.nll_coef > 0:
+        assert "vppo/nll" in first
+    assert trainer.use_vllm == recipe.get("use_vllm", False)
+    if trainer.use_vllm:
+        _assert_engine_holds_the_last_rollouts_policy(trainer, heads)
 
 
 class _HeadSnapshots(TrainerCallback):

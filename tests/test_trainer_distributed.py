@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -39,6 +40,11 @@ def test_two_process_training_with_dynamic_sampling(tmp_path):
         "--per_device_train_batch_size", "4", "--num_generations", "4", "--min_pixels", "3136",
         "--max_pixels", "3136", "--output_dir", str(out), "--save_steps", "2",
     ]
+    # A port of its own: an in-process vLLM engine of an earlier test may hold the default 29500.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command[command.index("--num_machines"):command.index("--num_machines")] = ["--main_process_port", str(port)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -108,6 +108,18 @@ def _model_id(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
+def _default_context(model: str, wanted: int) -> int:
+    """`wanted` tokens of context, capped at what the model's positions allow (small models)."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model)
+        limit = getattr(config.get_text_config(), "max_position_embeddings", None)
+    except (OSError, ValueError):  # not readable here: let the engine decide and report
+        return wanted
+    return min(wanted, int(limit)) if limit else wanted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_references:
@@ -182,16 +194,20 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             tensor_parallel_size=args.tensor_parallel_size,
             gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len or (
+            max_model_len=args.max_model_len or _default_context(
                 # PAPO-Eval's vLLM context: cutoff_len 9216 + 2048 new tokens = 11264.
-                (args.max_prompt_tokens or EVAL_MAX_PROMPT_TOKENS) + args.max_new_tokens
+                args.model, (args.max_prompt_tokens or EVAL_MAX_PROMPT_TOKENS) + args.max_new_tokens
             ),
             seed=args.seed,
         )
-        report = evaluate(
-            loaded, backend, settings, output_dir, model_id=model_id,
-            progress=not args.no_progress, compare_to=args.compare_to,
-        )
+        try:
+            report = evaluate(
+                loaded, backend, settings, output_dir, model_id=model_id,
+                progress=not args.no_progress, compare_to=args.compare_to,
+            )
+        finally:
+            if hasattr(backend, "close"):
+                backend.close()
     except KeyboardInterrupt:
         print(
             "\nvppo eval: interrupted; finished samples are cached, rerun the same command to "

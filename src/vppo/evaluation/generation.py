@@ -291,6 +291,12 @@ class VLLMBackend(_ProcessorPrompts):
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
 
+    def close(self) -> None:
+        """Shut the engine down now (its KV cache and workers), rather than at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
 
 def build_backend(
     name: str,

@@ -434,13 +434,22 @@ def _model_class(arch: str) -> type[PreTrainedModel]:
     return SmolVLMForConditionalGeneration
 
 
+def _image_processor_class(name: str) -> str:
+    """The backend AutoImageProcessor picks when it reloads the saved processor: torchvision where
+    it is installed, PIL elsewhere. Building with the same one keeps a save/load round trip exact
+    (the two resize slightly differently)."""
+    from transformers.utils import is_torchvision_available
+
+    return name if is_torchvision_available() else f"{name}Pil"
+
+
 def _image_processor(arch: str, min_pixels: int | None, max_pixels: int | None, image_size: int):
     if arch in ("qwen2_5_vl", "qwen3_vl"):
-        from transformers import Qwen2VLImageProcessorPil
+        import transformers
 
         patch = 14 if arch == "qwen2_5_vl" else 16
         mean, std = (_CLIP_MEAN, _CLIP_STD) if arch == "qwen2_5_vl" else (_HALF, _HALF)
-        return Qwen2VLImageProcessorPil(
+        return getattr(transformers, _image_processor_class("Qwen2VLImageProcessor"))(
             patch_size=patch,
             temporal_patch_size=2,
             merge_size=2,
@@ -449,12 +458,12 @@ def _image_processor(arch: str, min_pixels: int | None, max_pixels: int | None, 
             image_mean=list(mean),
             image_std=list(std),
         )
-    from transformers import SmolVLMImageProcessorPil
+    import transformers
 
     # One global view per image (no tiling) keeps prompts short: (image_size/patch)^2/scale^2
     # image tokens. With do_image_splitting=True an image of up to 2*image_size px becomes up to
     # 2x2 tiles plus the global view, as the released processors do at larger sizes.
-    return SmolVLMImageProcessorPil(
+    return getattr(transformers, _image_processor_class("SmolVLMImageProcessor"))(
         do_resize=True,
         size={"longest_edge": 2 * image_size},
         max_image_size={"longest_edge": image_size},
