@@ -120,23 +120,5 @@ def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
     assert any("vppo/kept_token_frac" in entry for entry in state["log_history"])
 
 
-def test_train_command_reports_missing_image_with_file_and_row(tmp_path):
-    data = _image_rows(tmp_path, ["RGB", "RGB"])
-    (data.parent / "img1.png").unlink()
-    with pytest.raises((FileNotFoundError, ValueError), match=r"img1\.png") as info:
-        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
-                   "--output_dir", str(tmp_path / "run"), *TINY, "--max_steps", "1"])
-    assert "row 1" in str(info.value)
-
-
-def test_train_command_reports_unreadable_image_and_placeholder_mismatch(tmp_path):
-    data = _image_rows(tmp_path, ["RGB", "RGB"])
-    (data.parent / "img0.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"img0\.png"):
-        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
-                   "--output_dir", str(tmp_path / "run"), *TINY, "--max_steps", "1"])
-    rows = [{"images": ["img1.png"], "problem": "<image> and <image>: which is larger?", "answer": "1"}]
-    data.write_text(json.dumps(rows[0]))
-    with pytest.raises(ValueError, match="placeholder"):
-        vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
-                   "--output_dir", str(tmp_path / "run2"), *TINY, "--max_steps", "1"])
+# Bad data (missing, unreadable or truncated images, placeholder mismatches) and every other bad
+# input of the command: tests/test_train_bad_input.py.

@@ -101,6 +101,7 @@ class _Options:
     on_error: str
     max_prompt_tokens: int | None
     tokenizer: Any
+    skip_long_prompts: bool
     keep_columns: tuple[str, ...]
     unwrap_boxed_answer: bool
     image_dir: Path | None
@@ -139,6 +140,7 @@ def load_training_dataset(
     on_error: str = "raise",
     max_prompt_tokens: int | None = None,
     tokenizer: Any = None,
+    skip_long_prompts: bool = False,
     keep_columns: Sequence[str] = (),
     unwrap_boxed_answer: bool = True,
     image_placeholder: str = IMAGE_PLACEHOLDER,
@@ -191,6 +193,8 @@ def load_training_dataset(
             (system prompt plus rendered problem, no chat-template markup, no image tokens) has
             more tokens are bad rows. Image tokens depend on the model; TRL counts them.
         tokenizer: tokenizer or processor used by ``max_prompt_tokens``.
+        skip_long_prompts: drop rows over ``max_prompt_tokens`` (counted in the skip warning) even
+            when ``on_error="raise"``, as ``vppo train`` and ``vppo eval`` do.
         keep_columns: extra source columns to carry through unchanged (e.g. ``("id",)``); reward
             functions receive them as keyword arguments in TRL.
         unwrap_boxed_answer: turn an answer written as one ``\\boxed{X}`` into ``X`` (the original
@@ -225,6 +229,7 @@ def load_training_dataset(
         on_error=on_error,
         max_prompt_tokens=max_prompt_tokens,
         tokenizer=tokenizer,
+        skip_long_prompts=skip_long_prompts,
         keep_columns=keep_columns,
         unwrap_boxed_answer=unwrap_boxed_answer,
         image_dir=image_dir,
@@ -279,7 +284,11 @@ def load_training_dataset(
         alpha=options.alpha,
         rounding=options.rounding,
     )
-    return result.with_transform(formatter)
+    dataset = result.with_transform(formatter)
+    # Set after `with_transform` fingerprints the formatter: rows to fall back on when an image
+    # that passed the up-front checks still fails to decode during training.
+    formatter.source = result
+    return dataset
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -374,6 +383,7 @@ def _build_options(**kw) -> _Options:
         on_error=kw["on_error"],
         max_prompt_tokens=max_tokens,
         tokenizer=tokenizer,
+        skip_long_prompts=bool(kw["skip_long_prompts"]),
         keep_columns=keep,
         unwrap_boxed_answer=bool(kw["unwrap_boxed_answer"]),
         image_dir=image_dir,
@@ -945,7 +955,7 @@ def _check_token_counts(out: dict, texts: list[str | None], part: _Part, opts: _
             f"{describe_location(out[_ROW][i], part.label, 'prompt')} has {len(token_ids)} text tokens, "
             f"more than max_prompt_tokens={opts.max_prompt_tokens} (image tokens not counted)."
         )
-        if opts.on_error == "raise":
+        if opts.on_error == "raise" and not opts.skip_long_prompts:
             raise ValueError(message)
         out[_ERROR][i] = f"prompt\t{message}"
         out["prompt"][i], out["answer"][i] = [], ""
@@ -985,6 +995,8 @@ class _RowFormatter:
         self, *, base_dir, min_pixels, max_pixels, min_side, max_aspect_ratio, alpha, rounding
     ):
         self.base_dir = base_dir
+        self.source = None  # the untransformed rows; set by load_training_dataset
+        self._fallback_row: dict | None = None
         self.image_kwargs = {
             "min_pixels": min_pixels,
             "max_pixels": max_pixels,
@@ -1003,24 +1015,64 @@ class _RowFormatter:
             for k, v in enumerate(values)
         ]
 
+    @staticmethod
+    def _prompt(messages: list) -> list:
+        return [
+            {**m, "content": [{k: v for k, v in p.items() if v is not None} for p in m["content"]]}
+            for m in messages
+        ]
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        out = dict(batch)
+        out = {key: list(values) for key, values in batch.items()}
         if "prompt" in batch:
-            out["prompt"] = [
-                [
-                    {
-                        **m,
-                        "content": [
-                            {k: v for k, v in p.items() if v is not None} for p in m["content"]
-                        ],
-                    }
-                    for m in messages
-                ]
-                for messages in batch["prompt"]
-            ]
+            out["prompt"] = [self._prompt(messages) for messages in batch["prompt"]]
         if "images" in batch:
-            out["images"] = [self._images(v) for v in batch["images"]]
+            images = []
+            for i, value in enumerate(batch["images"]):
+                try:
+                    images.append(self._images(value))
+                except (ValueError, OSError) as exc:
+                    if self.source is None:
+                        raise
+                    # A crash here would end a long run: train on a readable row instead.
+                    row, fallback = self._unreadable_row(value), self._fallback()
+                    logger.warning(
+                        "training row %s: %s Replaced by row %d for this step (validate_images="
+                        "'full' refuses such rows before training).",
+                        "?" if row is None else row, str(exc).rstrip(), fallback["__row__"],
+                    )
+                    for key in out:
+                        if key != "images" and key in fallback:
+                            out[key][i] = fallback[key]
+                    images.append(fallback["images"])
+            out["images"] = images
         return out
+
+    def _unreadable_row(self, value: Any) -> int | None:
+        """The index of the row whose images are ``value`` (searched only when one fails)."""
+        start = 0
+        for chunk in self.source.select_columns(["images"]).iter(batch_size=256):
+            for j, candidate in enumerate(chunk["images"]):
+                if candidate == value:
+                    return start + j
+            start += len(chunk["images"])
+        return None
+
+    def _fallback(self) -> dict:
+        """The first row whose images decode, formatted (computed once)."""
+        if self._fallback_row is None:
+            for j in range(len(self.source)):
+                raw = self.source[j]
+                try:
+                    images = self._images(raw.get("images"))
+                except (ValueError, OSError):
+                    continue
+                prompt = self._prompt(raw["prompt"]) if "prompt" in raw else None
+                self._fallback_row = {**raw, "prompt": prompt, "images": images, "__row__": j}
+                break
+            else:
+                raise ValueError("no row of the training data has images that can be decoded.")
+        return self._fallback_row
 
     def __repr__(self) -> str:  # stable, so dataset fingerprints do not depend on object ids
         return f"_RowFormatter(base_dir={self.base_dir!r}, {self.image_kwargs!r})"

@@ -56,6 +56,28 @@ class TrainScriptArguments:
             "'path/to/file.py:function' / 'module:function'."
         },
     )
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows whose prompt text (system prompt + rendered problem, image tokens not "
+            "counted) has more tokens are skipped, with a count in the log. None: the model's "
+            "context (max_position_embeddings) minus max_completion_length; 0: no cap."
+        },
+    )
+    validate_images: str = field(
+        default="header",
+        metadata={
+            "help": "Image checks before training: 'header' (open every image's header: missing "
+            "files, non-images, sizes; fast) or 'full' (also decode every image: catches truncated "
+            "files before training; slow on large sets). An image that still fails to decode "
+            "during training is replaced by the first readable row, with a warning naming it.",
+            "choices": ["header", "full"],
+        },
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Skip rows that fail the checks (with a count per field) instead of stopping at the first."},
+    )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed for `tiny:<arch>` models."})
     scaled_down: bool = field(
         default=False,
@@ -91,6 +113,9 @@ SCALED_DOWN: dict[str, object] = {
     "max_completion_length": 48,
     "vllm_max_model_length": 1024,
     "vllm_gpu_memory_utilization": 0.1,
+    # GPU memory only: vLLM's sleep mode needs the CUDA/ROCm/XPU allocator; on CPU vLLM refuses to
+    # start ("Sleep mode is not supported on current platform.", vllm/config/model.py)
+    "vllm_enable_sleep_mode": False,
     "dynamic_sampling_max_rounds": 2,
     # steps and bookkeeping: 4 optimizer steps = 2 rollouts, the second by the updated policy
     "max_steps": 4,
@@ -109,16 +134,51 @@ SCALED_DOWN: dict[str, object] = {
 SCALED_DOWN_MODELS = {"Qwen3-VL": "tiny:qwen3_vl", "Qwen2.5-VL": "warmstart", "tiny:": None}
 
 
-def _load_model(model_args, script_args, training_args):
-    from vppo.models import build_tiny_vlm, load_model_and_processor
+def check_output_dir(path: str) -> None:
+    """Fail before training, not at the first save: the folder must be creatable and writable."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output_dir {path} exists and is a file, not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"output_dir {path} is not writable ({err.strerror or err}).") from err
 
-    name = model_args.model_name_or_path
+
+def check_vision_language_model(name: str, trust_remote_code: bool = False) -> None:
+    """One sentence instead of transformers' list of ~100 classes when `name` is not a VLM."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from vppo.models.loading import _check_source
+
+    source = _check_source(name, {"trust_remote_code": trust_remote_code})
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or getattr(config, "auto_map", None):
+        return
+    raise ValueError(
+        f"model_name_or_path {name} is not a vision-language model (model_type {config.model_type!r}); "
+        "vppo trains image-text-to-text models such as Qwen2.5-VL, Qwen3-VL or SmolVLM."
+    )
+
+
+def resolve_model_name(name: str | None) -> str:
+    """`model_name_or_path` with the `warmstart` alias resolved to the shipped demo checkpoint."""
     if name is None:
         raise ValueError("model_name_or_path is required (a Hub name, a local folder or tiny:<arch>).")
     if name == "warmstart":
         from vppo.demo import default_checkpoint
 
-        name = str(default_checkpoint())
+        return str(default_checkpoint())
+    return name
+
+
+def _load_model(model_args, script_args, training_args):
+    from vppo.models import build_tiny_vlm, load_model_and_processor
+
+    name = resolve_model_name(model_args.model_name_or_path)
     if name.startswith("tiny:"):
         arch = name.split(":", 1)[1]
         target = Path(training_args.output_dir) / "tiny_model"
@@ -134,12 +194,34 @@ def _load_model(model_args, script_args, training_args):
         # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
         model.name_or_path = model.config._name_or_path = str(target)
         return model, processor
+    remote_code = bool(getattr(model_args, "trust_remote_code", False))
+    check_vision_language_model(name, remote_code)
     return load_model_and_processor(
-        name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation
+        name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation,
+        trust_remote_code=remote_code,
     )
 
 
-def _load_data(script_args, split: str, name: str, size: int, seed: int):
+def prompt_token_cap(script_args, training_args, model) -> int | None:
+    """`max_prompt_tokens`, defaulting to the model's context minus the completion budget."""
+    cap = script_args.max_prompt_tokens
+    if cap is not None:
+        if cap < 0:
+            raise ValueError(f"max_prompt_tokens must be a positive number of tokens or 0 (no cap), got {cap}.")
+        return cap or None
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if not context:
+        return None
+    cap = int(context) - int(training_args.max_completion_length or 0)
+    if cap < 1:
+        raise ValueError(
+            f"max_completion_length={training_args.max_completion_length} leaves no room for a prompt "
+            f"in the model's context of {context} tokens."
+        )
+    return cap
+
+
+def _load_data(script_args, split: str, name: str, size: int, seed: int, tokenizer=None, max_prompt_tokens=None):
     from vppo.data import load_training_dataset
 
     kwargs = dict(
@@ -152,6 +234,11 @@ def _load_data(script_args, split: str, name: str, size: int, seed: int):
         min_pixels=script_args.min_pixels,
         max_pixels=script_args.max_pixels,
         max_samples=script_args.max_samples if split == script_args.dataset_split else None,
+        validate=script_args.validate_images,
+        on_error="skip" if script_args.skip_bad_rows else "raise",
+        max_prompt_tokens=max_prompt_tokens,
+        tokenizer=tokenizer if max_prompt_tokens else None,
+        skip_long_prompts=True,
     )
     if name == "synthetic":
         from vppo.data.synthetic import make_synthetic_dataset
@@ -168,14 +255,16 @@ def build_trainer(script_args, training_args, model_args):
     from vppo.rewards import load_reward_function
     from vppo.trainer.trainer import VPPOTrainer
 
+    rewards = [load_reward_function(spec) for spec in script_args.reward_funcs]
+    check_dynamic_sampling_reward(training_args, [f.__name__ for f in rewards])
     model, processor = _load_model(model_args, script_args, training_args)
+    cap = prompt_token_cap(script_args, training_args, model)
     train = _load_data(script_args, script_args.dataset_split, script_args.dataset_name,
-                       script_args.synthetic_train_size, training_args.seed)
+                       script_args.synthetic_train_size, training_args.seed, processor, cap)
     evaluation = None
     if script_args.eval_dataset_name:
         evaluation = _load_data(script_args, script_args.eval_dataset_split, script_args.eval_dataset_name,
-                                script_args.synthetic_eval_size, training_args.seed + 1)
-    rewards = [load_reward_function(spec) for spec in script_args.reward_funcs]
+                                script_args.synthetic_eval_size, training_args.seed + 1, processor, cap)
     return VPPOTrainer(
         model=model,
         reward_funcs=rewards,
@@ -184,6 +273,20 @@ def build_trainer(script_args, training_args, model_args):
         eval_dataset=evaluation,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
+    )
+
+
+def check_dynamic_sampling_reward(training_args, names: list[str]) -> None:
+    """A misspelt `dynamic_sampling_reward` would silently filter on the total reward."""
+    wanted = training_args.dynamic_sampling_reward
+    if not training_args.dynamic_sampling or wanted in names or wanted == "total":
+        return
+    if wanted == "accuracy":  # the default: runs without an accuracy reward filter on the total
+        logger.info("No reward function named 'accuracy': dynamic sampling filters on the weighted total.")
+        return
+    raise ValueError(
+        f"dynamic_sampling_reward {wanted!r} is not a reward function of this run; choose one of "
+        f"{', '.join([*names, 'total'])} ('total': the weighted sum of all rewards)."
     )
 
 
@@ -261,14 +364,94 @@ def _flag_value(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-def parse(argv: list[str] | None):
+USAGE = "vppo train [--config RECIPE] [--scaled_down] [--debug] [--FIELD VALUE ...]"
+DESCRIPTION = """\
+Train a vision-language model with VPPO (or the DAPO / GRPO baselines) through TRL.
+A YAML recipe (--config: a built-in name such as tiny_vppo or qwen2_5_vl_7b_vppo, or a path) sets
+the defaults; every --FIELD VALUE flag overrides it. Bad input (a missing file, a bad row, a field
+out of range) ends with one line and exit code 2; --debug (or VPPO_DEBUG=1) shows the traceback.
+Ctrl-C says which checkpoint was saved; --resume_from_checkpoint last continues from it.
+
+  vppo train --config tiny_vppo --model_name_or_path warmstart \\
+      --dataset_name data/train.parquet --output_dir runs/mine
+"""
+# Fields shown first in `--help`, before TRL's and transformers' ~450 flags.
+HELP_COMMON = (
+    "model_name_or_path", "dtype", "output_dir", "max_steps", "num_train_epochs", "learning_rate",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+    "num_generations", "max_completion_length", "temperature", "top_p", "loss_type", "epsilon",
+    "epsilon_high", "beta", "use_vllm", "vllm_mode", "bf16", "use_cpu", "gradient_checkpointing",
+    "save_strategy", "save_steps", "logging_steps", "report_to", "resume_from_checkpoint", "seed",
+)
+
+
+def format_help() -> str:
+    """`vppo train --help`: the recipe, data and VPPO options first, then TRL's full list."""
+    import argparse
+    from dataclasses import fields
+
+    from vppo.trainer.config import VPPOConfig
+
+    parser = build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    inherited = {f.name for f in fields(VPPOConfig.__mro__[1])}
+    sections = [
+        ("recipe", [argparse.Action(["--config"], "config", metavar="RECIPE", default=argparse.SUPPRESS,
+                                    help="a built-in recipe name or a YAML path (see docs/trainer.md)"),
+                    argparse.Action(["--scaled_down"], "scaled_down", nargs=0, default=argparse.SUPPRESS,
+                                    help=actions["scaled_down"].help),
+                    argparse.Action(["--debug"], "debug", nargs=0, default=argparse.SUPPRESS,
+                                    help="show the traceback of an error (also VPPO_DEBUG=1)")]),
+        ("data, rewards and model source", [actions[f.name] for f in fields(TrainScriptArguments)
+                                             if f.name != "scaled_down"]),
+        ("VPPO algorithm (VPPOConfig)", [actions[f.name] for f in fields(VPPOConfig)
+                                         if f.name not in inherited]),
+        ("common TRL / transformers options", [actions[n] for n in HELP_COMMON if n in actions]),
+    ]
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    formatter = Formatter(prog="vppo train")
+    formatter.add_usage(USAGE, [], [])
+    formatter.add_text(DESCRIPTION)
+    for title, group in sections:
+        formatter.start_section(title)
+        formatter.add_arguments(group)
+        formatter.end_section()
+    formatter.add_text("Every other field of TRL's GRPOConfig, transformers' TrainingArguments and "
+                       "TRL's ModelConfig follows (the full list).")
+    full = parser.format_help()
+    full = full.split("\n", 1)[1] if full.startswith("usage") else full
+    return formatter.format_help() + "\nall options:\n" + full
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _quiet_parser_errors(parser) -> None:
+    """argparse errors as one line (its usage line would list ~450 TRL flags)."""
+    def error(message: str):
+        print(f"vppo train: {message} (see vppo train --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error
+
+
+def build_parser():
     from trl import ModelConfig, TrlParser
 
     from vppo.trainer.config import VPPOConfig
 
+    parser = TrlParser((TrainScriptArguments, VPPOConfig, ModelConfig), prog="vppo train", usage=USAGE)
+    _quiet_parser_errors(parser)
+    return parser
+
+
+def parse(argv: list[str] | None):
     argv = list(sys.argv[1:] if argv is None else argv)
     scaled, argv = _flag_value(argv, "--scaled_down")
-    scaled = scaled is not None and scaled.lower() in ("true", "1", "yes")
+    scaled = _truthy(scaled)
     if scaled and "--config" not in argv:
         raise ValueError("--scaled_down scales a recipe: give one with --config.")
     if "--config" in argv:
@@ -282,21 +465,66 @@ def parse(argv: list[str] | None):
         with handle:
             yaml.safe_dump(merged, handle)
         argv[i + 1] = handle.name
-    parser = TrlParser((TrainScriptArguments, VPPOConfig, ModelConfig), prog="vppo train")
-    return parser.parse_args_and_config(argv)
+    return build_parser().parse_args_and_config(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _interrupted_message(trainer, output_dir: str, argv: list[str]) -> str:
+    """What Ctrl-C leaves behind, and the command that continues from it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    step = trainer.state.global_step if trainer is not None else 0
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if last is None:
+        return (f"vppo train: interrupted at step {step}; no checkpoint was saved yet in {output_dir} "
+                "(see save_strategy / save_steps), so a rerun starts from scratch.")
+    resume = "" if "--resume_from_checkpoint" in " ".join(argv) else " --resume_from_checkpoint last"
+    return (f"vppo train: interrupted at step {step}; saved: {last}; continue with the same command"
+            f"{resume}.")
+
+
+def train(argv: list[str]) -> int:
     script_args, training_args, model_args = parse(argv)
     if not torch.cuda.is_available() and training_args.bf16:
         logger.warning("No CUDA device: training in float32 on CPU (bf16=False, use_cpu=True).")
         training_args.bf16 = False
         training_args.use_cpu = True
+    check_output_dir(training_args.output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    trainer = build_trainer(script_args, training_args, model_args)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer = None
+    try:
+        trainer = build_trainer(script_args, training_args, model_args)
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        print(_interrupted_message(trainer, training_args.output_dir, argv), file=sys.stderr)
+        return 130
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = _flag_value(argv, "--debug")
+    debug = _truthy(debug) or _truthy(os.environ.get("VPPO_DEBUG"))
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help())
+        return 0
+    try:
+        return train(argv)
+    except SystemExit as stop:  # argparse: its one line is printed already
+        if isinstance(stop.code, int):
+            return stop.code
+        raise
+    except (ValueError, OSError, ImportError) as err:  # bad input: files, fields, rows, models
+        if debug:
+            raise
+        print(f"vppo train: {_one_line(err)}", file=sys.stderr)
+        return 2

@@ -133,8 +133,9 @@ class VPPOConfig(GRPOConfig):
     dynamic_sampling_reward: str = field(
         default="accuracy",
         metadata={
-            "help": "Name of the reward function whose group mean is filtered; if no reward has this "
-            "name, the weighted total reward is used."
+            "help": "Name of the reward function whose group mean is filtered, or 'total' (the "
+            "weighted sum of all rewards). `vppo train` rejects a name that is neither; only the "
+            "default 'accuracy' falls back to the total when no reward has that name."
         },
     )
 
@@ -189,6 +190,11 @@ class VPPOConfig(GRPOConfig):
               f"{self.dynamic_sampling_low} and {self.dynamic_sampling_high}.")
         check(self.dynamic_sampling_max_rounds >= 0, "dynamic_sampling_max_rounds",
               f"must be non-negative, got {self.dynamic_sampling_max_rounds}.")
+        # -1 is transformers' "unset" (train num_train_epochs); other values <= 0 were silently
+        # read as "unset" too, so --max_steps -3 trained for 3 epochs.
+        check(self.max_steps > 0 or self.max_steps == -1, "max_steps",
+              f"must be a positive number of optimizer steps, or -1 (the default) to train for "
+              f"num_train_epochs; got {self.max_steps}.")
 
     @property
     def tas_beta_max_value(self) -> float | str:

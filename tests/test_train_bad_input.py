@@ -1,0 +1,203 @@
+"""`vppo train` on bad input: one line naming the field, row or file, exit code 2, no traceback;
+Ctrl-C says what was saved; a truncated image never ends a run; nothing finished is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vppo.cli import main as vppo_main
+
+RECIPE = ["--config", "tiny_vppo"]
+TINY = ["--max_completion_length", "8", "--per_device_train_batch_size", "4",
+        "--num_generations", "2", "--min_pixels", "3136", "--max_pixels", "3136", "--save_steps", "1",
+        "--max_steps", "1"]
+
+
+def _data(tmp_path, rows=4):
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    lines = []
+    for i in range(rows):
+        Image.new("RGB", (56, 56), (40 * i, 120, 200)).save(folder / f"img{i}.png")
+        lines.append({"images": [f"img{i}.png"], "problem": f"<image>How many shapes are there {i}?",
+                      "answer": str(i % 3)})
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in lines))
+    return path
+
+
+def _text_only_model(tmp_path):
+    from transformers import Qwen2Config
+
+    folder = tmp_path / "text_model"
+    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=100).save_pretrained(folder)
+    return str(folder)
+
+
+def _break(tmp_path, case):
+    """Make the bad input of `case`; returns extra argv."""
+    data = _data(tmp_path)
+    out = str(tmp_path / "run")
+    if case == "output_dir_is_file":
+        (tmp_path / "file").write_text("x")
+        return ["--dataset_name", str(data), "--output_dir", str(tmp_path / "file")]
+    if case == "output_dir_not_writable":  # a folder under a file cannot be created (also as root)
+        (tmp_path / "file").write_text("x")
+        return ["--dataset_name", str(data), "--output_dir", str(tmp_path / "file" / "run")]
+    if case == "text_only_model":
+        return ["--dataset_name", str(data), "--output_dir", out,
+                "--model_name_or_path", _text_only_model(tmp_path)]
+    if case == "missing_model":
+        return ["--dataset_name", str(data), "--output_dir", out,
+                "--model_name_or_path", str(tmp_path / "nowhere")]
+    if case in ("max_steps_negative", "max_steps_zero"):
+        value = "-3" if case == "max_steps_negative" else "0"
+        return ["--dataset_name", str(data), "--output_dir", out, "--max_steps", value]
+    if case == "misspelt_dynamic_sampling_reward":
+        return ["--dataset_name", str(data), "--output_dir", out, "--dynamic_sampling_reward", "acuracy"]
+    if case == "unknown_choice":
+        return ["--dataset_name", str(data), "--output_dir", out, "--dependency_estimator", "l2"]
+    if case == "field_out_of_range":
+        return ["--dataset_name", str(data), "--output_dir", out, "--token_ratio", "0"]
+    if case == "unknown_recipe":
+        return ["--config", "no_such_recipe", "--output_dir", out]
+    if case == "missing_data_file":
+        return ["--dataset_name", str(tmp_path / "nothing.parquet"), "--output_dir", out]
+    if case == "missing_image":
+        (data.parent / "img1.png").unlink()
+    elif case == "not_an_image":
+        (data.parent / "img0.png").write_bytes(b"not an image")
+    elif case == "truncated_image_full_validation":
+        raw = (data.parent / "img2.png").read_bytes()
+        (data.parent / "img2.png").write_bytes(raw[: len(raw) // 2])
+        return ["--dataset_name", str(data), "--output_dir", out, "--validate_images", "full"]
+    elif case == "placeholder_mismatch":
+        data.write_text(json.dumps({"images": ["img1.png"], "problem": "<image> and <image>?", "answer": "1"}))
+    elif case == "missing_column":
+        return ["--dataset_name", str(data), "--output_dir", out, "--answer_column", "solution"]
+    return ["--dataset_name", str(data), "--output_dir", out]
+
+
+# case -> a fragment of the one line the user sees
+BAD_INPUTS = {
+    "output_dir_is_file": r"output_dir .*file exists and is a file, not a folder",
+    "output_dir_not_writable": r"output_dir .*file/run is not writable",
+    "text_only_model": r"text_model is not a vision-language model \(model_type 'qwen2'\)",
+    "missing_model": r"model directory .*nowhere.* does not exist",
+    "max_steps_negative": r"VPPOConfig.max_steps must be a positive number .* or -1 .*; got -3",
+    "max_steps_zero": r"VPPOConfig.max_steps must be a positive number .*; got 0",
+    "misspelt_dynamic_sampling_reward": r"dynamic_sampling_reward 'acuracy' is not a reward function "
+                                        r"of this run; choose one of accuracy, total",
+    "unknown_choice": r"--dependency_estimator.*invalid choice: 'l2'",
+    "field_out_of_range": r"VPPOConfig.token_ratio must be in \(0, 1\], got 0",
+    "unknown_recipe": r"no recipe file 'no_such_recipe'; built-in recipes are",
+    "missing_data_file": r"nothing\.parquet",
+    "missing_image": r"row 1 .*img1\.png",
+    "not_an_image": r"img0\.png",
+    "truncated_image_full_validation": r"row 2 .*img2\.png",
+    "placeholder_mismatch": r"placeholder",
+    "missing_column": r"solution",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch):
+    import re
+
+    monkeypatch.delenv("VPPO_DEBUG", raising=False)
+    extra = _break(tmp_path, case)
+    argv = ["train", *([] if "--config" in extra else RECIPE), *TINY, *extra]
+    assert vppo_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("vppo train:")]
+    assert len(lines) == 1, err
+    assert re.search(BAD_INPUTS[case], lines[0]), lines[0]
+    # nothing ran: no checkpoint, no model written
+    assert not list(tmp_path.glob("run/checkpoint-*")) and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    argv = ["train", *RECIPE, *TINY, *_break(tmp_path, "max_steps_negative")]
+    with pytest.raises(ValueError, match="max_steps"):
+        vppo_main([*argv, "--debug"])
+    monkeypatch.setenv("VPPO_DEBUG", "1")
+    with pytest.raises(ValueError, match="max_steps"):
+        vppo_main(argv)
+
+
+def test_help_leads_with_data_and_vppo_options(capsys):
+    assert vppo_main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    head = text[: text.index("all options:")]
+    for flag in ("--config", "--dataset_name", "--max_prompt_tokens", "--validate_images",
+                 "--token_ratio", "--use_tas", "--model_name_or_path", "--report_to"):
+        assert flag in head.replace("--no_use_tas", "--use_tas")
+    assert head.index("--dataset_name") < head.index("--token_ratio") < head.index("--learning_rate")
+    assert len(head.splitlines()) < 400 and len(text.splitlines()) > 1000  # TRL's full list after
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_was_saved_and_resume_loses_nothing(tmp_path, capsys, monkeypatch):
+    from transformers import TrainerCallback
+
+    import vppo.trainer.cli as train_cli
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    build = train_cli.build_trainer
+
+    def build_and_interrupt(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    monkeypatch.setattr(train_cli, "build_trainer", build_and_interrupt)
+    data = _data(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", *RECIPE, *TINY, "--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "3"]
+    assert vppo_main(argv) == 130
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vppo train:")]
+    assert line == (f"vppo train: interrupted at step 2; saved: {out}/checkpoint-1; continue with the "
+                    "same command --resume_from_checkpoint last.")
+    monkeypatch.setattr(train_cli, "build_trainer", build)
+    assert vppo_main([*argv, "--resume_from_checkpoint", "last"]) == 0
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_truncated_image_during_training_is_replaced_with_a_warning(tmp_path, caplog):
+    data = _data(tmp_path)
+    raw = (data.parent / "img2.png").read_bytes()
+    (data.parent / "img2.png").write_bytes(raw[: len(raw) // 2])  # header intact, pixels cut
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        assert vppo_main(["train", *RECIPE, *TINY, "--dataset_name", str(data), "--output_dir", str(out),
+                          "--max_steps", "2"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "Replaced by row" in r.getMessage()]
+    assert warnings and warnings[0].startswith("training row 2:") and "img2.png" in warnings[0]
+    assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
+
+
+def test_long_prompts_are_skipped_with_a_count(tmp_path, caplog):
+    from vppo.trainer.cli import build_trainer, parse
+
+    data = _data(tmp_path)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[3]["problem"] = "<image>" + "how many shapes " * 400
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    script_args, config, model_args = parse([*RECIPE, *TINY, "--dataset_name", str(data), "--output_dir",
+                                             str(tmp_path / "run"), "--max_prompt_tokens", "64"])
+    with caplog.at_level("WARNING"):
+        trainer = build_trainer(script_args, config, model_args)
+    assert len(trainer.train_dataset) == 3
+    assert any("Skipped 1 of 4 rows" in r.getMessage() and "prompt: 1" in r.getMessage()
+               for r in caplog.records)
