@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="A tiny budget that checks the pipeline.")
     parser.add_argument("--threads", type=int, default=None, help="Torch CPU threads (default: free cores).")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    return parser
+    from vppo.data.settings import accept_underscores
+
+    return accept_underscores(parser)  # --output_dir as in vppo train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main", "read_responses_file"]
 
 def build_parser() -> argparse.ArgumentParser:
     from vppo.analysis.scoring import ESTIMATORS, PERTURBATIONS
+    from vppo.data.settings import accept_underscores
 
     p = argparse.ArgumentParser(
         prog="vppo analyze",
@@ -77,21 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-column", default="images")
     p.add_argument("--problem-column", default="problem")
     p.add_argument("--answer-column", default="answer")
-    p.add_argument("--prompt-template", help="built-in name, .jinja path or inline Jinja "
-                   "(default: vppo_math)")
-    p.add_argument("--system-prompt", help="system message (default: the chat template's)")
+    p.add_argument("--prompt-template", "--template", dest="prompt_template",
+                   help="built-in name, .jinja path or inline Jinja (default: the model folder's "
+                   "recorded one, vppo_prompt.json / vppo_warmstart.json, else vppo_math; the "
+                   "paper's benchmarks always default to vppo_math)")
+    p.add_argument("--system-prompt", help="system message (default: the model folder's recorded "
+                   "one, else the chat template's)")
     p.add_argument("--min-pixels", type=int,
-                   help="images are upscaled to at least this many pixels (default: the training "
-                   "value 200704 for --dataset, the evaluation value 1024 for --benchmark)")
+                   help="images are upscaled to at least this many pixels (default: the model "
+                   "folder's recorded value, else 1024, as vppo eval and vppo train)")
     p.add_argument("--max-pixels", type=int,
-                   help="images are downscaled to at most this many pixels (default: 1003520 for "
-                   "--dataset, 589824 for --benchmark)")
+                   help="images are downscaled to at most this many pixels (default: the model "
+                   "folder's recorded value, else 589824)")
     p.add_argument("--html-max-responses", type=int, default=200,
                    help="responses shown on the HTML page (default 200)")
     p.add_argument("--html-order", choices=("index", "dependency", "dependency_asc"),
                    default="index", help="order of the responses on the HTML page")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+    return accept_underscores(p)
 
 
 def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
@@ -123,15 +127,23 @@ def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _pixel_limits(args: argparse.Namespace) -> tuple[int | None, int | None]:
-    if args.benchmark is not None:
-        from vppo.evaluation.runner import EVAL_MAX_PIXELS, EVAL_MIN_PIXELS
+def _apply_prompt_settings(args: argparse.Namespace) -> str:
+    """Fill unset prompt options as vppo train and vppo eval do; returns their description."""
+    from vppo.data.settings import resolve_prompt_settings
+    from vppo.evaluation.benchmarks import BENCHMARKS, canonical_name
 
-        defaults = (EVAL_MIN_PIXELS, EVAL_MAX_PIXELS)
-    else:
-        defaults = (256 * 28 * 28, 1280 * 28 * 28)
-    return (args.min_pixels if args.min_pixels is not None else defaults[0],
-            args.max_pixels if args.max_pixels is not None else defaults[1])
+    paper = args.benchmark is not None and canonical_name(args.benchmark) in BENCHMARKS
+    settings = resolve_prompt_settings(
+        args.model, template=args.prompt_template, system_prompt=args.system_prompt,
+        min_pixels=args.min_pixels, max_pixels=args.max_pixels, use_recorded=not paper,
+    )
+    args.prompt_template, args.system_prompt = settings.template, settings.system_prompt
+    args.min_pixels, args.max_pixels = settings.min_pixels, settings.max_pixels
+    return settings.describe()
+
+
+def _pixel_limits(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    return args.min_pixels, args.max_pixels
 
 
 def _load_rows(args: argparse.Namespace, max_samples: int, seed: int | None, keep: list[str]):
@@ -211,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 < args.ratio <= 1.0:
             raise ValueError(f"--ratio must be in (0, 1], got {args.ratio}.")
         progress = not args.no_progress
+        print(f"prompts: {_apply_prompt_settings(args)}")
 
         given = read_responses_file(args.responses) if args.responses else None
         name = args.dataset if args.dataset is not None else f"benchmark {args.benchmark}"

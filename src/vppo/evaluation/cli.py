@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from vppo.data.settings import accept_underscores, resolve_prompt_settings
 from vppo.evaluation.benchmarks import BENCHMARKS, load_benchmark, resolve_benchmark_names
 from vppo.evaluation.generation import DEFAULT_SYSTEM_PROMPT, SamplingConfig, build_backend
 from vppo.evaluation.reference import REFERENCE_RESULTS, reference_row
@@ -35,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="model directory or Hub id")
     p.add_argument(
-        "--benchmarks", default="all",
+        "--benchmarks",
         help="'all' (the paper's eight) or a comma list, e.g. geo3k,wemath; known: "
-        + ", ".join(BENCHMARKS),
+        + ", ".join(BENCHMARKS) + ". Default: the --benchmark-path names if given, else all",
     )
     p.add_argument(
         "--data-dir",
@@ -62,14 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50, help="0 disables (PAPO-Eval used 50)")
     p.add_argument("--max-new-tokens", type=int, default=2048, help="the paper: 2048 (7B), 4096 (32B)")
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--min-pixels", type=int, default=EVAL_MIN_PIXELS)
-    p.add_argument("--max-pixels", type=int, default=EVAL_MAX_PIXELS)
+    p.add_argument("--min-pixels", type=int,
+                   help=f"default: the model folder's recorded value for your own benchmarks "
+                   f"(vppo_prompt.json), else {EVAL_MIN_PIXELS} (the paper's protocol)")
+    p.add_argument("--max-pixels", type=int,
+                   help=f"default: the model folder's recorded value for your own benchmarks, else "
+                   f"{EVAL_MAX_PIXELS}")
     p.add_argument("--max-prompt-tokens", type=int, default=EVAL_MAX_PROMPT_TOKENS,
                    help="longer prompts are skipped and reported")
-    p.add_argument("--template", default="vppo_math",
-                   help="prompt template: built-in name, .jinja path or inline Jinja")
-    p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
-    p.add_argument("--no-system-prompt", action="store_true", help="send no system message")
+    p.add_argument("--prompt-template", "--template", dest="template",
+                   help="prompt template: built-in name, .jinja path or inline Jinja (default: the "
+                   "model folder's recorded one for your own benchmarks, else vppo_math)")
+    p.add_argument("--system-prompt",
+                   help="system message (default: the model folder's recorded one for your own "
+                   "benchmarks, else none: the chat template's, which for Qwen2.5-VL is PAPO-Eval's "
+                   f"{DEFAULT_SYSTEM_PROMPT!r})")
+    p.add_argument("--no-system-prompt", action="store_true",
+                   help="send no system message (the chat template may still add its own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
                    help="auto: vLLM when installed and a GPU is visible, else transformers")
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-references", action="store_true",
                    help="list the paper rows usable with --compare-to and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+    return accept_underscores(p)
 
 
 def _benchmark_paths(items: list[str]) -> dict[str, str]:
@@ -148,20 +158,28 @@ def main(argv: list[str] | None = None) -> int:
             from vppo.evaluation.generation import vllm_available
 
             backend_name = "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+        paths = _benchmark_paths(args.benchmark_path)
+        names = resolve_benchmark_names(args.benchmarks or (",".join(paths) if paths else "all"))
+        # Your own benchmarks are prompted as the model folder records it was trained; the paper's
+        # benchmarks keep the paper's protocol unless a flag says otherwise.
+        prompt = resolve_prompt_settings(
+            args.model, template=args.template, system_prompt=args.system_prompt,
+            min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+            use_recorded=not any(name in BENCHMARKS for name in names),
+        )
+        print(f"prompts: {prompt.describe()}")
         settings = EvalSettings(
             num_samples=args.num_samples,
             sampling=sampling,
-            template=args.template,
-            system_prompt=None if args.no_system_prompt else args.system_prompt,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
+            template=prompt.template,
+            system_prompt=None if args.no_system_prompt else prompt.system_prompt,
+            min_pixels=prompt.min_pixels,
+            max_pixels=prompt.max_pixels,
             max_prompt_tokens=args.max_prompt_tokens,
             seed=args.seed,
             batch_size=args.batch_size or (512 if backend_name == "vllm" else 8),
             grader=args.grader,
         )
-        paths = _benchmark_paths(args.benchmark_path)
-        names = resolve_benchmark_names(args.benchmarks)
         loaded = []
         for name in names:
             bench = load_benchmark(

@@ -41,11 +41,24 @@ class TrainScriptArguments:
     answer_column: str = field(default="answer", metadata={"help": "Column holding the ground truth."})
     prompt_template: str | None = field(
         default=None,
-        metadata={"help": "Prompt template: a built-in name, a .jinja path or an inline template; None: official."},
+        metadata={"help": "Prompt template: a built-in name, a .jinja path or an inline template. None: the "
+                  "model folder's recorded one (vppo_prompt.json / vppo_warmstart.json), else vppo_math "
+                  "(official). Same option and default in vppo eval and vppo analyze."},
     )
-    system_prompt: str | None = field(default=None, metadata={"help": "System message; None: the chat template's."})
-    min_pixels: int | None = field(default=256 * 28 * 28, metadata={"help": "Images are upscaled to at least this."})
-    max_pixels: int | None = field(default=1280 * 28 * 28, metadata={"help": "Images are downscaled to at most this."})
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System message. None: the model folder's recorded one, else the chat template's."},
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Images are upscaled to at least this. None: the model folder's recorded value, "
+                  "else 1024 (as vppo eval; the official recipes set 200704)."},
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Images are downscaled to at most this. None: the model folder's recorded value, "
+                  "else 589824 (as vppo eval; the official recipes set 1003520)."},
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of N rows (seeded by --seed)."})
     synthetic_train_size: int = field(default=512, metadata={"help": "Rows of the synthetic task's train split."})
     synthetic_eval_size: int = field(default=64, metadata={"help": "Rows of the synthetic task's validation split."})
@@ -257,6 +270,7 @@ def build_trainer(script_args, training_args, model_args):
 
     rewards = [load_reward_function(spec) for spec in script_args.reward_funcs]
     check_dynamic_sampling_reward(training_args, [f.__name__ for f in rewards])
+    apply_prompt_settings(script_args, model_args.model_name_or_path)
     model, processor = _load_model(model_args, script_args, training_args)
     cap = prompt_token_cap(script_args, training_args, model)
     train = _load_data(script_args, script_args.dataset_split, script_args.dataset_name,
@@ -288,6 +302,21 @@ def check_dynamic_sampling_reward(training_args, names: list[str]) -> None:
         f"dynamic_sampling_reward {wanted!r} is not a reward function of this run; choose one of "
         f"{', '.join([*names, 'total'])} ('total': the weighted sum of all rewards)."
     )
+
+
+def apply_prompt_settings(script_args, model_name: str | None) -> None:
+    """Fill unset template / system prompt / pixel limits from the model folder, else the defaults."""
+    from vppo.data.settings import resolve_prompt_settings
+
+    name = resolve_model_name(model_name)
+    settings = resolve_prompt_settings(
+        None if name.startswith("tiny:") else name, template=script_args.prompt_template,
+        system_prompt=script_args.system_prompt, min_pixels=script_args.min_pixels,
+        max_pixels=script_args.max_pixels,
+    )
+    script_args.prompt_template, script_args.system_prompt = settings.template, settings.system_prompt
+    script_args.min_pixels, script_args.max_pixels = settings.min_pixels, settings.max_pixels
+    logger.info("Prompts: %s.", settings.describe())
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
@@ -465,6 +494,10 @@ def parse(argv: list[str] | None):
         with handle:
             yaml.safe_dump(merged, handle)
         argv[i + 1] = handle.name
+    if not torch.cuda.is_available() and not any(a.split("=")[0] in ("--bf16", "--use_cpu") for a in argv):
+        # TrainingArguments refuses its bf16 default (and the recipes' bf16: true) without a GPU.
+        logger.warning("No CUDA device: training in float32 on CPU (bf16=False, use_cpu=True).")
+        argv += ["--bf16", "false", "--use_cpu", "true"]
     return build_parser().parse_args_and_config(argv)
 
 
@@ -484,10 +517,6 @@ def _interrupted_message(trainer, output_dir: str, argv: list[str]) -> str:
 
 def train(argv: list[str]) -> int:
     script_args, training_args, model_args = parse(argv)
-    if not torch.cuda.is_available() and training_args.bf16:
-        logger.warning("No CUDA device: training in float32 on CPU (bf16=False, use_cpu=True).")
-        training_args.bf16 = False
-        training_args.use_cpu = True
     check_output_dir(training_args.output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer = None
@@ -500,7 +529,13 @@ def train(argv: list[str]) -> int:
         return 130
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
+        from vppo.data.settings import PromptSettings, write_prompt_settings
+
         trainer.processing_class.save_pretrained(training_args.output_dir)
+        # vppo eval / analyze given this folder prompt as training did.
+        write_prompt_settings(training_args.output_dir, PromptSettings(
+            script_args.prompt_template, script_args.system_prompt, script_args.min_pixels,
+            script_args.max_pixels))
     return 0
 
 
