@@ -139,6 +139,16 @@ class VPPOConfig(GRPOConfig):
         },
     )
 
+    # --- which parts of the VLM train -----------------------------------------------------------
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Keep the vision encoder fixed (default False: trainable, as in the official run)."},
+    )
+    freeze_projector: bool = field(
+        default=False,
+        metadata={"help": "Keep the vision-to-language projector (Qwen-VL merger, SmolVLM connector) fixed."},
+    )
+
     # --- overridden GRPOConfig defaults (official 7B recipe) ------------------------------------
     epsilon_high: float | None = field(
         default=0.28, metadata={"help": "Upper clip ε (clip-higher; official 0.28)."}

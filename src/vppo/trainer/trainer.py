@@ -113,6 +113,12 @@ class VPPOTrainer(GRPOTrainer):
         args.generation_kwargs = self._ban_vision_tokens(args, self.vision.pad_token_ids_to_ban)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        if args.freeze_vision_tower or args.freeze_projector:  # before the optimizer is built
+            from vppo.trainer.freezing import freeze_vision_parts
+
+            frozen = freeze_vision_parts(self.model, vision_tower=args.freeze_vision_tower,
+                                         projector=args.freeze_projector)
+            logger.info("Frozen: %s parameters.", ", ".join(f"{k} {v:,}" for k, v in frozen.items() if v))
         self._last_rewards_per_func: torch.Tensor | None = None
         self._capture_logps = False
         self._captured_logps: torch.Tensor | None = None
