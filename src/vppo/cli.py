@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vppo: unknown command {name!r}; choose one of {', '.join(SUBCOMMANDS)}.", file=sys.stderr)
         return 2
     module_name = SUBCOMMANDS[name][0]
+    if name == "train" and any(a.split("=", 1)[0] == "--accelerate_config" for a in rest):
+        module_name = "vppo.trainer.launch"  # several processes: `accelerate launch` by config name
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

@@ -24,6 +24,13 @@ See docs/testing.md ("Real vLLM on CPU") for why each patch exists.
    the original parameters (``'Parameter' object has no attribute 'weight_loader'``) and would
    leave the packed copies stale anyway. The patch keeps plain ``torch.nn.functional.linear`` on
    the live weight, which is what vLLM's GPU path computes.
+
+3. accelerate FSDP on CPU. accelerate 1.15 turns on FSDP only for accelerator devices (its
+   `AcceleratorState` switches MULTI_GPU/XPU/... to FSDP, never MULTI_CPU), although torch's
+   FSDP2 (`fully_shard`) runs on CPU processes with gloo. When a CPU multi-process state is built
+   with an FSDP plugin (`ACCELERATE_USE_FSDP=true`, i.e. an FSDP accelerate config), the patch
+   takes accelerate's own FSDP branch for it, so that the 2-process CPU test trains with the
+   parameters really sharded (DTensor shards), as on GPUs.
 """
 
 from __future__ import annotations
@@ -88,6 +95,28 @@ def _after_vllm_layer_utils(module) -> None:
     setattr(module, _VLLM_GEMM_FUNCTION, dispatch_plain_linear)
 
 
+def _after_accelerate_state(module) -> None:
+    init = module.AcceleratorState.__init__
+    if list(inspect.signature(init).parameters)[:5] != [
+            "self", "mixed_precision", "cpu", "dynamo_plugin", "deepspeed_plugin"] or \
+            "fsdp_plugin" not in inspect.signature(init).parameters:
+        raise PatchOutdated("tests/cpu_engines: accelerate.state.AcceleratorState.__init__ changed; "
+                            "check whether FSDP on CPU still needs the patch.")
+
+    def patched_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        # Every later AcceleratorState() re-reads the process state (MULTI_CPU): keep the plugin.
+        plugin = kwargs.get("fsdp_plugin") or getattr(self, "fsdp_plugin", None)
+        if plugin is not None and self.distributed_type == module.DistributedType.MULTI_CPU:
+            self.distributed_type = module.DistributedType.FSDP
+            if self._mixed_precision != "no":
+                plugin.set_mixed_precision(self._mixed_precision)
+            self.fsdp_plugin = plugin
+
+    patched_init.vppo_patched = True
+    module.AcceleratorState.__init__ = patched_init
+
+
 class _Loader(importlib.abc.Loader):
     def __init__(self, inner, before, after):
         self.inner, self.before, self.after = inner, before, after
@@ -109,6 +138,7 @@ class _PatchFinder(importlib.abc.MetaPathFinder):
     hooks = {
         "torchvision._meta_registrations": (_before_torchvision_meta_registrations, None),
         _VLLM_GEMM_MODULE: (None, _after_vllm_layer_utils),
+        "accelerate.state": (None, _after_accelerate_state),
     }
 
     def find_spec(self, fullname, path, target=None):

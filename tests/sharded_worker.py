@@ -1,0 +1,99 @@
+"""Runs `vppo train` inside each rank of tests/test_trainer_sharded.py and records, at the first
+rollout, what the test compares with a single-process computation. Not a test module itself.
+
+Recorded per rank in $VPPO_TEST_DUMP/rank{R}.pt: whether every parameter is a sharded DTensor and
+the local/full element counts; the scored batch (ids, masks, pixel values, the perturbed pixel
+values); the dependency, raw advantages and per-token advantages handed to TRL's loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from transformers import TrainerCallback
+
+from vppo.trainer import trainer as trainer_module
+from vppo.trainer.cli import main
+
+DUMP = os.environ["VPPO_TEST_DUMP"]
+_recorded: dict = {}
+
+
+def _sharding(model) -> dict:
+    from torch.distributed.tensor import DTensor
+
+    params = list(model.parameters())
+    return {
+        "all_dtensor": all(isinstance(p, DTensor) for p in params),
+        "not_sharded": [n for n, p in model.named_parameters() if not isinstance(p, DTensor)],
+        "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params),
+        "full_numel": sum(p.numel() for p in params),
+    }
+
+
+_perturb = trainer_module.VPPOTrainer.perturb_pixel_values
+_apply = trainer_module.VPPOTrainer._apply_vppo
+_token_advantages = trainer_module.token_advantages
+_token_dependency = trainer_module.token_dependency
+
+
+def token_dependency(logp_real, logp_perturbed, mask, **kwargs):
+    _recorded.setdefault("logp_real", logp_real.detach().clone())
+    _recorded.setdefault("logp_perturbed", logp_perturbed.detach().clone())
+    return _token_dependency(logp_real, logp_perturbed, mask, **kwargs)
+
+
+def perturb_pixel_values(self, output, inputs, generator):
+    perturbed = _perturb(self, output, inputs, generator)
+    _recorded.setdefault("perturbed_pixel_values", perturbed.detach().clone())
+    return perturbed
+
+
+def token_advantages(advantages, dep, mask, **kwargs):
+    out = _token_advantages(advantages, dep, mask, **kwargs)
+    _recorded.setdefault("dep", dep.detach().clone())
+    _recorded.setdefault("token_advantages", out.detach().clone())
+    return out
+
+
+class _RecordSharding(TrainerCallback):
+    """At train begin (model prepared, no forward yet: FSDP2 keeps its last group, the final norm
+    and LM head, gathered from a forward until the backward) every parameter is a shard."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        _recorded["sharding"] = _sharding(model)
+
+
+_init = trainer_module.VPPOTrainer.__init__
+
+
+def init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.add_callback(_RecordSharding())
+
+
+def apply_vppo(self, output, inputs):
+    first = self.state.global_step == 0 and "rank" not in _recorded
+    if first:
+        _recorded["rank"] = self.accelerator.process_index
+        _recorded["advantages"] = output["advantages"].detach().clone()
+        _recorded["forward_keys"] = [k for k in trainer_module._FORWARD_KEYS if k in output]
+        for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
+                    *_recorded["forward_keys"]):
+            _recorded[key] = output[key].detach().clone()
+    result = _apply(self, output, inputs)
+    if first:
+        torch.save(_recorded, os.path.join(DUMP, f"rank{_recorded['rank']}.pt"))
+    return result
+
+
+trainer_module.VPPOTrainer.__init__ = init
+trainer_module.VPPOTrainer.perturb_pixel_values = perturb_pixel_values
+trainer_module.VPPOTrainer._apply_vppo = apply_vppo
+trainer_module.token_advantages = token_advantages
+trainer_module.token_dependency = token_dependency
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

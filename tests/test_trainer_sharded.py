@@ -1,0 +1,151 @@
+"""Sharded training on CPU: FSDP2 over 2 processes (gloo), launched by the shipped config's name.
+
+VPPO (k3 and exact KL) and DAPO train for 2 steps with dynamic sampling and TAS gathered across
+ranks. For the first rollout the workers record their rows; the test then recomputes, in this
+single process and with the unsharded initial model, the per-token dependency of the same rows
+(same perturbed pixels) and the per-token advantages of the union of both ranks' rows, and
+requires both to equal what the sharded run computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vppo.algorithm import token_advantages
+from vppo.models import load_model_and_processor
+from vppo.perception import distribution_dependency, token_dependency
+from vppo.trainer.launch import accelerate_argv, shipped_configs, split_arguments
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).with_name("sharded_worker.py")
+REWARD = '''
+import random
+
+def half_uniform(completions, answer, **kwargs):
+    """Even answers always score 1 (their groups are dropped); odd ones are random."""
+    return [1.0 if int(a) % 2 == 0 else float(random.random() < 0.5) for a in answer]
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _launch(tmp_path: Path, name: str, extra: list[str], worker: bool = True) -> Path:
+    """Train tiny_vppo on 2 CPU processes with the shipped `fsdp2_8gpu` config; returns output_dir."""
+    (tmp_path / "reward.py").write_text(REWARD)
+    from PIL import Image
+
+    for i in range(4):  # a distinct picture per row
+        Image.new("RGB", (56, 56), (60 * i, 200 - 40 * i, 30)).save(tmp_path / f"img{i}.png")
+    rows = [{"images": [f"img{i % 4}.png"], "problem": f"<image>What is {i}?", "answer": str(i)}
+            for i in range(16)]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / name
+    argv = [
+        "--accelerate_config", "fsdp2_8gpu", "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+        "--config", "tiny_vppo", "--dataset_name", str(tmp_path / "train.jsonl"),
+        "--reward_funcs", f"{tmp_path / 'reward.py'}:half_uniform",
+        "--dynamic_sampling_reward", "half_uniform", "--dynamic_sampling_max_rounds", "2",
+        "--max_steps", "2", "--max_completion_length", "8", "--per_device_train_batch_size", "4",
+        "--num_generations", "4", "--min_pixels", "3136", "--max_pixels", "3136",
+        "--save_strategy", "no", "--output_dir", str(out), *extra,
+    ]
+    if worker:
+        launch, train = split_arguments(argv)
+        command = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(WORKER), *train]
+    else:
+        command = [sys.executable, "-m", "vppo.cli", "train", *argv]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", VPPO_TEST_DUMP=str(tmp_path))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def test_named_configs_resolve_and_split_the_arguments():
+    assert {"fsdp2_8gpu", "fsdp2_32gpu", "zero3_8gpu", "zero3_32gpu"} <= set(shipped_configs())
+    args = accelerate_argv(["--accelerate_config", "zero3_32gpu", "--machine_rank", "2",
+                            "--main_process_ip", "10.0.0.1", "--config", "qwen2_5_vl_32b_vppo",
+                            "--learning_rate", "1e-6"])
+    assert args[0] == "--config_file" and args[1].endswith("recipes/accelerate/zero3_32gpu.yaml")
+    assert args[2:6] == ["--machine_rank", "2", "--main_process_ip", "10.0.0.1"]
+    assert args[6:] == ["--module", "vppo.cli", "train", "--config", "qwen2_5_vl_32b_vppo",
+                        "--learning_rate", "1e-6"]
+    with pytest.raises(FileNotFoundError, match="shipped configs are .*fsdp2_8gpu"):
+        accelerate_argv(["--accelerate_config", "zero9"])
+
+
+def _single_process_logps(model, record, pixel_values, temperature=1.0):
+    """Per-token log-probs of the recorded completions and the full logits, unsharded model."""
+    ids = torch.cat([record["prompt_ids"], record["completion_ids"]], dim=1)
+    attention = torch.cat([record["prompt_mask"], record["completion_mask"]], dim=1)
+    t = record["completion_ids"].size(1)
+    extra = {k: record[k] for k in record["forward_keys"]}  # image_grid_thw, mm_token_type_ids, ...
+    extra["pixel_values"] = pixel_values
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention, **extra).logits[:, -t - 1 : -1].float()
+    logits = logits / temperature
+    logp = torch.log_softmax(logits, -1).gather(-1, record["completion_ids"][..., None]).squeeze(-1)
+    return logp, logits
+
+
+@pytest.mark.parametrize("estimator", ["k3", "kl"])
+def test_fsdp2_vppo_equals_a_single_process(tmp_path, estimator):
+    out = _launch(tmp_path, f"vppo_{estimator}", ["--dependency_estimator", estimator])
+    records = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    model, _ = load_model_and_processor(out / "tiny_model", dtype="float32")
+    model.eval()
+    full = sum(p.numel() for p in model.parameters())
+    for record in records:
+        sharding = record["sharding"]
+        assert sharding["all_dtensor"] and sharding["full_numel"] == full
+        assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
+        mask = record["completion_mask"].bool()
+        logp_real, logits_real = _single_process_logps(model, record, record["pixel_values"])
+        logp_pert, logits_pert = _single_process_logps(model, record, record["perturbed_pixel_values"])
+        if estimator == "k3":  # the sampled-token log-probs of both passes, sharded = unsharded
+            torch.testing.assert_close(record["logp_real"][mask], logp_real[mask], rtol=0, atol=1e-5)
+            torch.testing.assert_close(record["logp_perturbed"][mask], logp_pert[mask], rtol=0,
+                                       atol=1e-5)
+        if estimator == "k3":
+            expected = token_dependency(logp_real, logp_pert, mask, estimator="k3", clip=10.0)
+        else:
+            expected = distribution_dependency(logits_real, logits_pert, mask, "kl")
+        torch.testing.assert_close(record["dep"], expected, rtol=1e-4, atol=1e-5)
+        assert expected[mask].abs().sum() > 0
+
+    # TAS over the global batch: both ranks' rows together, as one process would see them.
+    width = max(r["completion_mask"].size(1) for r in records)
+
+    def cat(key):
+        return torch.cat([torch.nn.functional.pad(r[key], (0, width - r[key].size(1)))
+                          for r in records])
+
+    union = token_advantages(torch.cat([r["advantages"] for r in records]), cat("dep"),
+                             cat("completion_mask").bool(), ratio=0.4, beta_min=0.9,
+                             beta_max="dynamic")
+    torch.testing.assert_close(cat("token_advantages"), union, rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp2_dapo_trains_through_vppo_train_by_config_name(tmp_path):
+    out = _launch(tmp_path, "dapo", ["--token_selection", "none", "--use_tas", "false",
+                                     "--save_strategy", "steps", "--save_steps", "2"], worker=False)
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    logs = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(logs) == 2 and all(e["vppo/dynamic_sampling/dropped_frac"] > 0 for e in logs)
+    assert all("vppo/dependency_mean" not in e for e in logs)
