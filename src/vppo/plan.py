@@ -1,0 +1,550 @@
+"""``vppo plan``: the per-GPU memory budget of a recipe, with the arithmetic shown.
+
+    vppo plan --config qwen2_5_vl_7b_vppo --gpus 8
+    vppo plan --config qwen2_5_vl_32b_vppo --gpus 32 --nodes 4
+    vppo plan --config my_recipe.yaml --gpus 8 --model /path/to/checkpoint --gpu-memory-gb 141
+
+The budget adds up what one GPU holds in each phase of a training step:
+
+- **generation**: the sharded model states, the colocated vLLM engine (its whole
+  `vllm_gpu_memory_utilization` share of the card) and the buffered `pixel_values`;
+- **scoring**: the no-grad forwards for old and perturbed-image log-probs (VPPO) at the micro-batch;
+- **update**: a forward/backward with gradient checkpointing at the micro-batch, including the
+  logits and log-softmax over the vocabulary.
+
+The peak is the largest phase. Everything is plain arithmetic on the recipe and the model's
+config (no torch). GB = 10^9 bytes; an "80 GB" H100 has 85.5 x 10^9 bytes (79.6 GiB), so the
+plan errs on the safe side. It is an estimate: allocator fragmentation is not modelled, hence the
+recipes keep a margin below the card. The exit status is 0 when the peak fits, 1 when it does not,
+2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+__all__ = ["BUILTIN_MODELS", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
+           "model_shape", "parameter_counts", "read_sharding"]
+
+GB = 1e9
+ACCELERATE_DIR = Path(__file__).resolve().parent / "recipes" / "accelerate"
+
+# Fixed per-GPU costs that do not scale with the model: CUDA context and kernels (~1 GB), NCCL
+# communicators and their buffers (~1 GB), DeepSpeed/FSDP communication buckets (~1 GB).
+CUDA_OVERHEAD_GB = 3.0
+# What vLLM keeps while asleep. TRL 1.16 sleeps at level 2 (trl/generation/vllm_generation.py:
+# `self.llm.sleep(level=2)`), which frees the weights and the KV cache; the CUDA-graph pool and
+# sampler buffers stay. Assumed, to be measured on a GPU.
+VLLM_SLEEP_RESIDUAL_GB = 2.0
+# Text tokens of a prompt besides the image: the official template (~70 tokens) plus a ViRL39K
+# question (TRL 1.16 has no prompt-length field to read; see max_prompt_tokens for vppo's cap).
+PROMPT_TEXT_TOKENS = 300
+# Full-vocabulary tensors alive at the update's peak, each [micro-batch, completion, vocab] in
+# bf16: the (temperature-scaled) logits, the per-row log-softmax outputs TRL saves for backward,
+# and the logits' gradient in backward.
+LOGITS_COPIES_UPDATE = 3
+# In the no-grad scoring forwards: the logits and their temperature-scaled copy.
+LOGITS_COPIES_SCORING = 2
+# Sharded engines gather whole modules: the current one, the prefetched next one, and (backward)
+# the full gradient before its reduce-scatter.
+GATHERED_MODULES = 3
+
+# Defaults of the recipe fields the plan reads (TRL 1.16 GRPOConfig / vppo's TrainScriptArguments
+# and VPPOConfig), for recipes that leave them out. tests/test_plan.py checks them against the code.
+RECIPE_DEFAULTS = {
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "steps_per_generation": None,  # None: gradient_accumulation_steps
+    "max_completion_length": 2048,
+    # vppo train's default comes from the model folder; a recipe without it is planned at the official value
+    "max_pixels": 1280 * 28 * 28,
+    "use_vllm": False,
+    "vllm_mode": "colocate",
+    "vllm_gpu_memory_utilization": 0.3,
+    "vllm_tensor_parallel_size": 1,
+    "vllm_enable_sleep_mode": False,
+    "gradient_checkpointing": True,
+    "bf16": True,
+    "num_generations": 8,
+    "token_selection": "topk",
+    "use_tas": True,
+    "dependency_estimator": "k3",
+    "kl_chunk_size": 1024,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model shapes
+# ---------------------------------------------------------------------------------------------
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture numbers the budget needs (a Qwen2.5-VL or Qwen3-VL config.json)."""
+
+    family: str  # "qwen2_5_vl" or "qwen3_vl": fixes biases, norms and the vision MLP
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    vision_depth: int
+    vision_hidden_size: int
+    vision_intermediate_size: int
+    vision_out_hidden_size: int
+    patch_size: int
+    spatial_merge_size: int
+    temporal_patch_size: int
+    in_channels: int = 3
+    vision_position_embeddings: int = 0  # Qwen3-VL: learned position table
+    deepstack_layers: int = 0  # Qwen3-VL: extra mergers feeding early decoder layers
+    source: str = ""
+
+
+# The real models' config.json values (Hugging Face Hub, `config.json` of each repository; the
+# Hub is not needed at run time). Parameter counts computed from them match the model cards:
+# 8.29 B, 33.45 B and 8.77 B (tests/test_plan.py also builds them on the meta device).
+BUILTIN_MODELS: dict[str, ModelShape] = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": ModelShape(
+        family="qwen2_5_vl", hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+        intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False,
+        vision_depth=32, vision_hidden_size=1280, vision_intermediate_size=3420, vision_out_hidden_size=3584,
+        patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        source="Qwen/Qwen2.5-VL-7B-Instruct (built in, from its config.json)"),
+    "Qwen/Qwen2.5-VL-32B-Instruct": ModelShape(
+        family="qwen2_5_vl", hidden_size=5120, num_layers=64, num_heads=40, num_kv_heads=8, head_dim=128,
+        intermediate_size=27648, vocab_size=152064, tie_word_embeddings=False,
+        vision_depth=32, vision_hidden_size=1280, vision_intermediate_size=3456, vision_out_hidden_size=5120,
+        patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        source="Qwen/Qwen2.5-VL-32B-Instruct (built in, from its config.json)"),
+    "Qwen/Qwen3-VL-8B-Instruct": ModelShape(
+        family="qwen3_vl", hidden_size=4096, num_layers=36, num_heads=32, num_kv_heads=8, head_dim=128,
+        intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False,
+        vision_depth=27, vision_hidden_size=1152, vision_intermediate_size=4304, vision_out_hidden_size=4096,
+        patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+        vision_position_embeddings=2304, deepstack_layers=3,
+        source="Qwen/Qwen3-VL-8B-Instruct (built in, from its config.json)"),
+}
+
+
+def _shape_from_config(config, source: str) -> ModelShape:
+    """A ModelShape from a transformers config object (or anything with the same attributes)."""
+    family = config.model_type
+    text, vision = config.text_config, config.vision_config
+    return ModelShape(
+        family=family,
+        hidden_size=text.hidden_size,
+        num_layers=text.num_hidden_layers,
+        num_heads=text.num_attention_heads,
+        num_kv_heads=text.num_key_value_heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+        intermediate_size=text.intermediate_size,
+        vocab_size=text.vocab_size,
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        vision_depth=vision.depth,
+        vision_hidden_size=vision.hidden_size,
+        vision_intermediate_size=vision.intermediate_size,
+        vision_out_hidden_size=vision.out_hidden_size,
+        patch_size=vision.patch_size,
+        spatial_merge_size=vision.spatial_merge_size,
+        temporal_patch_size=vision.temporal_patch_size,
+        in_channels=getattr(vision, "in_channels", 3),
+        vision_position_embeddings=getattr(vision, "num_position_embeddings", 0) if family == "qwen3_vl" else 0,
+        deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", ()) or ()) if family == "qwen3_vl" else 0,
+        source=source,
+    )
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of a built-in model (BUILTIN_MODELS) or of a local folder's config.json."""
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name]
+    file = Path(name) / "config.json"
+    if file.is_file():
+        from transformers import AutoConfig
+
+        with open(file) as f:
+            family = json.load(f).get("model_type")
+        if family not in FAMILIES:
+            raise ValueError(f"{file}: model_type {family!r} is not an architecture vppo plan knows "
+                             f"({', '.join(FAMILIES)}).")
+        return _shape_from_config(AutoConfig.from_pretrained(file.parent), str(file))
+    raise ValueError(f"model {name!r}: neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a "
+                     "folder with a config.json; pass --model PATH.")
+
+
+def parameter_counts(m: ModelShape) -> dict[str, int]:
+    """Parameters of the language model and the vision tower, as transformers builds them.
+
+    Qwen2.5-VL: q/k/v projections with bias, RMSNorm everywhere, a gated (SwiGLU) vision MLP with
+    biases, a bias-free patch convolution. Qwen3-VL: no q/k/v bias but q/k RMSNorms per head,
+    LayerNorms (weight and bias) in the vision tower, a plain two-layer vision MLP, a patch
+    convolution with bias, a learned position table and one extra merger per DeepStack layer.
+    """
+    h, kv = m.hidden_size, m.num_kv_heads * m.head_dim
+    q = m.num_heads * m.head_dim
+    qwen3 = m.family == "qwen3_vl"
+    attention = h * q + 2 * h * kv + q * h + (0 if qwen3 else q + 2 * kv) + (2 * m.head_dim if qwen3 else 0)
+    layer = attention + 3 * h * m.intermediate_size + 2 * h
+    embeddings = m.vocab_size * h * (1 if m.tie_word_embeddings else 2)
+    language = m.num_layers * layer + embeddings + h
+
+    hv, iv = m.vision_hidden_size, m.vision_intermediate_size
+    norm = 2 * hv if qwen3 else hv  # LayerNorm has a bias, RMSNorm not
+    mlp = (2 * hv * iv + iv + hv) if qwen3 else (3 * hv * iv + 2 * iv + hv)
+    block = 2 * norm + (3 * hv * hv + 3 * hv) + (hv * hv + hv) + mlp
+    patch = m.in_channels * m.temporal_patch_size * m.patch_size**2 * hv + (hv if qwen3 else 0)
+    merged = hv * m.spatial_merge_size**2
+    merger_linears = (merged * merged + merged) + (merged * m.vision_out_hidden_size + m.vision_out_hidden_size)
+    merger = norm + merger_linears
+    deepstack = m.deepstack_layers * ((2 * merged if qwen3 else merged) + merger_linears)
+    vision = (patch + m.vision_position_embeddings * hv + m.vision_depth * block + merger + deepstack)
+    return {"language": language, "vision": vision, "total": language + vision, "layer": layer,
+            "embedding": m.vocab_size * h}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding (from an accelerate config)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sharding:
+    """How model states are split over the GPUs, and what lives on the CPU."""
+
+    name: str
+    description: str
+    shard_params: bool  # ZeRO-3 / FSDP full shard: parameters split over the GPUs
+    shard_grads: bool  # ZeRO-2 and up / FSDP
+    shard_optimizer: bool  # ZeRO-1 and up / FSDP
+    offload_params: bool = False
+    offload_optimizer: bool = False  # optimizer state (and, with it, the gradients) on the CPU
+    deepspeed: bool = False  # HF Trainer casts float inputs (pixel_values) to bf16 under DeepSpeed
+
+
+NO_SHARDING = Sharding("none", "one process per GPU, no sharding (DDP or single GPU)", False, False, False)
+
+
+_FSDP_STRATEGIES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD",
+                    "5": "HYBRID_SHARD_ZERO2"}
+
+
+def read_sharding(name: str) -> Sharding:
+    """Parse an accelerate config (a shipped name in recipes/accelerate, or a path)."""
+    path = Path(name)
+    if not path.is_file():
+        path = ACCELERATE_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+        raise ValueError(f"--accelerate-config: no file {name!r}; shipped configs are {shipped}.")
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    kind = str(config.get("distributed_type", "NO")).upper()
+    label = path.stem
+    if kind == "DEEPSPEED":
+        ds = dict(config.get("deepspeed_config") or {})
+        if ds.get("deepspeed_config_file"):  # a DeepSpeed JSON: read its zero_optimization block
+            with open(Path(ds["deepspeed_config_file"])) as f:
+                zero = json.load(f).get("zero_optimization", {})
+            ds = {"zero_stage": zero.get("stage", 0),
+                  "offload_param_device": (zero.get("offload_param") or {}).get("device", "none"),
+                  "offload_optimizer_device": (zero.get("offload_optimizer") or {}).get("device", "none")}
+        stage = int(ds.get("zero_stage", 0))
+        offload_p = str(ds.get("offload_param_device", "none")).lower() not in ("none", "")
+        offload_o = str(ds.get("offload_optimizer_device", "none")).lower() not in ("none", "")
+        where = (f"offload: parameters {'cpu' if offload_p and stage == 3 else 'none'}, "
+                 f"optimizer {'cpu' if offload_o else 'none'}")
+        return Sharding(label, f"DeepSpeed ZeRO-{stage}; {where}", stage >= 3, stage >= 2, stage >= 1,
+                        offload_params=offload_p and stage == 3, offload_optimizer=offload_o, deepspeed=True)
+    if kind == "FSDP":
+        fsdp = config.get("fsdp_config") or {}
+        strategy = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
+        strategy = _FSDP_STRATEGIES.get(strategy, strategy)  # accelerate also writes them as numbers
+        if int(fsdp.get("fsdp_version", 1)) == 2:
+            strategy = "FULL_SHARD" if fsdp.get("fsdp_reshard_after_forward", True) else "SHARD_GRAD_OP"
+        full = strategy in ("FULL_SHARD", "HYBRID_SHARD")
+        offload = bool(fsdp.get("fsdp_offload_params", False))
+        shard = strategy != "NO_SHARD"
+        return Sharding(label, f"FSDP{fsdp.get('fsdp_version', 1)} {strategy}; offload: "
+                        f"{'parameters, gradients and optimizer cpu' if offload else 'none'}",
+                        full, shard, shard, offload_params=offload, offload_optimizer=offload)
+    return Sharding(label, f"{kind}: {NO_SHARDING.description}", False, False, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The budget
+# ---------------------------------------------------------------------------------------------
+PHASES = ("generation", "scoring", "update")
+
+
+@dataclass
+class Line:
+    """One component: what it is, its formula with the inputs filled in, its size and its phases."""
+
+    name: str
+    formula: str
+    gb: float
+    phases: tuple[str, ...]
+
+
+@dataclass
+class MemoryPlan:
+    """The per-GPU budget: components, phase totals and the peak, for one recipe on one card."""
+
+    recipe: str
+    card_gb: float
+    gpus: int
+    nodes: int
+    header: list[str]
+    lines: list[Line]
+    notes: list[str] = field(default_factory=list)
+
+    def phase_gb(self, phase: str) -> float:
+        return sum(line.gb for line in self.lines if phase in line.phases)
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=self.phase_gb)
+
+    @property
+    def peak_gb(self) -> float:
+        return self.phase_gb(self.peak_phase)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_gb <= self.card_gb
+
+
+def _b(n: float) -> str:
+    """A parameter count as '8.29e9'."""
+    return f"{n / 1e9:.2f}e9"
+
+
+def _needs_dependency(recipe: dict) -> bool:
+    """VPPOConfig.needs_dependency on the raw recipe: whether the perturbed forward runs at all."""
+    return bool(recipe["use_tas"]) or recipe["token_selection"] in ("topk", "soft", "union")
+
+
+def _layer_elements(hidden: int, qkv_width: int, intermediate: int, gated: bool) -> int:
+    """Activations one transformer layer holds per token while it is recomputed for backward.
+
+    Two norm outputs (2h), the q/k/v projections (qkv_width), the attention output and the output
+    projection (2h), and the MLP's intermediates: gate, up, activation and product for a gated
+    MLP (4I), first linear and activation for a plain one (2I). Flash attention keeps no s x s matrix.
+    """
+    return 4 * hidden + qkv_width + (4 if gated else 2) * intermediate
+
+
+def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_gb: float,
+               nodes: int = 1, name: str = "recipe") -> MemoryPlan:
+    """The per-GPU memory budget of `recipe` (a merged recipe dict) for model `m` on `gpus` cards."""
+    r = {**RECIPE_DEFAULTS, **recipe}
+    counts = parameter_counts(m)
+    n = counts["total"]
+    b = int(r["per_device_train_batch_size"])
+    ga = int(r["gradient_accumulation_steps"])
+    spg = int(r["steps_per_generation"] or ga)
+    completion = int(r["max_completion_length"])
+    patch_px = m.patch_size * m.spatial_merge_size
+    patches = int(r["max_pixels"]) // m.patch_size**2  # ViT patches of one image at max_pixels
+    image_tokens = int(r["max_pixels"]) // patch_px**2  # after the 2 x 2 merge
+    text_tokens = PROMPT_TEXT_TOKENS
+    seq = image_tokens + text_tokens + completion
+    mixed = bool(r["bf16"])
+    p_bytes, g_bytes, o_bytes = (2, 2, 12) if mixed else (4, 4, 8)  # fp32 master + 2 moments if mixed
+    act_bytes = 2 if mixed else 4
+    rows = b * spg  # generation batch per GPU
+    h, kv_width = m.hidden_size, m.num_kv_heads * m.head_dim
+    colocate = bool(r["use_vllm"]) and r["vllm_mode"] == "colocate"
+    sleep = colocate and bool(r["vllm_enable_sleep_mode"])
+    tp = int(r["vllm_tensor_parallel_size"])
+    all_phases, train_phases = PHASES, ("scoring", "update")
+    lines: list[Line] = []
+
+    def states(label: str, nbytes: int, sharded: bool, offloaded: bool, what: str) -> None:
+        if offloaded:
+            lines.append(Line(label, f"{what}: offloaded to CPU", 0.0, all_phases))
+            return
+        share = gpus if sharded else 1
+        lines.append(Line(label, f"{_b(n)} x {nbytes} B / {share} GPU{'s' if share > 1 else ''}",
+                          n * nbytes / share / GB, all_phases))
+
+    states("parameters", p_bytes, sharding.shard_params, sharding.offload_params, "bf16 weights" if mixed else "fp32")
+    states("gradients", g_bytes, sharding.shard_grads, sharding.offload_optimizer, "with the optimizer")
+    states("optimizer (AdamW)", o_bytes, sharding.shard_optimizer, sharding.offload_optimizer,
+           "fp32 master + 2 moments" if mixed else "2 moments")
+    if sharding.shard_params or sharding.offload_params:
+        unit = max(counts["layer"], counts["embedding"])
+        lines.append(Line("gathered modules", f"{GATHERED_MODULES} x max(layer {_b(counts['layer'])}, "
+                          f"embedding {_b(counts['embedding'])}) x {p_bytes} B",
+                          GATHERED_MODULES * unit * p_bytes / GB, all_phases))
+
+    if colocate:
+        util = float(r["vllm_gpu_memory_utilization"])
+        lines.append(Line("vLLM engine (generating)", f"{util} x {card_gb:g} GB (weights/TP + KV cache)",
+                          util * card_gb, ("generation",)))
+        if sleep:
+            lines.append(Line("vLLM asleep (level 2)", "CUDA-graph pool and buffers (assumed)",
+                              VLLM_SLEEP_RESIDUAL_GB, train_phases))
+        else:
+            lines.append(Line("vLLM engine (awake)", f"{util} x {card_gb:g} GB, no sleep mode",
+                              util * card_gb, train_phases))
+    elif not r["use_vllm"]:
+        kv = rows * seq * 2 * m.num_layers * kv_width * act_bytes
+        lines.append(Line("KV cache (transformers generate)", f"{rows} rows x {seq} tok x 2 x {m.num_layers} "
+                          f"x {kv_width} x {act_bytes} B", kv / GB, ("generation",)))
+
+    pixel_width = m.in_channels * m.temporal_patch_size * m.patch_size**2
+    pixel_bytes = 2 if (sharding.deepspeed and mixed) else 4
+    pixels = rows * patches * pixel_width * pixel_bytes / GB
+    lines.append(Line("pixel_values buffer", f"{b} x {spg} rows x {patches} patches x {pixel_width} x "
+                      f"{pixel_bytes} B", pixels, all_phases))
+    if _needs_dependency(r):
+        lines.append(Line("perturbed pixel_values (VPPO)", "same as the buffer", pixels, ("scoring",)))
+
+    # No-grad scoring forwards (old and perturbed-image log-probs), micro-batched at b.
+    logits_row = b * completion * m.vocab_size * act_bytes
+    lines.append(Line("scoring logits", f"{LOGITS_COPIES_SCORING} x {b} x {completion} x {m.vocab_size} x "
+                      f"{act_bytes} B", LOGITS_COPIES_SCORING * logits_row / GB, ("scoring",)))
+    if _needs_dependency(r) and r["dependency_estimator"] in ("kl", "jsd"):
+        chunk = int(r["kl_chunk_size"])
+        exact = 2 * rows * completion * h * act_bytes + 4 * chunk * m.vocab_size * 4
+        lines.append(Line("exact-KL hidden states + chunk", f"2 x {rows} x {completion} x {h} x {act_bytes} B"
+                          f" + 4 x {chunk} x {m.vocab_size} x 4 B", exact / GB, ("scoring",)))
+
+    # Update: forward/backward with gradient checkpointing at micro-batch b.
+    layer_text = _layer_elements(h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True)
+    layer_vision = _layer_elements(m.vision_hidden_size, 3 * m.vision_hidden_size, m.vision_intermediate_size,
+                                   gated=m.family != "qwen3_vl")
+    if r["gradient_checkpointing"]:
+        lines.append(Line("text checkpoints", f"{m.num_layers} layers x {b} x {seq} tok x {h} x {act_bytes} B",
+                          m.num_layers * b * seq * h * act_bytes / GB, ("update",)))
+        lines.append(Line("vision checkpoints", f"{m.vision_depth} blocks x {b} x {patches} patches x "
+                          f"{m.vision_hidden_size} x {act_bytes} B",
+                          m.vision_depth * b * patches * m.vision_hidden_size * act_bytes / GB, ("update",)))
+        text_layers, vision_layers = 1, 1
+    else:
+        text_layers, vision_layers = m.num_layers, m.vision_depth
+    lines.append(Line("text layer recompute", f"{text_layers} x {b} x {seq} tok x {layer_text} x {act_bytes} B "
+                      "x 2 (fwd + grad)", text_layers * b * seq * layer_text * act_bytes * 2 / GB, ("update",)))
+    lines.append(Line("vision block recompute", f"{vision_layers} x {b} x {patches} patches x {layer_vision} x "
+                      f"{act_bytes} B x 2", vision_layers * b * patches * layer_vision * act_bytes * 2 / GB,
+                      ("update",)))
+    lines.append(Line("logits + log-softmax + grad", f"{LOGITS_COPIES_UPDATE} x {b} x {completion} x "
+                      f"{m.vocab_size} x {act_bytes} B", LOGITS_COPIES_UPDATE * logits_row / GB, ("update",)))
+    lines.append(Line("CUDA / NCCL overhead", "context, communicators, buckets (fixed)", CUDA_OVERHEAD_GB,
+                      all_phases))
+
+    per_node = gpus // nodes
+    header = [
+        f"model     {m.source or 'model'}: {n / 1e9:.2f} B parameters = {counts['language'] / 1e9:.2f} B language"
+        f" + {counts['vision'] / 1e9:.2f} B vision",
+        f"sharding  {sharding.name}: {sharding.description}; over {gpus} GPUs ({nodes} node"
+        f"{'s' if nodes > 1 else ''} x {per_node})",
+        f"sequence  {seq:,} tokens = {image_tokens:,} image ({int(r['max_pixels']):,} px / {patch_px}^2) + "
+        f"{text_tokens} text + {completion:,} completion; micro-batch {b}",
+        f"rollout   {rows * gpus:,} responses = {b} x {spg} steps_per_generation x {gpus} GPUs; "
+        f"{spg / ga:g} updates of {b * ga * gpus:,} ({b} x {ga} accumulation x {gpus})",
+    ]
+    notes = []
+    if colocate:
+        weights = n * 2 / tp / GB
+        kv_gb = float(r["vllm_gpu_memory_utilization"]) * card_gb - weights
+        per_token = 2 * m.num_layers * kv_width * 2 / tp
+        header.append(f"vLLM      colocate, TP {tp}, sleep mode {'on' if sleep else 'off'}: KV cache "
+                      f"{kv_gb:.1f} GB = {max(kv_gb, 0) * GB / per_token / 1e3:,.0f}k tokens after "
+                      f"{weights:.1f} GB of weights")
+        if kv_gb <= 0:
+            notes.append("vLLM's share does not even hold its weights: raise vllm_gpu_memory_utilization.")
+        if tp > per_node or per_node % tp:
+            notes.append(f"vllm_tensor_parallel_size {tp} must divide the {per_node} GPUs of a node.")
+    host = 0.0
+    if sharding.offload_params:
+        host += n * p_bytes / nodes
+    if sharding.offload_optimizer:
+        host += n * (g_bytes + o_bytes) / nodes
+    if host:
+        notes.append(f"host memory for offloaded states: {host / GB:.0f} GB per node (pinned).")
+    return MemoryPlan(name, card_gb, gpus, nodes, header, lines, notes)
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    """The budget as a table; the last line is `peak per GPU: X GB of Y GB`."""
+    width = max(len(line.formula) for line in plan.lines)
+    out = [f"vppo plan: {plan.recipe} on {plan.gpus} x {plan.card_gb:g} GB GPUs", *plan.header, "",
+           f"{'component':<32} {'arithmetic':<{width}} {'GB':>7}  phases (g s u)"]
+    for line in plan.lines:
+        marks = " ".join("x" if p in line.phases else "." for p in PHASES)
+        out.append(f"{line.name:<32} {line.formula:<{width}} {line.gb:>7.2f}  {marks}")
+    out.append("")
+    out.append("phases: " + ", ".join(f"{p} {plan.phase_gb(p):.1f} GB" for p in PHASES)
+               + f" (g = generation, s = scoring, u = update; peak: {plan.peak_phase})")
+    out += [f"note: {note}" for note in plan.notes]
+    if not plan.fits:
+        out.append(f"does NOT fit: {plan.peak_gb - plan.card_gb:.1f} GB over the card in the {plan.peak_phase} phase.")
+    out.append(f"peak per GPU: {plan.peak_gb:.1f} GB of {plan.card_gb:g} GB")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"vppo plan: {message} (see `vppo plan --help`).\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vppo plan", description="Per-GPU memory budget of a recipe, with "
+                                "the arithmetic shown. Exit status 0: fits; 1: does not fit; 2: bad input.")
+    p.add_argument("--config", required=True, help="recipe name (e.g. qwen2_5_vl_7b_vppo) or YAML path")
+    p.add_argument("--gpus", type=int, required=True, help="GPUs in total (the sharding world size)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes the GPUs are spread over (default 1)")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one card in GB (default 80)")
+    p.add_argument("--accelerate-config", "--accelerate_config", help="accelerate config: a shipped name or a path "
+                   "(default: zero3_<gpus>gpu, as the README launches; none for 1 GPU)")
+    p.add_argument("--model", help="model to plan for instead of the recipe's: a built-in name or a "
+                   "folder with config.json")
+    return p
+
+
+def _default_sharding(gpus: int) -> Sharding:
+    if gpus == 1:
+        return NO_SHARDING
+    if not (ACCELERATE_DIR / f"zero3_{gpus}gpu.yaml").is_file():
+        raise ValueError(f"no shipped accelerate config zero3_{gpus}gpu; pass --accelerate-config NAME|PATH.")
+    return read_sharding(f"zero3_{gpus}gpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from vppo.trainer.cli import load_recipe
+
+        if args.gpus <= 0:
+            raise ValueError(f"--gpus must be a positive number of GPUs, got {args.gpus}.")
+        if args.nodes <= 0 or args.gpus % args.nodes:
+            raise ValueError(f"--nodes must be positive and divide --gpus ({args.gpus}), got {args.nodes}.")
+        if not args.gpu_memory_gb > 0 or not math.isfinite(args.gpu_memory_gb):
+            raise ValueError(f"--gpu-memory-gb must be a positive number, got {args.gpu_memory_gb}.")
+        recipe = load_recipe(args.config)
+        shape = model_shape(args.model or str(recipe.get("model_name_or_path", "")))
+        sharding = read_sharding(args.accelerate_config) if args.accelerate_config else _default_sharding(args.gpus)
+        plan = build_plan(recipe, shape, sharding, args.gpus, args.gpu_memory_gb, args.nodes,
+                          name=Path(args.config).stem if Path(args.config).suffix else args.config)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"vppo plan: {err}", file=sys.stderr)
+        return 2
+    print(format_plan(plan))
+    return 0 if plan.fits else 1

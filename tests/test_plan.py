@@ -1,0 +1,285 @@
+"""`vppo plan`: parameter counts of the real configs, the budget's arithmetic by hand, every shipped
+GPU recipe fitting its hardware, and the command's output and bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import pytest
+import torch
+import yaml
+
+from vppo.cli import main as vppo_main
+from vppo.plan import (
+    ACCELERATE_DIR,
+    BUILTIN_MODELS,
+    CUDA_OVERHEAD_GB,
+    PROMPT_TEXT_TOKENS,
+    RECIPE_DEFAULTS,
+    VLLM_SLEEP_RESIDUAL_GB,
+    ModelShape,
+    build_plan,
+    model_shape,
+    parameter_counts,
+    read_sharding,
+)
+from vppo.plan import _needs_dependency as needs_dependency
+from vppo.trainer.cli import RECIPES_DIR, load_recipe, parse
+
+GPU_RECIPES = sorted(
+    str(p.relative_to(RECIPES_DIR).with_suffix(""))
+    for p in RECIPES_DIR.rglob("*.yaml")
+    if p.parent.name != "accelerate" and not p.name.startswith("tiny_")
+)
+CPU = ["--bf16", "false", "--use_cpu", "true"]
+
+
+def _hf_config(m: ModelShape):
+    """The transformers config of a ModelShape (for counting parameters on the meta device)."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    text = dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+                num_key_value_heads=m.num_kv_heads, intermediate_size=m.intermediate_size,
+                vocab_size=m.vocab_size, head_dim=m.head_dim)
+    vision = dict(depth=m.vision_depth, hidden_size=m.vision_hidden_size, num_heads=16,
+                  intermediate_size=m.vision_intermediate_size, out_hidden_size=m.vision_out_hidden_size,
+                  patch_size=m.patch_size, spatial_merge_size=m.spatial_merge_size,
+                  temporal_patch_size=m.temporal_patch_size)
+    if m.family == "qwen3_vl":
+        vision |= dict(num_position_embeddings=m.vision_position_embeddings,
+                       deepstack_visual_indexes=list(range(m.deepstack_layers)))
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings)
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings)
+
+
+def _meta_counts(config) -> tuple[int, int]:
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
+    return total, vision
+
+
+# Model cards: Qwen2.5-VL-7B "8.29B" (vision ~0.67B), Qwen2.5-VL-32B "33.5B", Qwen3-VL-8B "8.77B".
+# Tolerance: 0.5% of the total (the cards round to 3 significant figures).
+KNOWN = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": (8_292_166_656, 676_550_144, 8.29e9),
+    "Qwen/Qwen2.5-VL-32B-Instruct": (33_452_718_336, 688_841_984, 33.5e9),
+    "Qwen/Qwen3-VL-8B-Instruct": (8_767_123_696, 576_388_336, 8.77e9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_parameter_counts_match_the_model_cards_and_transformers(name):
+    total, vision, card = KNOWN[name]
+    counts = parameter_counts(BUILTIN_MODELS[name])
+    assert (counts["total"], counts["vision"]) == (total, vision)
+    assert counts["total"] == pytest.approx(card, rel=5e-3)
+    # The same numbers as transformers builds the architecture (meta device: no memory, no download).
+    assert _meta_counts(_hf_config(BUILTIN_MODELS[name])) == (total, vision)
+
+
+# A made-up Qwen2.5-VL small enough to count by hand.
+SMALL = ModelShape(family="qwen2_5_vl", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                   intermediate_size=128, vocab_size=1000, tie_word_embeddings=False, vision_depth=2,
+                   vision_hidden_size=32, vision_intermediate_size=64, vision_out_hidden_size=64, patch_size=14,
+                   spatial_merge_size=2, temporal_patch_size=2, source="small")
+
+
+def test_parameter_count_of_a_small_config_by_hand():
+    # layer: q 64*64+64, k and v 64*32+32, o 64*64, SwiGLU 3*64*128, two RMSNorms 2*64
+    layer = 4160 + 2 * 2080 + 4096 + 24576 + 128
+    language = 2 * layer + 2 * 1000 * 64 + 64  # untied embedding and head, final norm
+    # vision: conv 3*2*14*14*32; block: 2 norms, qkv 3*32*32+96, proj 32*32+32, SwiGLU 3*32*64+2*64+32;
+    # merger: norm 32, 128*128+128, 128*64+64
+    vision = 37632 + 2 * (64 + 3168 + 1056 + 6304) + (32 + 16512 + 8256)
+    assert (layer, language, vision) == (37120, 202304, 83616)
+    counts = parameter_counts(SMALL)
+    assert (counts["layer"], counts["language"], counts["vision"]) == (layer, language, vision)
+    assert _meta_counts(_hf_config(SMALL)) == (language + vision, vision)
+    # and a small Qwen3-VL (no q/k/v bias, q/k norms, LayerNorms, plain MLP, DeepStack mergers)
+    small3 = ModelShape(**{**{f.name: getattr(SMALL, f.name) for f in fields(SMALL)}, "family": "qwen3_vl",
+                           "patch_size": 16, "vision_position_embeddings": 16, "deepstack_layers": 2})
+    assert _meta_counts(_hf_config(small3)) == (parameter_counts(small3)["total"], parameter_counts(small3)["vision"])
+
+
+def _yaml(tmp_path, name, content: dict):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def test_every_component_of_a_small_plan_by_hand(tmp_path):
+    recipe = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3, "steps_per_generation": 6,
+              "max_completion_length": 100, "max_pixels": 3136, "use_vllm": True, "vllm_mode": "colocate",
+              "vllm_gpu_memory_utilization": 0.5, "vllm_enable_sleep_mode": True, "bf16": True,
+              "token_selection": "topk", "dependency_estimator": "k3"}
+    zero3 = read_sharding(_yaml(tmp_path, "z3", {"distributed_type": "DEEPSPEED",
+                                                 "deepspeed_config": {"zero_stage": 3}}))
+    plan = build_plan(recipe, SMALL, zero3, gpus=4, card_gb=10)
+    gb = {line.name: line.gb * 1e9 for line in plan.lines}  # bytes
+    n = 285920  # SMALL's parameters
+    seq = 4 + PROMPT_TEXT_TOKENS + 100  # 3136 px / 28^2 image tokens + text + completion
+    rows, patches = 2 * 6, 3136 // 14**2  # generation batch per GPU, ViT patches per image
+    expected = {
+        "parameters": n * 2 / 4,
+        "gradients": n * 2 / 4,
+        "optimizer (AdamW)": n * 12 / 4,
+        "gathered modules": 3 * 64000 * 2,  # the embedding (1000 x 64) is the largest module
+        "vLLM engine (generating)": 0.5 * 10e9,
+        "vLLM asleep (level 2)": VLLM_SLEEP_RESIDUAL_GB * 1e9,
+        "pixel_values buffer": rows * patches * (3 * 2 * 14 * 14) * 2,  # bf16 under DeepSpeed
+        "perturbed pixel_values (VPPO)": rows * patches * 1176 * 2,
+        "scoring logits": 2 * 2 * 100 * 1000 * 2,
+        "text checkpoints": 2 * 2 * seq * 64 * 2,
+        "vision checkpoints": 2 * 2 * patches * 32 * 2,
+        # one layer's activations per token: 4h + q/k/v (64 + 2 * 32) + 4 I (SwiGLU), x2 for its grads
+        "text layer recompute": 2 * seq * (4 * 64 + 128 + 4 * 128) * 2 * 2,
+        "vision block recompute": 2 * patches * (4 * 32 + 96 + 4 * 64) * 2 * 2,
+        "logits + log-softmax + grad": 3 * 2 * 100 * 1000 * 2,
+        "CUDA / NCCL overhead": CUDA_OVERHEAD_GB * 1e9,
+    }
+    assert gb.keys() == expected.keys()
+    for name, value in expected.items():
+        assert gb[name] == pytest.approx(value, rel=1e-12), name
+    states = expected["parameters"] + expected["gradients"] + expected["optimizer (AdamW)"]
+    common = states + expected["gathered modules"] + expected["pixel_values buffer"] + expected["CUDA / NCCL overhead"]
+    assert plan.phase_gb("generation") * 1e9 == pytest.approx(common + 0.5 * 10e9)
+    update = common + expected["vLLM asleep (level 2)"] + sum(expected[k] for k in (
+        "text checkpoints", "vision checkpoints", "text layer recompute", "vision block recompute",
+        "logits + log-softmax + grad"))
+    assert plan.phase_gb("update") * 1e9 == pytest.approx(update)
+    assert plan.peak_phase == "generation" and plan.fits
+
+    # Without sleep mode the engine's whole share stays through scoring and the update.
+    awake = build_plan({**recipe, "vllm_enable_sleep_mode": False}, SMALL, zero3, gpus=4, card_gb=10)
+    assert awake.phase_gb("update") - plan.phase_gb("update") == pytest.approx(5.0 - VLLM_SLEEP_RESIDUAL_GB)
+
+
+def test_sharding_of_each_engine(tmp_path):
+    recipe = {"use_vllm": True, "max_pixels": 3136, "max_completion_length": 100}
+
+    def states(config: dict) -> dict:
+        plan = build_plan(recipe, SMALL, read_sharding(_yaml(tmp_path, "acc", config)), gpus=4, card_gb=10)
+        return {line.name: round(line.gb * 1e9) for line in plan.lines}
+
+    n = 285920
+    z2 = states({"distributed_type": "DEEPSPEED", "deepspeed_config": {"zero_stage": 2}})
+    assert (z2["parameters"], z2["gradients"], z2["optimizer (AdamW)"]) == (n * 2, n * 2 / 4, n * 12 / 4)
+    assert "gathered modules" not in z2
+    offload = states({"distributed_type": "DEEPSPEED", "deepspeed_config": {
+        "zero_stage": 3, "offload_optimizer_device": "cpu", "offload_param_device": "cpu"}})
+    assert offload["parameters"] == offload["gradients"] == offload["optimizer (AdamW)"] == 0
+    fsdp2 = states({"distributed_type": "FSDP", "fsdp_config": {"fsdp_version": 2,
+                                                                "fsdp_reshard_after_forward": True}})
+    assert fsdp2["parameters"] == n * 2 / 4 and fsdp2["optimizer (AdamW)"] == n * 12 / 4
+    assert fsdp2["pixel_values buffer"] == 8 * 16 * 1176 * 4  # float32: only DeepSpeed casts inputs
+    ddp = states({"distributed_type": "MULTI_GPU"})
+    assert (ddp["parameters"], ddp["optimizer (AdamW)"]) == (n * 2, n * 12)
+    shipped = {p.stem: read_sharding(p.stem) for p in ACCELERATE_DIR.glob("*.yaml")}
+    assert shipped["zero3_8gpu"].shard_params and not shipped["zero3_8gpu"].offload_optimizer
+    assert shipped["zero3_32gpu"].offload_optimizer
+
+
+def _hardware(recipe: dict) -> tuple[int, int]:
+    """(GPUs, nodes) each recipe states: 32B on 4 x 8 GPUs, every other model on one node of 8."""
+    return (32, 4) if "32B" in recipe["model_name_or_path"] else (8, 1)
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_every_gpu_recipe_fits_its_80gb_cards_with_each_shipped_sharded_config(name):
+    recipe = load_recipe(name)
+    gpus, nodes = _hardware(recipe)
+    configs = [p.stem for p in ACCELERATE_DIR.glob("*.yaml")
+               if p.stem.startswith(("zero3_", "fsdp2_")) and yaml.safe_load(p.read_text())["num_processes"] == gpus]
+    assert configs
+    for config in configs:
+        plan = build_plan(recipe, model_shape(recipe["model_name_or_path"]), read_sharding(config), gpus, 80.0,
+                          nodes, name=name)
+        problems = [note for note in plan.notes if not note.startswith("host memory")]
+        assert plan.fits and not problems, (name, config, plan.peak_gb, problems)
+    # the official rollout survives: 384 x 8 responses, 3 updates of 1024
+    b, ga, spg = (recipe[k] for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                      "steps_per_generation"))
+    assert b * spg * gpus == 3072 and spg == 3 * ga and b * ga * gpus == 1024
+
+
+def test_the_previous_7b_settings_did_not_fit():
+    # micro-batch 16 with vLLM awake: the settings the tool was written to catch
+    recipe = {**load_recipe("qwen2_5_vl_7b_vppo"), "per_device_train_batch_size": 16,
+              "gradient_accumulation_steps": 8, "steps_per_generation": 24, "vllm_enable_sleep_mode": False}
+    plan = build_plan(recipe, BUILTIN_MODELS["Qwen/Qwen2.5-VL-7B-Instruct"], read_sharding("zero3_8gpu"), 8, 80.0)
+    assert not plan.fits and plan.peak_phase == "update"
+
+
+def test_defaults_and_dependency_rule_match_the_trainer():
+    from vppo.trainer.cli import TrainScriptArguments
+    from vppo.trainer.config import VPPOConfig
+
+    defaults = {f.name: f.default for cls in (VPPOConfig, TrainScriptArguments) for f in fields(cls)}
+    for key, value in RECIPE_DEFAULTS.items():
+        # bf16: TRL derives it from the device; max_pixels: vppo train reads the model folder's.
+        # Every GPU recipe sets both.
+        if key not in ("bf16", "max_pixels"):
+            assert defaults[key] == value, key
+    for name in [*GPU_RECIPES, "tiny_vppo", "tiny_dapo"]:
+        _, config, _ = parse(["--config", name, *CPU])
+        assert needs_dependency({**RECIPE_DEFAULTS, **load_recipe(name)}) == config.needs_dependency, name
+
+
+def test_local_model_folder_is_read_with_autoconfig(tmp_path):
+    folder = tmp_path / "my_model"
+    _hf_config(SMALL).save_pretrained(folder)
+    shape = model_shape(str(folder))
+    assert parameter_counts(shape)["total"] == 285920
+
+
+def test_command_prints_the_budget_ending_with_the_peak_line(capsys):
+    assert vppo_main(["plan", "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert out[-1].startswith("peak per GPU: ") and out[-1].endswith(" GB of 80 GB")
+    assert sum(line.startswith("peak per GPU:") for line in out) == 1
+    assert any(line.startswith("optimizer (AdamW)") and "/ 8 GPUs" in line for line in out)
+    # a card too small: the same table, exit status 1
+    assert vppo_main(["plan", "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--gpu-memory-gb", "40"]) == 1
+    out = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert out[-1].endswith("GB of 40 GB") and out[-2].startswith("does NOT fit")
+    assert vppo_main(["plan", "--config", "qwen2_5_vl_32b_vppo", "--gpus", "32", "--nodes", "4",
+                      "--accelerate-config", "fsdp2_32gpu"]) == 0
+
+
+def _bad(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        code = vppo_main(["plan", *argv])
+        raise SystemExit(code)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vppo plan: "), captured.err
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
+    assert "no recipe file 'no_such_recipe'" in _bad(capsys, "--config", "no_such_recipe", "--gpus", "8")
+    assert "--gpus must be a positive" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "0")
+    assert "--gpus must be a positive" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "-8")
+    assert "invalid int value" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "eight")
+    assert "divide --gpus" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--nodes", "3")
+    assert "no shipped accelerate config zero3_6gpu" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "6")
+    assert "shipped configs are" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8",
+                                         "--accelerate-config", "zero9")
+    # a model whose architecture the plan does not know: a local Llama, an unknown model_type, a tiny model
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    assert "model_type 'llama' is not an architecture" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--model", str(llama))
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"model_type": "no_such_arch"}))
+    assert "model_type 'no_such_arch' is not an architecture" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8",
+                                                 "--model", str(odd))
+    assert "neither a built-in model" in _bad(capsys, "--config", "tiny_vppo", "--gpus", "1")
