@@ -75,3 +75,28 @@ def test_scored_batch_keys_are_known_to_the_merger():
                | set(batching._IMPORTANCE_SAMPLING_KEYS) | set(batching._UNSUPPORTED))
     assert produced, "could not read the keys of TRL's scored batch"
     assert produced <= handled, f"TRL produces keys the dynamic-sampling merger does not know: {produced - handled}"
+
+
+def test_old_logps_are_the_first_logps_call_of_scoring_under_the_condition_vppo_mirrors():
+    """VPPOTrainer answers TRL's old log-prob pass with a placeholder and computes it after dynamic
+    sampling: that call must stay the first `_get_per_token_logps_and_entropies` call of scoring, under
+    the condition `VPPOTrainer._trl_needs_old_logps` restates, and its only other reader must be vLLM
+    importance sampling (which VPPO never defers)."""
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    first_call = source.index("self._get_per_token_logps_and_entropies(")
+    assert source.rindex("\n", 0, first_call) == source.rindex("\n", 0, source.index(
+        "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies("))
+    assert "generate_every = self.args.steps_per_generation * self.num_iterations" in source
+    assert ("if self.args.gradient_accumulation_steps % generate_every != 0 or (\n"
+            "                self.use_vllm and self.vllm_importance_sampling_correction\n            ):") in source
+    uses = [line.strip() for line in source.splitlines() if "old_per_token_logps" in line and "#" not in line]
+    assert uses == [
+        "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
+        "old_per_token_logps = None",
+        "per_token_logps_diff = (old_per_token_logps - sampling_per_token_logps) * mask",
+        "delta = torch.abs(old_per_token_logps - sampling_per_token_logps)",
+        "if old_per_token_logps is not None:",
+        'output["old_per_token_logps"] = old_per_token_logps',
+    ], "TRL reads old_per_token_logps somewhere new while scoring; check VPPOTrainer's deferral"
+    for helper in (GRPOTrainer._generate, GRPOTrainer._calculate_rewards):
+        assert "_get_per_token_logps_and_entropies" not in inspect.getsource(helper)

@@ -267,3 +267,66 @@ def plan_dynamic_sampling(
     filler = max(0, groups_needed - len(chosen))
     chosen += dropped[:filler]
     return [row for group in chosen for row in group], filler
+
+
+# ---------------------------------------------------------------------------------- padding-free passes
+def length_sorted_chunks(
+    prompt_mask: torch.Tensor, completion_mask: torch.Tensor, rows_per_chunk: int
+) -> list[list[int]]:
+    """Row indices of a scored batch in chunks of similar length, longest first.
+
+    The number of chunks is ceil(B / rows_per_chunk), whatever the lengths, so every process of a
+    sharded run (same local B) runs the same number of forwards.
+
+    Args:
+        prompt_mask: [B, P] 0/1, left-padded.
+        completion_mask: [B, T] 0/1, right-padded.
+        rows_per_chunk: rows per chunk (the last may be smaller).
+
+    Returns:
+        chunks of row indices; together they hold every row once.
+    """
+    if rows_per_chunk < 1:
+        raise ValueError(f"rows_per_chunk must be at least 1, got {rows_per_chunk}.")
+    lengths = (prompt_mask.sum(-1) + completion_mask.sum(-1)).tolist()
+    # Stable sort: rows of equal length keep their order, so the chunks are deterministic.
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    return [order[start : start + rows_per_chunk] for start in range(0, len(order), rows_per_chunk)]
+
+
+def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch without the prompt columns that are padding in every row (left) and the
+    completion columns that are padding in every row (right).
+
+    Positions come from the attention mask, so a forward on the trimmed batch gives the same
+    values at every kept position; the trimmed completion columns are padding, whose log-probs
+    TRL sets to 0.
+    """
+    prompt_keep = batch["prompt_mask"].any(dim=0).nonzero()
+    completion_keep = batch["completion_mask"].any(dim=0).nonzero()
+    prompt_width = batch["prompt_ids"].size(1)
+    start = int(prompt_keep[0]) if prompt_keep.numel() else prompt_width
+    stop = int(completion_keep[-1]) + 1 if completion_keep.numel() else 0
+    stop = max(stop, 1)  # keep one completion column so shapes stay [B, >=1]
+    out = dict(batch)
+    for key in _LEFT_PADDED:
+        if key in out:
+            out[key] = out[key][:, start:]
+    for key in _RIGHT_PADDED:
+        if key in out:
+            out[key] = out[key][:, :stop]
+    for key in _SEQUENCE_KEYS:
+        if key in out:
+            out[key] = torch.cat([out[key][:, start:prompt_width], out[key][:, prompt_width : prompt_width + stop]],
+                                 dim=1)
+    return out
+
+
+def take_rows(batch: dict[str, Any], rows: Sequence[int], pad_token_id: int) -> dict[str, Any]:
+    """The given rows of one scored batch (images included), trimmed to their own widths."""
+    return trim_padding(select_rows([batch], [(0, r) for r in rows], pad_token_id))
+
+
+def splits_by_row(batch: dict[str, Any]) -> bool:
+    """Whether `take_rows` can split this batch (its image layout can be cut by row)."""
+    return not any(key in batch for key in _UNSUPPORTED)

@@ -5,13 +5,18 @@ GRPOTrainer, each by calling `super()` and post-processing (tests/test_trainer_h
 loudly when their signatures change):
 
 - `_generate_and_score_completions`: after TRL scores a generation batch, (1) dynamic sampling
-  drops groups whose pass rate is ≤ low or ≥ high and generates again; (2) two no-grad forward
-  passes (real image, perturbed image) score every token's visual dependency; (3) TAS and TGF turn
-  the [B] advantages into [B, T] per-token advantages, which TRL's loss accepts as they are.
+  drops groups whose pass rate is ≤ low or ≥ high and generates again, pruning each round to the
+  groups it may use as soon as it is scored; (2) one no-grad pass over the kept rows computes the
+  old log-probs TRL needs (deferred, see below) together with the real-image scores, and one more
+  on the perturbed image scores every token's visual dependency; both skip padding (rows sorted by
+  length, each chunk trimmed to its own widths); (3) TAS and TGF turn the [B] advantages into
+  [B, T] per-token advantages, which TRL's loss accepts as they are.
 - `_calculate_rewards`: remembers the gathered rewards so dynamic sampling can filter groups.
-- `_get_per_token_logps_and_entropies` / `compute_loss`: keep the policy's per-token log-probs of
-  the loss pass so the sampled-token NLL term (the official "entropy penalty") is added to TRL's
-  loss rather than copying it.
+- `_get_per_token_logps_and_entropies`: (a) during TRL's scoring, answers TRL's old-log-prob call
+  with a placeholder, so old log-probs are computed once, on the rows that are trained on, after
+  dynamic sampling (not when vLLM importance sampling needs them per round); (b) with
+  `compute_loss`, keeps the policy's per-token log-probs of the loss pass so the sampled-token NLL
+  term (the official "entropy penalty") is added to TRL's loss rather than copying it.
 
 TGF as zero advantage: TRL's token-mean loss divides by all response tokens, so a zero advantage on
 a filtered token is exactly the official masked loss (filtered tokens still count in the
@@ -23,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from types import SimpleNamespace
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -43,8 +49,11 @@ from vppo.perception import (
 from vppo.trainer.batching import (
     group_pass_rates,
     importance_sampling_pad_value,
+    length_sorted_chunks,
     plan_dynamic_sampling,
     select_rows,
+    splits_by_row,
+    take_rows,
 )
 from vppo.trainer.config import VPPOConfig
 
@@ -63,25 +72,71 @@ _FORWARD_KEYS = (
 )
 
 
-class _HiddenStateCapture:
-    """Stands in for the model inside TRL's chunked log-prob pass and records last hidden states.
+# Keys a row chunk of the scored batch needs for a forward pass.
+_CHUNK_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_images", "num_tiles",
+               *_FORWARD_KEYS)
 
-    TRL's `_get_per_token_logps_and_entropies` slices pixel values per sample chunk for every VLM
-    layout; calling it with this wrapper reuses that slicing for the exact-KL estimator, which needs
-    the hidden states of the completion positions instead of the sampled-token log-probs.
+
+@contextmanager
+def full_lm_head(head: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(weight [V, H], bias [V] or None) of the LM head as whole tensors, also when it is sharded.
+
+    The exact KL multiplies hidden states by the head itself, outside the model's forward, so the
+    head's shards are never gathered for it by the engine. Every process must enter this together
+    (it is a collective when sharded):
+
+    - FSDP2: the parameters are DTensors; `full_tensor()` all-gathers a plain copy for this use.
+    - DeepSpeed ZeRO-3: the parameters are empty outside their module's forward;
+      `deepspeed.zero.GatheredParameters` materialises them (read-only, `modifier_rank=None`) for
+      the duration of the block and re-partitions them on exit. A parameter that is already
+      gathered (a head tied to the input embeddings, kept available by ZeRO) is left alone.
+    - Otherwise (single device, DDP, ZeRO-1/2): the parameters themselves.
     """
+    weight, bias = head.weight, getattr(head, "bias", None)
+    params = [p for p in (weight, bias) if p is not None]
+    # ZeRO-3 marks its parameters with ds_status; NOT_AVAILABLE means partitioned away.
+    partitioned = [p for p in params if getattr(getattr(p, "ds_status", None), "name", "AVAILABLE") != "AVAILABLE"]
+    gather = nullcontext()
+    if partitioned:
+        import deepspeed
 
-    def __init__(self, model: torch.nn.Module, num_completion_tokens: int):
-        self.model = model
-        self.num_completion_tokens = num_completion_tokens
+        gather = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+    with gather:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # torch built without distributed support
+            DTensor = ()  # noqa: N806
+        if isinstance(weight, DTensor):
+            weight = weight.full_tensor()
+        if isinstance(bias, DTensor):
+            bias = bias.full_tensor()
+        yield weight.detach(), None if bias is None else bias.detach()
+
+
+class _LastHiddenState:
+    """Forward hook on the model's backbone that keeps the last hidden states of the completion
+    positions only ([n, T, H], a copy, so the backbone's [n, L, H] output is freed at once)."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        self.backbone = backbone
+        self.completion_width = 0
         self.hidden: list[torch.Tensor] = []
 
-    def __call__(self, labels=None, fused_lm_head=None, **model_inputs):
-        out = self.model(**model_inputs, output_hidden_states=True, logits_to_keep=1)
-        t = self.num_completion_tokens
+    def __enter__(self) -> _LastHiddenState:
+        self._handle = self.backbone.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def _keep(self, module, args, output) -> None:
+        t = self.completion_width
         # Position i predicts token i + 1: the completion's predictors are the T positions before the end.
-        self.hidden.append(out.hidden_states[-1][:, -t - 1 : -1])
-        return SimpleNamespace(log_probs=out.hidden_states[-1].new_zeros(labels.size(0), t))
+        self.hidden.append(output.last_hidden_state[:, -t - 1 : -1].clone())
+
+    def pop(self) -> torch.Tensor:
+        hidden, self.hidden = torch.cat(self.hidden, dim=0), []
+        return hidden
 
 
 class VPPOTrainer(GRPOTrainer):
@@ -125,6 +180,11 @@ class VPPOTrainer(GRPOTrainer):
         self._refill_iterator = None
         self._refill_epoch = 0
         self._warned_text_only = False
+        # Old log-probs TRL would compute per generation round are computed once on the kept rows.
+        self._defer_old_logps = False
+        self._old_logps_deferred = False
+        # No-grad passes sort rows by length and trim each chunk's padding (False: TRL's chunks, full widths).
+        self.skip_padding = True
         if args.dynamic_sampling:
             local_rows = args.per_device_train_batch_size * args.steps_per_generation
             if local_rows % self.num_generations != 0:
@@ -164,8 +224,16 @@ class VPPOTrainer(GRPOTrainer):
         self._last_rewards_per_func = rewards_per_func
         return rewards_per_func
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args,
+                                           **kwargs):
+        if self._defer_old_logps:
+            # TRL's first call while scoring is the old log-prob pass (tests/test_trainer_hooks.py checks
+            # the order): answer it with a placeholder; _score_generation_batch computes the real ones.
+            self._defer_old_logps = False
+            self._old_logps_deferred = True
+            return input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32), None, None
+        result = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                            *args, **kwargs)
         if self._capture_logps:
             self._captured_logps = result[0]
             self._capture_logps = False
@@ -183,14 +251,37 @@ class VPPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
+        self._old_logps_deferred = False
         if mode == "train" and self.args.dynamic_sampling:
             # The rows may come from several generation rounds: VPPO must see each row's own prompt (images).
             output, inputs = self._generate_with_dynamic_sampling(inputs)
         else:
-            output = super()._generate_and_score_completions(inputs)
+            output = self._score_round(inputs, defer=mode == "train")
         if mode == "train":
             output = self._apply_vppo(output, inputs)
+            if self._old_logps_deferred:
+                output["old_per_token_logps"] = self._scoring_pass(output, None, old_logps=True)["logps"]
+                self._old_logps_deferred = False
         return output
+
+    def _trl_needs_old_logps(self) -> bool:
+        """TRL 1.16's condition for computing old log-probs while scoring (checked by the hook tests)."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or self._vllm_is_correction()
+
+    def _vllm_is_correction(self) -> bool:
+        return bool(self.use_vllm and self.vllm_importance_sampling_correction)
+
+    def _score_round(self, inputs: list[dict[str, Any]], defer: bool) -> dict[str, Any]:
+        """TRL's generation and scoring, with its old log-prob pass deferred when `defer`.
+
+        vLLM importance sampling needs the old log-probs inside TRL's scoring, so they are not deferred then.
+        """
+        self._defer_old_logps = defer and self._trl_needs_old_logps() and not self._vllm_is_correction()
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._defer_old_logps = False
 
     # ------------------------------------------------------------------------------ NLL term
     def _nll_term(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
@@ -256,46 +347,78 @@ class VPPOTrainer(GRPOTrainer):
             except StopIteration:
                 self._refill_iterator = None
 
+    def _prune_round(self, pieces: list, batches: list, keeps: list, index: int, groups_needed: int) -> None:
+        """Cut round `index` to its kept groups and the dropped groups that may still fill the batch."""
+        keep = keeps[index]
+        kept_total = sum(int(k.sum()) for k in keeps)
+        reserved = sum(int((~k).sum()) for i, k in enumerate(keeps) if i != index and pieces[i] is not None)
+        room = max(0, groups_needed - kept_total - reserved)
+        dropped = (~keep).nonzero().flatten().tolist()
+        retained = sorted(keep.nonzero().flatten().tolist() + dropped[:room])
+        if len(retained) == keep.numel():
+            return
+        group = self.num_generations
+        if not retained:
+            pieces[index], batches[index], keeps[index] = None, None, keep[:0]
+            return
+        rows = [g * group + j for g in retained for j in range(group)]
+        piece = select_rows([pieces[index]], [(0, r) for r in rows], self._tokenizer.pad_token_id)
+        pieces[index] = piece
+        batches[index] = [batches[index][r] for r in rows]
+        keeps[index] = keep[retained]
+
     def _generate_with_dynamic_sampling(
         self, inputs: list[dict[str, Any]]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The scored batch and its input rows, in the same order (rows may come from several rounds)."""
+        """The scored batch and its input rows, in the same order (rows may come from several rounds).
+
+        Once a second round is needed, each round is cut to the groups it may contribute as soon as it
+        is scored: its kept groups, plus as many dropped groups as could still have to fill the batch
+        (the earliest ones, which are the ones that fill it). The batch is the same as if every round
+        were kept whole.
+        """
         rows = len(inputs)
+        group = self.num_generations
+        groups_needed = rows // group
         batches = [inputs]
-        pieces = [super()._generate_and_score_completions(inputs)]
+        pieces = [self._score_round(inputs, defer=True)]
         keeps = [self._group_filter(rows)]
         first_dropped = int((~keeps[0]).sum())
         rounds = 0
-        groups_needed = rows // self.num_generations
         while rounds < self.args.dynamic_sampling_max_rounds:
             short = torch.tensor(float(sum(int(k.sum()) for k in keeps) < groups_needed),
                                  device=self.accelerator.device)
             # Every process generates the same number of times (collectives inside TRL's scoring).
             if self.accelerator.gather(short).sum().item() == 0:
                 break
+            if rounds == 0:
+                self._prune_round(pieces, batches, keeps, 0, groups_needed)
             batches.append(self._next_refill_batch())
-            pieces.append(super()._generate_and_score_completions(batches[-1]))
+            pieces.append(self._score_round(batches[-1], defer=True))
             keeps.append(self._group_filter(rows))
+            self._prune_round(pieces, batches, keeps, len(pieces) - 1, groups_needed)
             rounds += 1
-        picks, filler = plan_dynamic_sampling(keeps, self.num_generations, rows)
+        used = [i for i, piece in enumerate(pieces) if piece is not None]
+        picks, filler = plan_dynamic_sampling([keeps[i] for i in used], group, rows)
         if filler:
             logger.warning(
                 "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
                 "%d groups with uniform rewards (zero advantage) fill the batch. Raise "
                 "dynamic_sampling_max_rounds or check the task's difficulty.", rounds, filler)
-        if len(pieces) == 1:
+        if rounds == 0:
             # One round: every group is kept or fills in, so the batch is the round itself (same on
             # every process, which matters for the gather below).
             output, inputs = pieces[0], batches[0]
         else:
             pad = 1.0
-            if "importance_sampling_ratio" in pieces[0]:
+            if "importance_sampling_ratio" in pieces[used[0]]:
                 pad = importance_sampling_pad_value(self.vllm_importance_sampling_mode,
                                                     self.vllm_importance_sampling_clip_min,
                                                     self.vllm_importance_sampling_clip_max)
-            output = select_rows(pieces, picks, self._tokenizer.pad_token_id, importance_sampling_pad=pad)
+            output = select_rows([pieces[i] for i in used], picks, self._tokenizer.pad_token_id,
+                                 importance_sampling_pad=pad)
             output["num_items_in_batch"] = self.accelerator.gather(output["num_items_in_batch"]).sum()
-            inputs = [batches[piece][row] for piece, row in picks]
+            inputs = [batches[used[piece]][row] for piece, row in picks]
         stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
                              device=self.accelerator.device)
         stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
@@ -335,43 +458,109 @@ class VPPOTrainer(GRPOTrainer):
         kwargs["num_tiles"] = output.get("num_tiles")
         return kwargs
 
-    def compute_visual_dependency(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor,
+    def compute_visual_dependency(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
                                   need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old."""
+        """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old.
+
+        The real-image pass also yields the old log-probs when TRL's were deferred, so they cost no
+        extra pass; k3 reuses old log-probs TRL already has (vLLM importance sampling) when it can.
+        """
         args = self.args
-        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        t = output["completion_ids"].size(1)
         mask = output["completion_mask"].bool()
-        kwargs = self._forward_kwargs(output)
-        perturbed_kwargs = {**kwargs, "pixel_values": perturbed_pixel_values}
-        batch_size = self.args.per_device_train_batch_size
-        entropies = None
         if args.dependency_estimator in ("k3", "top1_drop"):
-            logp_real = output.get("old_per_token_logps")
-            if logp_real is None or need_entropy:
-                logp_real, entropies, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, attention, t, batch_size=batch_size, compute_entropy=need_entropy,
-                    **kwargs)
-            logp_perturbed, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, t, batch_size=batch_size, **perturbed_kwargs)
-            dep = token_dependency(logp_real, logp_perturbed, mask, estimator=args.dependency_estimator,
-                                   clip=args.dependency_clip)
-            return dep, entropies
-        hidden = []
-        for forward_kwargs in (kwargs, perturbed_kwargs):
-            capture = _HiddenStateCapture(self.model, t)
-            self._get_per_token_logps_and_entropies(capture, ids, attention, t, batch_size=batch_size,
-                                                    **forward_kwargs)
-            hidden.append(torch.cat(capture.hidden, dim=0))
-        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
-        dep = full_kl_dependency(hidden[0], hidden[1], head.weight, mask, temperature=self.temperature,
-                                 chunk_size=args.kl_chunk_size, estimator=args.dependency_estimator,
-                                 lm_head_bias=getattr(head, "bias", None))
-        if need_entropy:
-            _, entropies, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, t, batch_size=batch_size, compute_entropy=True, **kwargs)
-        return dep, entropies
+            reuse = output.get("old_per_token_logps")
+            reuse = None if self._old_logps_deferred or need_entropy else reuse
+            scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=reuse is None,
+                                        entropy=need_entropy, dependency=True)
+            logp_real = scores["logps"] if reuse is None else reuse
+            dep = token_dependency(logp_real, scores["logps_perturbed"], mask,
+                                   estimator=args.dependency_estimator, clip=args.dependency_clip)
+        else:
+            scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=self._old_logps_deferred,
+                                        entropy=need_entropy, dependency=True, exact=True)
+            dep = scores["dependency"]
+        if self._old_logps_deferred:
+            output["old_per_token_logps"] = scores["logps"]
+            self._old_logps_deferred = False
+        return dep, scores.get("entropies")
+
+    def _scoring_pass(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None, *,
+                      old_logps: bool = False, entropy: bool = False, dependency: bool = False,
+                      exact: bool = False) -> dict[str, Any]:
+        """No-grad forwards over the scored batch that skip padding, chunk by chunk.
+
+        Rows are sorted by length and cut into chunks of `per_device_train_batch_size` rows, each
+        trimmed to its own widths. Per chunk: one real-image forward when its log-probs, entropies or
+        hidden states are needed, then, with `dependency`, one forward on `perturbed_pixel_values`
+        (None on a process without images: its own, absent, pixels). With `exact`,
+        the 'kl'/'jsd' dependency is computed from the two passes' last hidden states before the next
+        chunk runs, so memory stays O(chunk × V) for the whole step.
+
+        Returns [B, T] tensors, 0 at padding, under the keys that apply: "logps" (real image; TRL's
+        old log-probs), "entropies", "logps_perturbed", "dependency".
+        """
+        args = self.args
+        mask = output["completion_mask"]
+        rows, width = mask.shape
+        batch = {k: output[k] for k in _CHUNK_KEYS if k in output}
+        perturbed_batch = None
+        if dependency:
+            perturbed_batch = dict(batch)
+            if perturbed_pixel_values is not None:
+                perturbed_batch["pixel_values"] = perturbed_pixel_values
+        real = old_logps or entropy or exact
+        chunk_rows = args.per_device_train_batch_size
+        split = self.skip_padding and splits_by_row(output)
+        if split:
+            chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows)
+        else:
+            chunks = [list(range(rows))]  # TRL slices the batch into chunks of full width
+        results: dict[str, torch.Tensor] = {}
+
+        def store(key: str, value: torch.Tensor, index: list[int]) -> None:
+            if key not in results:
+                results[key] = mask.new_zeros((rows, width), dtype=value.dtype)
+            results[key][index, : value.size(1)] = value
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        capture = _LastHiddenState(base.base_model) if exact else nullcontext()
+        head = full_lm_head(base.get_output_embeddings()) if exact else nullcontext((None, None))
+        with (torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
+              capture, head as (weight, bias)):
+            for index in chunks:
+                if not split:
+                    sub, sub_perturbed = batch, perturbed_batch
+                else:
+                    sub = take_rows(batch, index, self._tokenizer.pad_token_id)
+                    sub_perturbed = None if perturbed_batch is None else take_rows(
+                        perturbed_batch, index, self._tokenizer.pad_token_id)
+                t = sub["completion_ids"].size(1)
+                if exact:
+                    capture.completion_width = t
+                hidden = []
+                for images, wanted in ((sub, real), (sub_perturbed, sub_perturbed is not None)):
+                    if not wanted:
+                        continue
+                    ids = torch.cat([images["prompt_ids"], images["completion_ids"]], dim=1)
+                    attention = torch.cat([images["prompt_mask"], images["completion_mask"]], dim=1)
+                    logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                        self.model, ids, attention, t, batch_size=chunk_rows,
+                        compute_entropy=entropy and images is sub, **self._forward_kwargs(images))
+                    if images is sub:
+                        store("logps", logps, index)
+                        if entropies is not None:
+                            store("entropies", entropies, index)
+                    else:
+                        store("logps_perturbed", logps, index)
+                    if exact:
+                        hidden.append(capture.pop())
+                if exact:
+                    dep = full_kl_dependency(hidden[0], hidden[1], weight, sub["completion_mask"].bool(),
+                                             temperature=self.temperature, chunk_size=args.kl_chunk_size,
+                                             estimator=args.dependency_estimator, lm_head_bias=bias)
+                    store("dependency", dep, index)
+        return results
 
     def _rows_with_images(self, output: dict[str, Any], rows: int) -> torch.Tensor:
         device = output["completion_ids"].device
@@ -423,11 +612,11 @@ class VPPOTrainer(GRPOTrainer):
                     perturbed = None
                 dep, entropies = self.compute_visual_dependency(output, perturbed, need_entropy)
             elif need_entropy:
-                ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-                attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-                _, entropies, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, attention, mask.size(1), compute_entropy=True,
-                    batch_size=args.per_device_train_batch_size, **self._forward_kwargs(output))
+                scores = self._scoring_pass(output, None, old_logps=self._old_logps_deferred, entropy=True)
+                entropies = scores["entropies"]
+                if self._old_logps_deferred:
+                    output["old_per_token_logps"] = scores["logps"]
+                    self._old_logps_deferred = False
         elapsed = time.perf_counter() - started
         dep = dep * has_image[:, None]
         if need_dep and not bool(has_image.all()) and not self._warned_text_only:
