@@ -27,7 +27,9 @@ def _sharding(model) -> dict:
 
     named = list(model.named_parameters())
     if any(hasattr(p, "ds_tensor") for _, p in named):  # DeepSpeed ZeRO-3
+        head = model.get_output_embeddings().weight
         return {
+            "head_partitioned": head.numel() == 0 and head.ds_tensor.numel() < head.ds_numel,
             "not_sharded": [n for n, p in named if not hasattr(p, "ds_tensor")],
             "local_numel": sum(p.ds_tensor.numel() for _, p in named if hasattr(p, "ds_tensor")),
             "full_numel": sum(getattr(p, "ds_numel", p.numel()) for _, p in named),

@@ -124,6 +124,7 @@ def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator):
     for record in records:
         sharding = record["sharding"]
         assert not sharding["not_sharded"] and sharding["full_numel"] == full
+        assert sharding.get("head_partitioned", True)  # ZeRO-3: the LM head too is partitioned
         assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
         mask = record["completion_mask"].bool()
         logp_real, logits_real = _single_process_logps(model, record, record["pixel_values"])
