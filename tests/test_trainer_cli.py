@@ -122,3 +122,27 @@ def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
 
 # Bad data (missing, unreadable or truncated images, placeholder mismatches) and every other bad
 # input of the command: tests/test_train_bad_input.py.
+
+
+@pytest.mark.slow
+def test_report_to_tensorboard_logs_the_vppo_metrics(tmp_path):
+    """`--report_to tensorboard`: every logged step's `vppo/*` metrics land in a local event file
+    under <output_dir>/runs/ (transformers' default folder), read back with tensorboard's reader."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = _image_rows(tmp_path, ["RGB"] * 8)
+    out = tmp_path / "run"
+    assert vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
+                      "--output_dir", str(out), *TINY, "--max_steps", "2", "--save_strategy", "no",
+                      "--report_to", "tensorboard"]) == 0
+    event_files = list((out / "runs").rglob("events.out.tfevents.*"))
+    assert len(event_files) == 1
+    events = EventAccumulator(str(event_files[0].parent))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    vppo_tags = [t for t in tags if t.startswith("train/vppo/")]
+    assert "train/vppo/kept_token_frac" in vppo_tags, tags
+    for tag in vppo_tags:
+        assert [s.step for s in events.Scalars(tag)] == [1, 2], tag
+    assert "train/reward" in tags
