@@ -243,6 +243,27 @@ def test_folder_of_split_named_files_and_several_image_columns(tmp_path, cache):
     _check_common_form(test, ["3"], [["blue", "gray"]])
 
 
+def test_folder_with_one_split_in_two_formats_is_refused(tmp_path, cache):
+    """train.jsonl next to train.parquet (one table written twice) would double the data."""
+    tmp_path = tmp_path / "data"  # the cache folder stays outside the data folder
+    tmp_path.mkdir()
+    (tmp_path / "a.png").write_bytes(_png("red"))
+    rows = [{"images": ["a.png"], "problem": "<image>What colour?", "answer": "red"}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "train.parquet")
+    with pytest.raises(ValueError) as info:
+        load_training_dataset(tmp_path, cache_dir=cache)
+    assert str(info.value) == (
+        f"folder {tmp_path} holds split 'train' in 2 formats (train.jsonl and train.parquet); keep "
+        "one format in the folder or pass one file as the dataset."
+    )
+    # either file on its own, or another split in another format, is fine
+    _check_common_form(load_training_dataset(tmp_path / "train.parquet", cache_dir=cache,
+                                             **NO_RESIZE), ["red"], [["red"]])
+    (tmp_path / "train.parquet").rename(tmp_path / "test.parquet")
+    _check_common_form(load_training_dataset(tmp_path, cache_dir=cache, **NO_RESIZE), ["red"], [["red"]])
+
+
 def test_in_memory_dataset_without_placeholders_puts_images_first():
     src = datasets.Dataset.from_dict(
         {

@@ -67,6 +67,12 @@ def _break(tmp_path, case):
         return ["--config", "no_such_recipe", "--output_dir", out]
     if case == "missing_data_file":
         return ["--dataset_name", str(tmp_path / "nothing.parquet"), "--output_dir", out]
+    if case == "split_in_two_formats":  # train.jsonl and train.parquet: the same rows twice
+        import pyarrow.json as pa_json
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa_json.read_json(data), data.with_suffix(".parquet"))
+        return ["--dataset_name", str(data.parent), "--output_dir", out]
     if case == "missing_image":
         (data.parent / "img1.png").unlink()
     elif case == "not_an_image":
@@ -101,6 +107,7 @@ BAD_INPUTS = {
     "truncated_image_full_validation": r"row 2 .*img2\.png",
     "placeholder_mismatch": r"placeholder",
     "missing_column": r"solution",
+    "split_in_two_formats": r"data holds split 'train' in 2 formats \(train\.jsonl and train\.parquet\)",
 }
 
 

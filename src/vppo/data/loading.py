@@ -479,7 +479,27 @@ def _load_local(path: Path, split: str, cache: str | None) -> list[_Part]:
             f"folder {path} holds no data files ({', '.join(DATA_FILE_SUFFIXES)}), no metadata.jsonl "
             "and no save_to_disk dataset."
         )
-    return [_read_file(f, cache) for f in _files_for_split(files, path, split)]
+    chosen = _files_for_split(files, path, split)
+    _check_one_format(chosen, path, split)
+    return [_read_file(f, cache) for f in chosen]
+
+
+def _check_one_format(files: list[Path], root: Path, split: str) -> None:
+    """Refuse a split stored in two formats (``train.jsonl`` next to ``train.parquet``).
+
+    Such a folder almost always holds one table written twice; reading both would double the
+    data, and no rule can say which copy is current, so the user picks one.
+    """
+    first_of_format: dict[str, Path] = {}
+    for f in files:
+        first_of_format.setdefault(f.suffix.lower(), f)
+    if len(first_of_format) > 1:
+        names = [f.relative_to(root).as_posix() for f in first_of_format.values()]
+        raise ValueError(
+            f"folder {root} holds split '{split}' in {len(names)} formats "
+            f"({', '.join(names[:-1])} and {names[-1]}); keep one format in the folder or pass "
+            "one file as the dataset."
+        )
 
 
 def _path_tokens(rel: Path) -> set[str]:
