@@ -105,6 +105,25 @@ def test_sharegpt_json_in_papo_eval_layout(tmp_path):
     assert "answer" in reasons["4"]
 
 
+def test_sharegpt_file_of_your_own_carrying_the_instruction_gets_it_once(tmp_path):
+    """A ShareGPT file whose questions already hold the official instruction, with other spacing
+    or before the question: the default template's prompt has the instruction once."""
+    save_png(tmp_path / "d.png", RED)
+    spaced = INSTRUCTION.replace(". Then", ".\nThen")
+    questions = [f"<image>Sum of the digits?\n{spaced}", f"<image>{INSTRUCTION}\nSum of the digits?",
+                 f"<image>Sum of the digits?\n\n{INSTRUCTION}  "]
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "9"}],
+             "images": ["d.png"]} for q in questions]
+    path = tmp_path / "digits.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    loaded = load_benchmark("digits", path=path)
+    assert loaded.schema == "sharegpt"
+    for example in loaded.examples:
+        assert INSTRUCTION not in example.problem and "You first think" not in example.problem
+        assert render_prompt(example.problem) in (
+            f"<image>Sum of the digits?\n\n{INSTRUCTION}", f"<image>\nSum of the digits?\n\n{INSTRUCTION}")
+
+
 def test_sharegpt_parquet_hub_layout_with_moved_images(tmp_path):
     # Hub layout: data/<split>-00000-of-00001.parquet; the image archive was extracted into
     # images/ without the "data/" prefix, and one file sits in another folder (found by name).

@@ -21,6 +21,7 @@ from vppo.data.prompts import (
     available_templates,
     build_prompt_messages,
     load_template,
+    remove_instruction,
     render_prompt,
     split_image_placeholders,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "load_training_dataset",
     "pixel_limited_size",
     "prepare_image",
+    "remove_instruction",
     "render_prompt",
     "resize_to_pixel_limits",
     "split_image_placeholders",

@@ -8,6 +8,11 @@ live in ``src/vppo/templates/<name>.jinja``:
   problem, a blank line, then the instruction to reason inside ``<think> </think>`` and answer in
   ``\\boxed{}``. The instruction sentence is the one stored in the VPPO/PAPO evaluation data.
 - ``plain``: the trimmed problem only (for data whose instruction is already in the text).
+
+A problem that already carries the text a template adds around it (the official instruction in a
+ShareGPT user turn, or in a ``problem`` column) gets it once: :meth:`PromptTemplate.render` removes
+that text from the problem first, matching it with any run of whitespace (spaces, newlines) where
+the template has whitespace, anywhere in the problem.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "available_templates",
     "build_prompt_messages",
     "load_template",
+    "remove_instruction",
     "render_prompt",
     "split_image_placeholders",
 ]
@@ -58,6 +64,10 @@ class PromptTemplate:
     source: str
     variables: frozenset[str]
     _template: jinja2.Template = field(repr=False, compare=False)
+    instructions: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The fixed text the template puts before and after the problem (stripped; empty ones left
+    out), when the problem is its only variable: ``vppo_math``'s is the ``<think>``/``\\boxed{}``
+    instruction. Text already in the problem is not added a second time."""
 
     def render(self, problem: str, **variables: Any) -> str:
         """Render with ``problem`` (also exposed as ``content``) and any extra ``variables``."""
@@ -68,7 +78,26 @@ class PromptTemplate:
             raise ValueError(
                 f"prompt template {self.name} uses variable '{missing[0]}', which was not given."
             )
+        for instruction in self.instructions:
+            problem = remove_instruction(problem, instruction)
         return self._template.render(**{**variables, "problem": problem, "content": problem})
+
+
+def remove_instruction(text: str, instruction: str) -> str:
+    """``text`` without ``instruction``, matched anywhere with whitespace normalised.
+
+    Each occurrence goes with the whitespace around it; text on both sides is joined by a newline.
+    Text not holding the instruction comes back unchanged, so ``"Q?\\n\\n" + instruction`` gives
+    ``"Q?"`` and rendering that with the template gives back the original text exactly.
+    """
+    words = instruction.split()
+    if not words or words[0] not in text:
+        return text
+    pattern = re.compile(r"\s*" + r"\s+".join(re.escape(w) for w in words) + r"\s*")
+    parts = pattern.split(text)
+    if len(parts) == 1:
+        return text
+    return "\n".join(part for part in parts if part)
 
 
 def available_templates() -> list[str]:
@@ -90,7 +119,15 @@ def _compile(source: str, name: str) -> PromptTemplate:
             f"prompt template {name} never uses {{{{ problem }}}} (or {{{{ content }}}}), "
             "so the problem text would be dropped."
         )
-    return PromptTemplate(name, source, variables, _ENV.from_string(source))
+    template = _ENV.from_string(source)
+    instructions: tuple[str, ...] = ()
+    if variables <= _PROBLEM_NAMES:
+        marker = "\x00problem\x00"
+        rendered = template.render(problem=marker, content=marker)
+        if marker in rendered:
+            before, _, after = rendered.partition(marker)
+            instructions = tuple(s.strip() for s in (before, after.replace(marker, "")) if s.strip())
+    return PromptTemplate(name, source, variables, template, instructions)
 
 
 @lru_cache(maxsize=64)

@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from vppo.data.images import to_rgb_image
-from vppo.data.prompts import render_prompt
+from vppo.data.prompts import DEFAULT_TEMPLATE, load_template, remove_instruction
 from vppo.evaluation.reference import PAPER_BENCHMARKS
 
 __all__ = [
@@ -330,27 +330,15 @@ def _with_placeholders(problem: str, num_images: int) -> str:
     raise _RowError(f"the text has {count} <image> placeholders but the row has {num_images} images")
 
 
-_INSTRUCTION_CACHE: dict[str, str] = {}
-
-
-def _default_instruction_suffix() -> str:
-    """What the default (perception) template appends after the problem text."""
-    if "suffix" not in _INSTRUCTION_CACHE:
-        marker = "VPPO_PROBLEM_MARKER"
-        rendered = render_prompt(marker)
-        _INSTRUCTION_CACHE["suffix"] = rendered.split(marker, 1)[1] if marker in rendered else ""
-    return _INSTRUCTION_CACHE["suffix"]
-
-
 def strip_instruction(text: str) -> str:
-    """Remove the baked-in output-format instruction of PAPO/VPPO-Eval user turns, if present.
+    """Remove the output-format instruction of the default template from a stored user turn.
 
-    Rendering the result with the default template gives back the stored user text exactly.
+    PAPO/VPPO-Eval files end each question with it; a file of your own may carry it anywhere, with
+    other line breaks or spacing (matched with whitespace normalised). Rendering the result with
+    the default template gives back the stored PAPO user text exactly, with the instruction once.
     """
-    suffix = _default_instruction_suffix().strip()
-    stripped = text.rstrip()
-    if suffix and stripped.endswith(suffix):
-        return stripped[: -len(suffix)].rstrip()
+    for instruction in load_template(DEFAULT_TEMPLATE).instructions:
+        text = remove_instruction(text, instruction)
     return text
 
 
