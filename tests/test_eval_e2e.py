@@ -156,10 +156,10 @@ def test_cli_end_to_end_with_resume_and_a_custom_benchmark(tiny, data_dir, tmp_p
     assert rerun["benchmarks"]["geo3k"]["score"] == geo["score"]
 
 
-def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, tiny):
     assert vppo_main(["eval", "--model", str(tmp_path), "--compare-to", "GPT-5"]) == 2
     assert "not a reference row" in capsys.readouterr().err
-    assert vppo_main(["eval", "--model", str(tmp_path), "--benchmarks", "dynamath",
+    assert vppo_main(["eval", "--model", str(tiny[0]), "--benchmarks", "dynamath",
                       "--data-dir", str(tmp_path)]) == 2
     assert "no ShareGPT file for dynamath" in capsys.readouterr().err
     assert vppo_main(["eval", "--model", str(tmp_path), "--benchmark-path", "oops"]) == 2

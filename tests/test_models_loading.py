@@ -14,6 +14,7 @@ from vppo.models import (
     ImageOnlyQwen3VLProcessor,
     ImageOnlySmolVLMProcessor,
     build_tiny_vlm,
+    check_vision_language_model,
     load_model_and_processor,
     load_processor,
     resolve_dtype,
@@ -133,6 +134,48 @@ def test_file_instead_of_directory(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="weights.bin"):
         load_model_and_processor(path)
+
+
+def _text_only_model(tmp_path):
+    from transformers import Qwen2Config
+
+    folder = tmp_path / "text_model"
+    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=100).save_pretrained(folder)
+    return folder
+
+
+def test_text_only_model_is_refused_in_one_sentence(tmp_path, saved):
+    folder = _text_only_model(tmp_path)
+    expected = (f"model {folder} is not a vision-language model (model_type 'qwen2'); vppo needs an "
+                "image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM.")
+    with pytest.raises(ValueError) as info:
+        check_vision_language_model(folder)
+    assert str(info.value) == expected
+    with pytest.raises(ValueError) as info:
+        load_model_and_processor(folder)
+    assert str(info.value) == expected
+    assert check_vision_language_model(saved[1]) == str(saved[1])
+
+
+@pytest.mark.parametrize("command", ["eval", "analyze"])
+def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(command, tmp_path, capsys):
+    """The same sentence as `vppo train` (tests/test_train_bad_input.py), exit code 2, no data read."""
+    from vppo.cli import main as vppo_main
+
+    folder = _text_only_model(tmp_path)
+    data = tmp_path / "never_read.json"  # the model is checked first: this file does not exist
+    argv = {"eval": ["eval", "--model", str(folder), "--benchmark-path", f"digits={data}",
+                     "--output-dir", str(tmp_path / "out")],
+            "analyze": ["analyze", "--model", str(folder), "--dataset", str(data),
+                        "--output-dir", str(tmp_path / "out")]}[command]
+    assert vppo_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"vppo {command}: model {folder} is not a vision-language model (model_type 'qwen2'); vppo "
+        "needs an image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM."]
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreachable_hub_name_offline(monkeypatch):

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from vppo.analysis.report import analyze_records, format_summary, write_report
         from vppo.analysis.scoring import generate_responses, score_responses
-        from vppo.models import load_model_and_processor
+        from vppo.models import check_vision_language_model, load_model_and_processor
 
         if args.samples < 1:
             raise ValueError(f"--samples must be a positive number of prompts, got {args.samples}.")
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--responses-per-prompt must be at least 1, got {args.responses_per_prompt}.")
         if not 0.0 < args.ratio <= 1.0:
             raise ValueError(f"--ratio must be in (0, 1], got {args.ratio}.")
+        check_vision_language_model(args.model)  # one line for a text-only model, before any data
         progress = not args.no_progress
         print(f"prompts: {_apply_prompt_settings(args)}")
 

@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             backend_name = "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
         paths = _benchmark_paths(args.benchmark_path)
         names = resolve_benchmark_names(args.benchmarks or (",".join(paths) if paths else "all"))
+        from vppo.models import check_vision_language_model
+
+        check_vision_language_model(args.model)  # one line for a text-only model, before any data
         # Your own benchmarks are prompted as the model folder records it was trained; the paper's
         # benchmarks keep the paper's protocol unless a flag says otherwise.
         prompt = resolve_prompt_settings(

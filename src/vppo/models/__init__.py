@@ -9,7 +9,12 @@ Example:
 
 from __future__ import annotations
 
-from vppo.models.loading import eos_token_ids, load_model_and_processor, resolve_dtype
+from vppo.models.loading import (
+    check_vision_language_model,
+    eos_token_ids,
+    load_model_and_processor,
+    resolve_dtype,
+)
 from vppo.models.processors import (
     ImageOnlyQwen2_5_VLProcessor,
     ImageOnlyQwen2VLProcessor,
@@ -31,6 +36,7 @@ __all__ = [
     "ImageOnlySmolVLMProcessor",
     "VisionLayout",
     "build_tiny_vlm",
+    "check_vision_language_model",
     "load_model_and_processor",
     "load_processor",
     "make_processor",

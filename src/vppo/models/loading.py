@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from vppo.models.processors import load_processor, looks_like_local_path
 
@@ -60,6 +61,33 @@ def _check_source(path_or_name: str | Path, hub_kwargs: dict[str, Any]) -> str:
     return name
 
 
+def check_vision_language_model(
+    path_or_name: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    label: str = "model",
+) -> str:
+    """Refuse a model that is not image-text-to-text in one sentence, before loading its weights.
+
+    transformers' own error for a text-only model lists ~100 classes. ``label`` names the option in
+    the message (``model_name_or_path`` for ``vppo train``). Returns the source to load from; raises
+    ValueError for a model that is not a VLM and FileNotFoundError for one that cannot be found.
+    """
+    hub_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None:
+        hub_kwargs["revision"] = revision
+    source = _check_source(path_or_name, hub_kwargs)
+    config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    # Remote code (auto_map) may register its own image-text-to-text class: let it through.
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or getattr(config, "auto_map", None):
+        return source
+    raise ValueError(
+        f"{label} {path_or_name} is not a vision-language model (model_type {config.model_type!r}); "
+        "vppo needs an image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM."
+    )
+
+
 def load_model_and_processor(
     path_or_name: str | Path,
     *,
@@ -87,13 +115,16 @@ def load_model_and_processor(
 
     Raises:
         FileNotFoundError: the path is neither an existing model directory nor a reachable Hub id.
-        ValueError: an invalid ``dtype`` or a path that is a file.
+        ValueError: an invalid ``dtype``, a path that is a file, or a model that is not a
+            vision-language model (`check_vision_language_model`).
     """
     torch_dtype = resolve_dtype(dtype)
     hub_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         hub_kwargs["revision"] = revision
-    source = _check_source(path_or_name, hub_kwargs)
+    source = check_vision_language_model(
+        path_or_name, trust_remote_code=trust_remote_code, revision=revision
+    )
 
     model_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}
     if attn_implementation is not None:

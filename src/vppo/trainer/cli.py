@@ -160,23 +160,6 @@ def check_output_dir(path: str) -> None:
         raise ValueError(f"output_dir {path} is not writable ({err.strerror or err}).") from err
 
 
-def check_vision_language_model(name: str, trust_remote_code: bool = False) -> None:
-    """One sentence instead of transformers' list of ~100 classes when `name` is not a VLM."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    from vppo.models.loading import _check_source
-
-    source = _check_source(name, {"trust_remote_code": trust_remote_code})
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or getattr(config, "auto_map", None):
-        return
-    raise ValueError(
-        f"model_name_or_path {name} is not a vision-language model (model_type {config.model_type!r}); "
-        "vppo trains image-text-to-text models such as Qwen2.5-VL, Qwen3-VL or SmolVLM."
-    )
-
-
 def resolve_model_name(name: str | None) -> str:
     """`model_name_or_path` with the `warmstart` alias resolved to the shipped demo checkpoint."""
     if name is None:
@@ -189,7 +172,7 @@ def resolve_model_name(name: str | None) -> str:
 
 
 def _load_model(model_args, script_args, training_args):
-    from vppo.models import build_tiny_vlm, load_model_and_processor
+    from vppo.models import build_tiny_vlm, check_vision_language_model, load_model_and_processor
 
     name = resolve_model_name(model_args.model_name_or_path)
     if name.startswith("tiny:"):
@@ -208,7 +191,7 @@ def _load_model(model_args, script_args, training_args):
         model.name_or_path = model.config._name_or_path = str(target)
         return model, processor
     remote_code = bool(getattr(model_args, "trust_remote_code", False))
-    check_vision_language_model(name, remote_code)
+    check_vision_language_model(name, trust_remote_code=remote_code, label="model_name_or_path")
     return load_model_and_processor(
         name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation,
         trust_remote_code=remote_code,
