@@ -271,27 +271,58 @@ def plan_dynamic_sampling(
 
 # ---------------------------------------------------------------------------------- padding-free passes
 def length_sorted_chunks(
-    prompt_mask: torch.Tensor, completion_mask: torch.Tensor, rows_per_chunk: int
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    rows_per_chunk: int,
+    max_padding: float = 0.02,
+    num_chunks: int | None = None,
 ) -> list[list[int]]:
     """Row indices of a scored batch in chunks of similar length, longest first.
 
-    The number of chunks is ceil(B / rows_per_chunk), whatever the lengths, so every process of a
-    sharded run (same local B) runs the same number of forwards.
+    Rows are sorted by unpadded length. A chunk ends when it holds `rows_per_chunk` rows or when
+    one more row would make the chunk, trimmed to its own prompt and completion widths, compute more
+    than `max_padding` × its real tokens in padding.
 
     Args:
         prompt_mask: [B, P] 0/1, left-padded.
         completion_mask: [B, T] 0/1, right-padded.
-        rows_per_chunk: rows per chunk (the last may be smaller).
+        rows_per_chunk: the most rows in one chunk.
+        max_padding: the padding a chunk may add, as a fraction of its real tokens.
+        num_chunks: if given (at least the natural number of chunks, at most B), the chunk with the
+            most padded tokens is halved until there are this many, so that every process of a
+            sharded run can run the same number of forwards.
 
     Returns:
         chunks of row indices; together they hold every row once.
     """
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be at least 1, got {rows_per_chunk}.")
-    lengths = (prompt_mask.sum(-1) + completion_mask.sum(-1)).tolist()
+    prompt_lengths = prompt_mask.sum(-1).tolist()
+    completion_lengths = completion_mask.sum(-1).tolist()
     # Stable sort: rows of equal length keep their order, so the chunks are deterministic.
-    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
-    return [order[start : start + rows_per_chunk] for start in range(0, len(order), rows_per_chunk)]
+    order = sorted(range(len(prompt_lengths)), key=lambda r: -(prompt_lengths[r] + completion_lengths[r]))
+
+    def cost(rows: list[int]) -> int:
+        return len(rows) * (max(prompt_lengths[r] for r in rows) + max(completion_lengths[r] for r in rows))
+
+    chunks: list[list[int]] = []
+    for row in order:
+        chunk = chunks[-1] if chunks else None
+        if chunk is not None and len(chunk) < rows_per_chunk:
+            grown = [*chunk, row]
+            real = sum(prompt_lengths[r] + completion_lengths[r] for r in grown)
+            if cost(grown) <= (1 + max_padding) * real:
+                chunk.append(row)
+                continue
+        chunks.append([row])
+    if num_chunks is not None:
+        if not len(chunks) <= num_chunks <= len(order):
+            raise ValueError(f"num_chunks must be in [{len(chunks)}, {len(order)}], got {num_chunks}.")
+        while len(chunks) < num_chunks:
+            index = max((i for i, c in enumerate(chunks) if len(c) > 1), key=lambda i: cost(chunks[i]))
+            chunk = chunks[index]
+            chunks[index : index + 1] = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+    return chunks
 
 
 def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:

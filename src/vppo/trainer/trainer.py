@@ -489,8 +489,9 @@ class VPPOTrainer(GRPOTrainer):
                       exact: bool = False) -> dict[str, Any]:
         """No-grad forwards over the scored batch that skip padding, chunk by chunk.
 
-        Rows are sorted by length and cut into chunks of `per_device_train_batch_size` rows, each
-        trimmed to its own widths. Per chunk: one real-image forward when its log-probs, entropies or
+        Rows are sorted by length and cut into chunks of at most `per_device_train_batch_size` rows
+        and at most 2% padding (the same number of chunks on every process), each trimmed to its
+        own widths. Per chunk: one real-image forward when its log-probs, entropies or
         hidden states are needed, then, with `dependency`, one forward on `perturbed_pixel_values`
         (None on a process without images: its own, absent, pixels). With `exact`,
         the 'kl'/'jsd' dependency is computed from the two passes' last hidden states before the next
@@ -513,6 +514,11 @@ class VPPOTrainer(GRPOTrainer):
         split = self.skip_padding and splits_by_row(output)
         if split:
             chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows)
+            # Sharded engines need the same number of forwards on every process.
+            count = torch.tensor([len(chunks)], device=mask.device)
+            count = int(self.accelerator.gather(count).max())
+            if count > len(chunks):
+                chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows, num_chunks=count)
         else:
             chunks = [list(range(rows))]  # TRL slices the batch into chunks of full width
         results: dict[str, torch.Tensor] = {}
