@@ -62,6 +62,8 @@ def test_train_evaluate_and_analyse_your_own_parquet(tmp_path, capsys):
     assert rewards and rewards[0] > 0  # the demo model's own prompt layout and image size
     assert read_prompt_settings(run)[0] == {"template": "plain", "system_prompt": None,
                                             "min_pixels": 3136, "max_pixels": 3136}
+    # an intermediate checkpoint is prompted as training did, too
+    assert read_prompt_settings(run / "checkpoint-2")[0] == read_prompt_settings(run)[0]
     capsys.readouterr()
     # --benchmark-path alone evaluates just that benchmark, prompted as in training
     assert vppo_main(["eval", "--model", str(run), "--benchmark-path", f"mine={tmp_path / 'test.parquet'}",

@@ -118,6 +118,12 @@ def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert any("vppo/kept_token_frac" in entry for entry in state["log_history"])
+    # every checkpoint records the prompt settings, as the final folder does (vppo_prompt.json)
+    final = (out / "vppo_prompt.json").read_text()
+    assert json.loads(final) == {"template": "vppo_math", "system_prompt": None, "min_pixels": 3136,
+                                 "max_pixels": 3136}
+    assert (out / "checkpoint-1" / "vppo_prompt.json").read_text() == final
+    assert (out / "checkpoint-2" / "vppo_prompt.json").read_text() == final
 
 
 # Bad data (missing, unreadable or truncated images, placeholder mismatches) and every other bad

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
+import vppo
+from vppo.data.settings import resolve_prompt_settings
 from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS, make_synthetic_dataset, reference_solution
 from vppo.models import build_tiny_vlm, load_model_and_processor
 from vppo.warmstart import (
@@ -138,6 +141,13 @@ def test_short_warm_start_beats_chance_and_reloads(tmp_path):
     info = json.loads((tmp_path / "ws" / "vppo_warmstart.json").read_text())
     assert info["pass_rate"] == pytest.approx(result.pass_rate)
     assert [h["step"] for h in info["history"]] == list(range(40, result.steps + 1, 40))
+    # a rebuild records the prompt settings the shipped checkpoint carries, so commands given the
+    # folder prompt as the warm start did
+    shipped = json.loads((Path(vppo.__file__).parent / "assets" / "warmstart" / "vppo_warmstart.json")
+                         .read_text())
+    assert info["prompt"] == shipped["prompt"] == {"template": "plain", "system_prompt": None,
+                                                   "min_pixels": 3136, "max_pixels": 3136}
+    assert resolve_prompt_settings(tmp_path / "ws").source.endswith("vppo_warmstart.json")
     model, processor = load_model_and_processor(tmp_path / "ws", dtype="float32")
     assert model.config.model_type == "qwen2_5_vl"
     assert processor.tokenizer.convert_tokens_to_ids("<think>") != processor.tokenizer.unk_token_id

@@ -341,7 +341,8 @@ def warm_start(
     validation rows of seed ``data_seed + 1``, so the demo's validation set stays unseen) is
     measured; training stops at the first measurement ≥ ``target_pass_rate`` or after ``steps``.
     The saved folder loads with `vppo.models.load_model_and_processor` and holds
-    ``vppo_warmstart.json`` (config, pass rate, loss/pass-rate history).
+    ``vppo_warmstart.json`` (config, the prompt settings it was trained with under ``"prompt"``,
+    pass rate, loss/pass-rate history).
     """
     import torch
     from tqdm.auto import tqdm
@@ -419,6 +420,10 @@ def warm_start(
     seconds = time.perf_counter() - started
     info = {
         "config": asdict(config),
+        # How every prompt above was built; vppo train / eval / analyze given this folder use it
+        # for the options not set (vppo.data.settings.read_prompt_settings).
+        "prompt": {"template": DEMO_PROMPT_TEMPLATE, "system_prompt": None, "min_pixels": pixels,
+                   "max_pixels": pixels},
         "steps": step,
         "final_loss": loss_value,
         "pass_rate": pass_rate,

@@ -178,18 +178,20 @@ def _load_model(model_args, script_args, training_args):
     if name.startswith("tiny:"):
         arch = name.split(":", 1)[1]
         target = Path(training_args.output_dir) / "tiny_model"
-        if (target / "config.json").exists():
-            return load_model_and_processor(target, dtype="float32")
-        from vppo.data import render_prompt
-        from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
+        # Several processes: the first of each node builds and saves, the others then load it.
+        with training_args.main_process_first(local=True, desc="building the tiny model"):
+            if (target / "config.json").exists():
+                return load_model_and_processor(target, dtype="float32")
+            from vppo.data import render_prompt
+            from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
 
-        # The tokenizer learns the task's words and the prompt template's instruction sentence.
-        instruction = render_prompt("", template=script_args.prompt_template or "vppo_math")
-        model, processor = build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
-                                          vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
-        # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
-        model.name_or_path = model.config._name_or_path = str(target)
-        return model, processor
+            # The tokenizer learns the task's words and the prompt template's instruction sentence.
+            instruction = render_prompt("", template=script_args.prompt_template or "vppo_math")
+            model, processor = build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
+                                              vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
+            # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
+            model.name_or_path = model.config._name_or_path = str(target)
+            return model, processor
     remote_code = bool(getattr(model_args, "trust_remote_code", False))
     check_vision_language_model(name, trust_remote_code=remote_code, label="model_name_or_path")
     return load_model_and_processor(
@@ -262,7 +264,7 @@ def build_trainer(script_args, training_args, model_args):
     if script_args.eval_dataset_name:
         evaluation = _load_data(script_args, script_args.eval_dataset_split, script_args.eval_dataset_name,
                                 script_args.synthetic_eval_size, training_args.seed + 1, processor, cap)
-    return VPPOTrainer(
+    trainer = VPPOTrainer(
         model=model,
         reward_funcs=rewards,
         args=training_args,
@@ -271,6 +273,33 @@ def build_trainer(script_args, training_args, model_args):
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
+    trainer.add_callback(prompt_settings_callback(prompt_settings(script_args)))
+    return trainer
+
+
+def prompt_settings(script_args):
+    """The prompt options this run trains with, as `vppo_prompt.json` records them."""
+    from vppo.data.settings import PromptSettings
+
+    return PromptSettings(script_args.prompt_template, script_args.system_prompt,
+                          script_args.min_pixels, script_args.max_pixels)
+
+
+def prompt_settings_callback(settings):
+    """A TrainerCallback writing `vppo_prompt.json` into each `checkpoint-N` the Trainer saves, so
+    that `vppo eval` / `analyze` given an intermediate checkpoint prompt as training did."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from vppo.data.settings import write_prompt_settings
+
+    class WritePromptSettings(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_prompt_settings(folder, settings)
+
+    return WritePromptSettings()
 
 
 def check_dynamic_sampling_reward(training_args, names: list[str]) -> None:
@@ -512,13 +541,11 @@ def train(argv: list[str]) -> int:
         return 130
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        from vppo.data.settings import PromptSettings, write_prompt_settings
+        from vppo.data.settings import write_prompt_settings
 
         trainer.processing_class.save_pretrained(training_args.output_dir)
-        # vppo eval / analyze given this folder prompt as training did.
-        write_prompt_settings(training_args.output_dir, PromptSettings(
-            script_args.prompt_template, script_args.system_prompt, script_args.min_pixels,
-            script_args.max_pixels))
+        # vppo eval / analyze given this folder prompt as training did (checkpoints: the callback).
+        write_prompt_settings(training_args.output_dir, prompt_settings(script_args))
     return 0
 
 
