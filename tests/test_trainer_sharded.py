@@ -76,7 +76,8 @@ def _launch(tmp_path: Path, name: str, extra: list[str], worker: bool = True,
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", VPPO_TEST_DUMP=str(tmp_path))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
                             cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
+    errors = [line for line in result.stderr.splitlines() if "vppo train:" in line or "Error" in line]
+    assert result.returncode == 0, "\n".join(errors)[-4000:]
     return out
 
 
