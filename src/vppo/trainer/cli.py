@@ -405,7 +405,8 @@ def _flag_value(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-USAGE = "vppo train [--config RECIPE] [--scaled_down] [--debug] [--FIELD VALUE ...]"
+USAGE = ("vppo train [--accelerate_config NAME] [--config RECIPE] [--scaled_down] [--debug] "
+         "[--FIELD VALUE ...]")
 DESCRIPTION = """\
 Train a vision-language model with VPPO (or the DAPO / GRPO baselines) through TRL.
 A YAML recipe (--config: a built-in name such as tiny_vppo or qwen2_5_vl_7b_vppo, or a path) sets
@@ -415,6 +416,13 @@ Ctrl-C says which checkpoint was saved; --resume_from_checkpoint last continues 
 
   vppo train --config tiny_vppo --model_name_or_path warmstart \\
       --dataset_name data/train.parquet --output_dir runs/mine
+
+Several GPUs or nodes: --accelerate_config NAME (a shipped config: fsdp2_8gpu, fsdp2_32gpu,
+zero3_8gpu, zero3_32gpu; or a YAML path) runs `accelerate launch` with it; --num_processes,
+--num_machines, --machine_rank, --main_process_ip, --main_process_port, --mixed_precision and
+--cpu go to the launcher:
+
+  vppo train --accelerate_config zero3_8gpu --config qwen2_5_vl_7b_vppo
 """
 # Fields shown first in `--help`, before TRL's and transformers' ~450 flags.
 HELP_COMMON = (
