@@ -152,3 +152,69 @@ def test_report_to_tensorboard_logs_the_vppo_metrics(tmp_path):
     for tag in vppo_tags:
         assert [s.step for s in events.Scalars(tag)] == [1, 2], tag
     assert "train/reward" in tags
+
+
+def test_resume_restores_the_weights_saved_under_original_key_names(tmp_path):
+    """save_pretrained writes Qwen2.5-VL's original key names (model.layers.*, visual.*); resuming
+    maps them back, where transformers' own loader would leave the initial weights in place."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vppo.models import build_tiny_vlm, load_model_and_processor
+    from vppo.trainer.resume import load_renamed_checkpoint
+
+    build_tiny_vlm("qwen2_5_vl", tmp_path / "init", seed=0)
+    model, _ = load_model_and_processor(tmp_path / "init", dtype="float32")  # as vppo train loads it
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    model.save_pretrained(tmp_path / "checkpoint-1")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh, _ = load_model_and_processor(tmp_path / "init", dtype="float32")
+    # what transformers 5.23's Trainer does on resume: almost no saved key matches
+    result = fresh.load_state_dict(load_file(tmp_path / "checkpoint-1" / "model.safetensors"), strict=False)
+    assert len(result.missing_keys) > len(saved) // 2
+    assert load_renamed_checkpoint(fresh, tmp_path / "checkpoint-1")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_run_without_dynamic_sampling(tmp_path, monkeypatch):
+    """Interrupted after checkpoint-1 and resumed: the same losses, metrics and final weights as one
+    uninterrupted run (CPU, dynamic sampling off; docs/trainer.md says what differs with it on)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    import vppo.trainer.cli as train_cli
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    data = _image_rows(tmp_path, ["RGB"] * 8)
+    common = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), *TINY, "--max_steps", "3",
+              "--dynamic_sampling", "false"]
+    assert vppo_main([*common, "--output_dir", str(tmp_path / "a")]) == 0
+    build = train_cli.build_trainer
+
+    def build_and_interrupt(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    monkeypatch.setattr(train_cli, "build_trainer", build_and_interrupt)
+    assert vppo_main([*common, "--output_dir", str(tmp_path / "b")]) == 130
+    monkeypatch.setattr(train_cli, "build_trainer", build)
+    assert vppo_main([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "last"]) == 0
+
+    def history(run):
+        log = json.loads((tmp_path / run / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+        return [{k: v for k, v in entry.items() if "time" not in k and "per_second" not in k
+                 and k != "train_runtime"} for entry in log]
+
+    assert history("a") == history("b")
+    assert [e["step"] for e in history("a") if "loss" in e] == [1, 2, 3]
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -56,6 +56,7 @@ from vppo.trainer.batching import (
     take_rows,
 )
 from vppo.trainer.config import VPPOConfig
+from vppo.trainer.resume import load_renamed_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,12 @@ class VPPOTrainer(GRPOTrainer):
         else:
             kwargs["suppress_tokens"] = sorted(set(kwargs.get("suppress_tokens") or []) | set(ids))
         return kwargs
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers 5.23 reads checkpoint weights without undoing save_pretrained's key renaming
+        # (Qwen-VL): the renamed weights would silently keep their initial values (trainer/resume.py).
+        if self.is_fsdp_enabled or not load_renamed_checkpoint(model or self.model, resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # ------------------------------------------------------------------------------ hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
