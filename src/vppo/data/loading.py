@@ -62,11 +62,7 @@ _DATASETS_BOOKKEEPING = {
     "state.json",
     "dataset_dict.json",
 }
-_SPLIT_ALIASES = {
-    "train": ("train", "training"),
-    "validation": ("validation", "valid", "val", "dev"),
-    "test": ("test", "testing", "eval", "evaluation"),
-}
+_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow"}
 _ON_ERROR = ("raise", "skip")
 _VALIDATE = {True: "header", False: "none", "header": "header", "full": "full", "none": "none"}
 _HUB_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -463,25 +459,9 @@ def _load_local(path: Path, split: str, cache: str | None) -> list[_Part]:
         return [_Part(dd[split], f"split '{split}' of {path}", path)]
     if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
         return [_Part(datasets.load_from_disk(str(path)), str(path), path)]
-    files = sorted(
-        f
-        for f in path.rglob("*")
-        if f.is_file()
-        and not any(part.startswith(".") for part in f.relative_to(path).parts)
-        and f.suffix.lower() in DATA_FILE_SUFFIXES
-        and f.name not in _DATASETS_BOOKKEEPING
-    )
-    metadata = [f for f in files if f.name in _METADATA_NAMES]
-    if metadata:
-        files = metadata
-    if not files:
-        raise FileNotFoundError(
-            f"folder {path} holds no data files ({', '.join(DATA_FILE_SUFFIXES)}), no metadata.jsonl "
-            "and no save_to_disk dataset."
-        )
-    chosen = _files_for_split(files, path, split)
-    _check_one_format(chosen, path, split)
-    return [_read_file(f, cache) for f in chosen]
+    files = _files_for_split(path, split)
+    _check_one_format(files, path, split)
+    return [_read_file(f, cache) for f in files]
 
 
 def _check_one_format(files: list[Path], root: Path, split: str) -> None:
@@ -502,68 +482,70 @@ def _check_one_format(files: list[Path], root: Path, split: str) -> None:
         )
 
 
-def _path_tokens(rel: Path) -> set[str]:
-    return set(re.split(r"[/\\_.\- ]+", rel.with_suffix("").as_posix().lower()))
+def _data_files(folder: Path, patterns: dict[str, list[str]]) -> dict[str, list[Path]]:
+    """Per split, the data files (by suffix, bookkeeping left out) that ``patterns`` match."""
+    from datasets.data_files import DataFilesDict
+
+    found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    kept = {
+        str(name): sorted(Path(f) for f in files if f.lower().endswith(DATA_FILE_SUFFIXES)
+                          and Path(f).name not in _DATASETS_BOOKKEEPING)
+        for name, files in found.items()
+    }
+    return {name: files for name, files in kept.items() if files}
 
 
-def _split_of(rel: Path) -> str | None:
-    tokens = _path_tokens(rel)
-    for name, aliases in _SPLIT_ALIASES.items():
-        if tokens & set(aliases):
-            return name
-    return None
+def _files_for_split(folder: Path, split: str) -> list[Path]:
+    """The files of ``split``, by the split inference of ``datasets.load_dataset(folder)``.
 
-
-def _files_for_split(files: list[Path], root: Path, split: str) -> list[Path]:
-    """Files of ``split``: named by a standard split name or alias, or by ``split`` itself.
-
-    When no file names any split, all files form the ``train`` split (the HF convention).
+    Standard split names and their aliases (``val``, ``dev``, ``eval``, ...) in a file or folder
+    name pick the split; when no file names a split, all files are ``train``. Another split name
+    is matched the same way (``holdout.jsonl``, ``holdout/...``). Where ``metadata.*`` files are
+    present (an imagefolder), they alone are the table.
     """
-    rels = {f: f.relative_to(root) for f in files}
-    tagged = {f: _split_of(rel) for f, rel in rels.items()}
-    wanted = next((n for n, aliases in _SPLIT_ALIASES.items() if split.lower() in aliases), None)
-    if wanted is not None:
-        chosen = [f for f in files if tagged[f] == wanted]
-    else:
-        chosen = [f for f in files if split.lower() in _path_tokens(rels[f])]
-    if not chosen and wanted == "train" and all(s is None for s in tagged.values()):
-        chosen = list(files)
-    if not chosen:
-        found = sorted({s for s in tagged.values() if s is not None}) or ["train (no split names)"]
-        raise ValueError(
-            f"folder {root} has no file for split '{split}'; splits found: {', '.join(found)}."
+    from datasets.data_files import (
+        KEYWORDS_IN_DIR_NAME_BASE_PATTERNS,
+        KEYWORDS_IN_FILENAME_BASE_PATTERNS,
+        NON_WORDS_CHARS,
+        SPLIT_KEYWORDS,
+        get_data_patterns,
+    )
+
+    wanted = next((str(n) for n, words in SPLIT_KEYWORDS.items() if split.lower() in words), split)
+    try:
+        splits = _data_files(folder, get_data_patterns(str(folder)))
+    except FileNotFoundError:  # no files at all
+        splits = {}
+    if not splits:
+        raise FileNotFoundError(
+            f"folder {folder} holds no data files ({', '.join(DATA_FILE_SUFFIXES)}), no metadata.jsonl "
+            "and no save_to_disk dataset."
         )
-    return chosen
+    if wanted not in splits:
+        own = [p.format(keyword=split, sep=NON_WORDS_CHARS)
+               for p in KEYWORDS_IN_FILENAME_BASE_PATTERNS + KEYWORDS_IN_DIR_NAME_BASE_PATTERNS]
+        try:
+            splits.update(_data_files(folder, {wanted: own}))
+        except FileNotFoundError:  # no file names that split
+            pass
+    if wanted not in splits:
+        raise ValueError(
+            f"folder {folder} has no file for split '{split}'; splits found: {', '.join(sorted(splits))}."
+        )
+    files = splits[wanted]
+    return [f for f in files if f.name in _METADATA_NAMES] or files
 
 
 def _read_file(path: Path, cache: str | None) -> _Part:
     import datasets
 
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
-            ds = datasets.Dataset.from_parquet(str(path), cache_dir=cache)
-        elif suffix in (".json", ".jsonl"):
-            ds = datasets.Dataset.from_json(str(path), cache_dir=cache)
-        elif suffix == ".csv":
-            ds = datasets.Dataset.from_csv(str(path), cache_dir=cache)
-        else:
-            ds = _read_arrow(path)
+        ds = datasets.load_dataset(
+            _BUILDERS[path.suffix.lower()], data_files=str(path), split="train", cache_dir=cache
+        )
     except Exception as exc:  # pyarrow and datasets raise many types for unreadable files
         raise ValueError(f"could not read data file {path}: {_root_cause(exc)}.") from exc
     return _Part(ds, str(path), path.parent, is_metadata=path.name in _METADATA_NAMES)
-
-
-def _read_arrow(path: Path):
-    import datasets
-    from datasets.table import InMemoryTable
-
-    try:
-        return datasets.Dataset.from_file(str(path))  # Arrow stream files, as datasets writes them
-    except (pa.ArrowInvalid, OSError):
-        import pyarrow.feather
-
-        return datasets.Dataset(InMemoryTable(pyarrow.feather.read_table(str(path))))
 
 
 # --------------------------------------------------------------------------- row selection

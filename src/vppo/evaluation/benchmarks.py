@@ -764,43 +764,28 @@ def resolve_benchmark_names(text: str | Sequence[str]) -> list[str]:
 _DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
 
 
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        lines = [line for line in text.splitlines() if line.strip()]
-        try:
-            return [json.loads(line) for line in lines]
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON Lines: {err}.") from err
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError:
-        try:  # JSON Lines saved under a .json name
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is neither a JSON list nor JSON Lines: {err}.") from err
-    if isinstance(payload, dict) and isinstance(payload.get("data"), list):
-        payload = payload["data"]
-    if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
-        raise ValueError(f"{path} must hold a JSON list of row objects.")
-    return payload
-
-
 def _read_files(paths: Sequence[Path]) -> _Rows:
-    suffixes = {p.suffix for p in paths}
-    if suffixes == {".parquet"}:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """Parquet files as lazy Arrow rows, JSON (a list, JSON Lines, or ``{"data": [...]}``) as
+    dict rows, both read by ``datasets.load_dataset``."""
+    import datasets
 
-        tables = [pq.read_table(p) for p in paths]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
-        return _ArrowRows(table)
-    if suffixes <= {".json", ".jsonl"}:
-        rows: list[dict[str, Any]] = []
-        for path in paths:
-            rows.extend(_read_json_rows(path))
-        return _ListRows(rows)
-    raise ValueError(f"cannot mix file types {sorted(suffixes)} in one benchmark: {list(map(str, paths))}.")
+    suffixes = {p.suffix for p in paths}
+    if len(suffixes) > 1 and not suffixes <= {".json", ".jsonl"}:
+        raise ValueError(f"cannot mix file types {sorted(suffixes)} in one benchmark: {list(map(str, paths))}.")
+    builder = "parquet" if suffixes == {".parquet"} else "json"
+    files = [str(p) for p in paths]
+    try:
+        dataset = datasets.load_dataset(builder, data_files=files, split="train")
+        if builder == "json" and dataset.column_names == ["data"] and dataset.num_rows == len(files):
+            dataset = datasets.load_dataset(builder, data_files=files, field="data", split="train")
+    except Exception as err:  # pyarrow and datasets raise many types for unreadable files
+        while err.__cause__ is not None:
+            err = err.__cause__
+        raise ValueError(
+            f"could not read {', '.join(files)} (expected parquet, a JSON list of row objects or "
+            f"JSON Lines): {str(err).strip().splitlines()[0]}."
+        ) from err
+    return _dataset_to_rows(dataset) if builder == "parquet" else _ListRows(dataset.to_list())
 
 
 def _dataset_to_rows(dataset: Any) -> _Rows:
