@@ -1,83 +1,227 @@
 """VPPO's cost over the DAPO baseline per training step, measured side by side in one run.
 
-The paper reports +9.7% (7B) / +10.0% (32B) wall time for the extra forward pass on the
-perturbed image. This script trains the same tiny model on the same data with DAPO, VPPO (k3) and
-VPPO (exact KL), alternating the methods step by step so machine noise hits all of them alike,
-and prints the median step time and the ratio to DAPO. On a tiny CPU model generation dominates,
-so the ratio says how much the extra no-grad passes cost relative to everything else at this
-scale, not what it costs for a 7B model on GPUs.
+The paper reports +9.7% (7B) / +10.0% (32B) wall time for the extra forward pass on the perturbed
+image. This script trains the shipped warm-start model (``vppo.demo.default_checkpoint()``) on the
+synthetic task with DAPO, VPPO (k3) and VPPO (exact KL) in two configurations:
 
-    .venv/bin/python benchmarks/bench_step_overhead.py [--arch qwen2_5_vl] [--steps 6]
+- ``on_policy``: one optimizer step per generation batch, no dynamic sampling. TRL needs no old
+  log-probs, so DAPO runs no no-grad pass and VPPO needs two (real and perturbed image).
+- ``official``: ``steps_per_generation`` = 3 × ``gradient_accumulation_steps`` with dynamic sampling
+  on, as in the paper's recipe. TRL needs old log-probs (one pass for DAPO); VPPO needs two.
+
+Methods alternate cycle by cycle (a cycle = one generation batch and its optimizer steps) so machine
+noise hits all of them alike. For each method it reports, per optimizer step:
+
+- ``step_s``: median over cycles of the cycle's wall time / its optimizer steps, and the ratio to DAPO;
+- ``nograd_tokens``: tokens fed to no-grad forwards of the policy outside generation (padding
+  included), counted by a forward pre-hook on the model, not estimated;
+- ``floor_tokens``: the unpadded tokens of the trained rows × the passes the method needs;
+- ``peak_mb``: peak bytes of the tensors allocated during one extra (untimed) cycle and alive at the
+  same time, tracked op by op by a dispatch mode (a CPU has no allocator statistics; on a GPU this
+  is what torch.cuda.max_memory_allocated minus the memory before the cycle reports).
+
+On a tiny CPU model generation dominates, so the time ratio says how much the extra no-grad passes
+cost relative to everything else at this scale; the token counts are what carries to a 7B model.
+
+    .venv/bin/python benchmarks/bench_step_overhead.py [--cycles 5] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import platform
 import statistics
 import tempfile
 import time
+import warnings
+import weakref
+from typing import Any
 
 import torch
-
-from vppo.data import load_training_dataset
-from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS, make_synthetic_dataset
-from vppo.models import build_tiny_vlm
-from vppo.rewards import accuracy_reward
-from vppo.trainer import VPPOConfig, VPPOTrainer
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 METHODS = {
     "dapo": {"token_selection": "none", "use_tas": False},
-    "vppo (k3)": {},
-    "vppo (exact kl)": {"dependency_estimator": "kl"},
+    "vppo_k3": {},
+    "vppo_kl": {"dependency_estimator": "kl"},
+}
+CONFIGS = {
+    "on_policy": {"steps_per_generation": 1, "dynamic_sampling": False},
+    "official": {"steps_per_generation": 3, "dynamic_sampling": True, "dynamic_sampling_max_rounds": 2},
+}
+# No-grad passes over the trained rows each method needs at the physical floor.
+FLOOR_PASSES = {
+    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2},
+    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2},
 }
 
 
-def make_trainer(arch, dataset, output_dir, steps, completion, **overrides):
-    model, processor = build_tiny_vlm(arch, seed=0, vocab_texts=SYNTHETIC_VOCAB_TEXTS)
-    args = VPPOConfig(output_dir=output_dir, per_device_train_batch_size=16, num_generations=4,
-                      max_completion_length=completion, max_steps=steps, bf16=False, use_cpu=True,
+class _Counter:
+    """Counts no-grad forward tokens outside generation and the unpadded tokens of trained rows."""
+
+    def __init__(self, trainer):
+        self.nograd_tokens = 0
+        self.trained_tokens = 0
+        self._generating = False
+        trainer.model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+        generate, score = trainer._generate, trainer._generate_and_score_completions
+
+        def generate_flagged(*args, **kwargs):
+            self._generating = True
+            try:
+                return generate(*args, **kwargs)
+            finally:
+                self._generating = False
+
+        def score_counted(*args, **kwargs):
+            output = score(*args, **kwargs)
+            self.trained_tokens += int(output["prompt_mask"].sum() + output["completion_mask"].sum())
+            return output
+
+        trainer._generate = generate_flagged
+        trainer._generate_and_score_completions = score_counted
+
+    def _on_forward(self, module, args, kwargs):
+        if torch.is_grad_enabled() or self._generating:
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            self.nograd_tokens += ids.numel()
+
+
+def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int):
+    from vppo.demo import load_policy, synthetic_split, training_dataset
+    from vppo.rewards import accuracy_reward
+    from vppo.trainer import VPPOConfig, VPPOTrainer
+
+    model, processor = load_policy()
+    dataset = training_dataset(synthetic_split("train", 512, seed=0))
+    overrides = {**CONFIGS[config], **METHODS[method]}
+    steps = cycles * overrides["steps_per_generation"]
+    args = VPPOConfig(output_dir=output_dir, per_device_train_batch_size=16, num_generations=8,
+                      gradient_accumulation_steps=1, max_completion_length=completion, max_steps=steps,
+                      temperature=1.0, top_p=1.0, learning_rate=1e-5, bf16=False, use_cpu=True,
                       report_to="none", logging_steps=1, save_strategy="no", gradient_checkpointing=False,
-                      dynamic_sampling=False, disable_tqdm=True, seed=0, **overrides)
-    return VPPOTrainer(model=model, reward_funcs=[accuracy_reward], args=args, train_dataset=dataset,
-                       processing_class=processor)
+                      disable_tqdm=True, seed=0, data_seed=0, **overrides)
+    trainer = VPPOTrainer(model=model, reward_funcs=[accuracy_reward], args=args, train_dataset=dataset,
+                          processing_class=processor)
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer, iter(trainer.get_train_dataloader())
+
+
+def run_cycle(trainer, loader) -> float:
+    """One generation batch and its optimizer steps; returns seconds per optimizer step."""
+    steps = trainer.args.steps_per_generation
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = trainer._prepare_inputs(next(loader))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+        trainer._step += 1
+    return (time.perf_counter() - start) / steps
+
+
+class _PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of storages created inside the block and alive at the same time."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._seen.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                if id(storage) not in self._seen:
+                    self._seen.add(id(storage))
+                    self.live += storage.nbytes()
+                    weakref.finalize(storage, self._free, id(storage), storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def _quiet() -> None:
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+
+
+def measure(config: str, cycles: int, completion: int, memory: bool) -> dict[str, dict[str, Any]]:
+    times = {m: [] for m in METHODS}
+    peaks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        runs = {}
+        for i, method in enumerate(METHODS):
+            trainer, loader = make_trainer(config, method, f"{tmp}/{i}", cycles + 2, completion)
+            runs[method] = (trainer, loader, _Counter(trainer))
+        for cycle in range(cycles + 1):  # the first cycle of each method is a warm-up
+            for method, (trainer, loader, counter) in runs.items():
+                if cycle == 1:
+                    counter.nograd_tokens = counter.trained_tokens = 0
+                # Same sampling seed for every method: the same prompts get (nearly) the same rollouts.
+                torch.manual_seed(cycle)
+                times[method].append(run_cycle(trainer, loader))
+        for method, (trainer, loader, counter) in runs.items():
+            if memory:
+                tokens = counter.nograd_tokens, counter.trained_tokens
+                torch.manual_seed(cycles + 1)
+                with _PeakTensorMemory() as tracker:
+                    run_cycle(trainer, loader)
+                counter.nograd_tokens, counter.trained_tokens = tokens
+                peaks[method] = tracker.peak / 2**20
+    steps = cycles * CONFIGS[config]["steps_per_generation"]
+    result = {}
+    base = statistics.median(times["dapo"][1:])
+    for method, (_, _, counter) in runs.items():
+        median = statistics.median(times[method][1:])
+        result[method] = {
+            "step_s": round(median, 4),
+            "ratio_vs_dapo": round(median / base, 3),
+            "nograd_tokens": round(counter.nograd_tokens / steps),
+            "floor_tokens": round(counter.trained_tokens * FLOOR_PASSES[config][method] / steps),
+            "peak_mb": round(peaks[method], 1) if memory else None,
+        }
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="qwen2_5_vl")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--completion", type=int, default=32)
+    parser.add_argument("--cycles", type=int, default=5, help="measured cycles per method and config")
+    parser.add_argument("--completion", type=int, default=48, help="max_completion_length")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--no-memory", action="store_true", help="skip the (slow) peak-memory cycle")
+    parser.add_argument("--json", metavar="PATH", help="write {config: {method: {...}}} here")
     args = parser.parse_args()
-    logging.disable(logging.WARNING)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    dataset = load_training_dataset(make_synthetic_dataset(256, seed=0), min_pixels=3136, max_pixels=3136)
-    step_times = {name: [] for name in METHODS}
-    with tempfile.TemporaryDirectory() as tmp:
-        trainers = {name: make_trainer(args.arch, dataset, f"{tmp}/{i}", args.steps, args.completion, **kw)
-                    for i, (name, kw) in enumerate(METHODS.items())}
-        for trainer in trainers.values():
-            trainer.create_optimizer_and_scheduler(num_training_steps=args.steps)
-            trainer.model.train()
-            trainer.current_gradient_accumulation_steps = 1
-        loaders = {name: iter(t.get_train_dataloader()) for name, t in trainers.items()}
-        for _ in range(args.steps + 1):  # the first step of each method is a warm-up
-            for name, trainer in trainers.items():
-                start = time.perf_counter()
-                batch = trainer._prepare_inputs(next(loaders[name]))
-                loss = trainer.compute_loss(trainer.model, batch)
-                loss.backward()
-                trainer.optimizer.step()
-                trainer.optimizer.zero_grad()
-                trainer._step += 1
-                step_times[name].append(time.perf_counter() - start)
-    base = statistics.median(step_times["dapo"][1:])
-    print(f"\n{args.arch}, {args.steps} steps x 16 responses x {args.completion} tokens")
-    print(f"{'method':<18}{'median step s':>15}{'vs dapo':>10}")
-    for name, times in step_times.items():
-        median = statistics.median(times[1:])
-        print(f"{name:<18}{median:>15.3f}{median / base:>9.2f}x")
+    _quiet()
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"shipped warm start, 16 responses per step (2 prompts x 8), {args.completion} tokens max")
+    results = {}
+    for config in args.configs:
+        results[config] = measure(config, args.cycles, args.completion, not args.no_memory)
+        print(f"\n{config} ({args.cycles} cycles)")
+        print(f"{'method':<10}{'step s':>9}{'vs dapo':>9}{'nograd tok':>12}{'floor tok':>11}"
+              f"{'tok/floor':>11}{'peak MB':>9}")
+        for method, row in results[config].items():
+            over = f"{row['nograd_tokens'] / row['floor_tokens']:.3f}" if row["floor_tokens"] else "-"
+            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.1f}"
+            print(f"{method:<10}{row['step_s']:>9.3f}{row['ratio_vs_dapo']:>8.2f}x{row['nograd_tokens']:>12}"
+                  f"{row['floor_tokens']:>11}{over:>11}{peak:>9}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
