@@ -274,7 +274,7 @@ def length_sorted_chunks(
     prompt_mask: torch.Tensor,
     completion_mask: torch.Tensor,
     rows_per_chunk: int,
-    max_padding: float = 0.02,
+    max_padding: float = 0.10,
     num_chunks: int | None = None,
 ) -> list[list[int]]:
     """Row indices of a scored batch in chunks of similar length, longest first.
@@ -287,7 +287,11 @@ def length_sorted_chunks(
         prompt_mask: [B, P] 0/1, left-padded.
         completion_mask: [B, T] 0/1, right-padded.
         rows_per_chunk: the most rows in one chunk.
-        max_padding: the padding a chunk may add, as a fraction of its real tokens.
+        max_padding: the padding a chunk may add, as a fraction of its real tokens. Every extra
+            chunk is one more forward with its own fixed cost: 10% keeps the no-grad tokens within
+            5% of the floor on benchmarks/bench_step_overhead.py while on-policy VPPO runs no more
+            forwards than pay for themselves there (2% split the batch into forwards that cost
+            more than the padding they saved: step-time ratio to DAPO 1.36x vs 1.27x).
         num_chunks: if given (at least the natural number of chunks, at most B), the chunk with the
             most padded tokens is halved until there are this many, so that every process of a
             sharded run can run the same number of forwards.

@@ -497,7 +497,7 @@ class VPPOTrainer(GRPOTrainer):
         """No-grad forwards over the scored batch that skip padding, chunk by chunk.
 
         Rows are sorted by length and cut into chunks of at most `per_device_train_batch_size` rows
-        and at most 2% padding (the same number of chunks on every process), each trimmed to its
+        and at most 10% padding (the same number of chunks on every process), each trimmed to its
         own widths. Per chunk: one real-image forward when its log-probs, entropies or
         hidden states are needed, then, with `dependency`, one forward on `perturbed_pixel_values`
         (None on a process without images: its own, absent, pixels). With `exact`,
