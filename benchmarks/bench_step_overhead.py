@@ -129,7 +129,11 @@ def run_cycle(trainer, loader) -> float:
 
 
 class _PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of storages created inside the block and alive at the same time."""
+    """Peak bytes of storages created inside the block and alive at the same time.
+
+    An op's output whose storage is one of its inputs' (a view, an in-place or `out=` result) is
+    not a new allocation: only storages no input holds are counted.
+    """
 
     def __init__(self):
         super().__init__()
@@ -142,9 +146,13 @@ class _PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
                 storage = tensor.untyped_storage()
+                if storage.data_ptr() in inputs:
+                    continue
                 if id(storage) not in self._seen:
                     self._seen.add(id(storage))
                     self.live += storage.nbytes()

@@ -41,20 +41,20 @@ import torch
 # Released Qwen2.5-VL text and vision shapes (config.json of the Instruct checkpoints).
 SIZES: dict[str, dict[str, Any]] = {
     "3b": {"text": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                        num_attention_heads=16, num_key_value_heads=2),
+                        num_attention_heads=16, num_key_value_heads=2, vocab_size=151_936),
            "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
                           out_hidden_size=2048)},
     "7b": {"text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                        num_attention_heads=28, num_key_value_heads=4),
+                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152_064),
            "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
                           out_hidden_size=3584)},
 }
-VOCAB = 151_936
 METHODS = {"dapo": {"token_selection": "none", "use_tas": False}, "vppo": {}}
 
 
-def build_model(size: str, folder: Path, cpu_smoke: bool) -> tuple[Any, Any]:
-    """A random Qwen2.5-VL of `size` (or the tiny one) saved to `folder`, and its processor."""
+def build_model(size: str, folder: Path, cpu_smoke: bool) -> None:
+    """Save a random Qwen2.5-VL of `size` (or the tiny one) and its processor to `folder`, once:
+    every method then starts from the same weights."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
@@ -66,8 +66,7 @@ def build_model(size: str, folder: Path, cpu_smoke: bool) -> tuple[Any, Any]:
     else:
         shape = SIZES[size]
         base = tiny.config.to_dict()
-        text = {**base["text_config"], **shape["text"], "vocab_size": VOCAB,
-                "max_position_embeddings": 32768}
+        text = {**base["text_config"], **shape["text"], "max_position_embeddings": 32768}
         head_dim = shape["text"]["hidden_size"] // shape["text"]["num_attention_heads"]
         text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": [16, 24, 24]}
         assert sum(text["rope_parameters"]["mrope_section"]) * 2 == head_dim
@@ -78,6 +77,7 @@ def build_model(size: str, folder: Path, cpu_smoke: bool) -> tuple[Any, Any]:
         default = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)  # build in bf16: no fp32 copy of the weights
         try:
+            torch.manual_seed(0)
             with torch.device("cuda"):
                 model = Qwen2_5_VLForConditionalGeneration(config)
         finally:
@@ -85,8 +85,6 @@ def build_model(size: str, folder: Path, cpu_smoke: bool) -> tuple[Any, Any]:
         model.generation_config = tiny.generation_config
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    model.name_or_path = model.config._name_or_path = str(folder)
-    return model, processor
 
 
 class _StepTimer:
@@ -113,12 +111,17 @@ class _StepTimer:
         return Timer()
 
 
-def run_method(method: str, model: Any, processor: Any, folder: Path, args: argparse.Namespace,
-               use_vllm: bool) -> dict[str, float]:
+def run_method(method: str, folder: Path, args: argparse.Namespace, use_vllm: bool) -> dict[str, float]:
     from vppo.data import load_training_dataset
     from vppo.data.synthetic import make_synthetic_dataset
+    from vppo.evaluation.generation import shutdown_vllm_engine
+    from vppo.models import load_model_and_processor
     from vppo.rewards import accuracy_reward
     from vppo.trainer import VPPOConfig, VPPOTrainer
+
+    model, processor = load_model_and_processor(
+        folder / "model", dtype="float32" if args.cpu_smoke else "bfloat16",
+        device_map=None if args.cpu_smoke else "cuda")
 
     data = load_training_dataset(make_synthetic_dataset(64, split="train", seed=0),
                                  prompt_template="plain", min_pixels=3136, max_pixels=3136)
@@ -142,23 +145,22 @@ def run_method(method: str, model: Any, processor: Any, folder: Path, args: argp
     trainer.train()
     logs = [e for e in trainer.state.log_history if "num_tokens" in e]
     steps = timer.times[1:]  # the first step warms up kernels and the engine
-    tokens = (logs[-1]["num_tokens"] - logs[0]["num_tokens"]) if len(logs) > 1 else logs[-1]["num_tokens"]
+    tokens = logs[-1]["num_tokens"] - logs[0]["num_tokens"]  # after the warm-up step
     result = {
         "step_s": statistics.median(steps),
         "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
         "tokens_per_s": tokens / sum(steps),
     }
-    engine = getattr(getattr(trainer, "vllm_generation", None), "llm", None)
-    core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-    if core is not None:
-        core.shutdown()  # free the engine before the next method starts its own
+    # Free the engine before the next method starts its own.
+    shutdown_vllm_engine(getattr(getattr(trainer, "vllm_generation", None), "llm", None))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="3b", help="released shape to build")
-    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per method")
+    parser.add_argument("--steps", type=int, default=3, choices=range(1, 1001), metavar="STEPS",
+                        help="timed optimizer steps per method (1-1000)")
     parser.add_argument("--batch", type=int, default=8, help="responses per step")
     parser.add_argument("--completion-tokens", type=int, default=256, help="max new tokens")
     parser.add_argument("--optim", default="adamw_torch",
@@ -179,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results = {}
-        for method in METHODS:  # a fresh copy of the same random model for each method
-            model, processor = build_model(args.size, folder / "model", args.cpu_smoke)
-            results[method] = run_method(method, model, processor, folder, args, use_vllm)
-            del model
+        build_model(args.size, folder / "model", args.cpu_smoke)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for method in METHODS:  # each method starts from the same saved random weights
+            results[method] = run_method(method, folder, args, use_vllm)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"

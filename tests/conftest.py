@@ -74,17 +74,34 @@ def _restore_distributed_env():
             os.environ[key] = value
 
 
-def shutdown_vllm(owner) -> None:
-    """Free the vLLM engine of a trainer (TRL colocate) or an evaluation backend now.
+@pytest.fixture
+def subprocess_env():
+    """`subprocess_env(**extra)`: this environment without any distributed identity (a child that
+    launches its own processes must not inherit one), offline, one thread, plus `extra`."""
 
-    An in-process engine holds its KV cache (1 GiB here) until shut down; dropping references is
-    not enough, and a suite that starts dozens of engines would run out of memory.
-    """
+    def build(**extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED_ENV}
+        return {**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
+
+    return build
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port nobody listens on now (an in-process vLLM engine may hold the default 29500)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def shutdown_vllm(owner) -> None:
+    """Free the vLLM engine of a trainer (TRL colocate) or an evaluation backend now (1 GiB each)."""
+    from vppo.evaluation.generation import shutdown_vllm_engine
+
     generation = getattr(owner, "vllm_generation", None)
-    llm = getattr(generation, "llm", None) or getattr(owner, "llm", None)
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None:
-        core.shutdown()
+    shutdown_vllm_engine(getattr(generation, "llm", None) or getattr(owner, "llm", None))
 
 
 @pytest.fixture
@@ -98,3 +115,44 @@ def close_vllm():
     import gc
 
     gc.collect()
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """`interrupt_training(step)`: every `vppo train` of this test raises KeyboardInterrupt (as
+    Ctrl-C would) once optimizer step `step` ends; `interrupt_training(None)` stops that."""
+    from transformers import TrainerCallback
+
+    import vppo.trainer.cli as train_cli
+
+    build = train_cli.build_trainer
+
+    def interrupt_at(step: int | None) -> None:
+        if step is None:
+            monkeypatch.setattr(train_cli, "build_trainer", build)
+            return
+
+        class Interrupt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    raise KeyboardInterrupt
+
+        def build_and_interrupt(*args, **kwargs):
+            trainer = build(*args, **kwargs)
+            trainer.add_callback(Interrupt())
+            return trainer
+
+        monkeypatch.setattr(train_cli, "build_trainer", build_and_interrupt)
+
+    return interrupt_at
+
+
+@pytest.fixture
+def text_only_model(tmp_path):
+    """A folder holding a text-only model's config (Qwen2), for the "not a VLM" checks."""
+    from transformers import Qwen2Config
+
+    folder = tmp_path / "text_model"
+    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=100).save_pretrained(folder)
+    return folder

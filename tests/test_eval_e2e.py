@@ -168,6 +168,21 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, tiny):
     assert "Qwen2.5-VL-7B+VPPO" in capsys.readouterr().out.splitlines()
 
 
+def test_transformers_backend_sets_every_sampling_field_and_bans_vision_tokens(tiny):
+    # The vLLM side of the same settings is tested against real vLLM in tests/test_vllm_engine.py.
+    _, model, processor = tiny
+    hf_backend = TransformersBackend(model, processor)
+    config = hf_backend._generation_config(SamplingConfig(temperature=1.0, top_p=1.0, top_k=50,
+                                                          max_new_tokens=2048))
+    assert (config.temperature, config.top_p, config.top_k) == (1.0, 1.0, 50)
+    banned = set(hf_backend.banned_token_ids)
+    assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") in banned
+    assert sorted(t for (t,) in config.bad_words_ids) == sorted(banned)
+    assert config.repetition_penalty == 1.0 and config.do_sample
+    # top_k = 0 turns top-k off.
+    assert hf_backend._generation_config(SamplingConfig(top_k=0)).top_k == 0
+
+
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ImportError, match="pip install vllm"):

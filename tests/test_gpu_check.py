@@ -14,10 +14,9 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
-def test_gpu_check_cpu_smoke_writes_both_methods_and_ratios(tmp_path, vllm_engine_ready):
+def test_gpu_check_cpu_smoke_writes_both_methods_and_ratios(tmp_path, vllm_engine_ready, subprocess_env):
     out = tmp_path / "gpu_check.json"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = subprocess_env()
     result = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -136,17 +136,8 @@ def test_file_instead_of_directory(tmp_path):
         load_model_and_processor(path)
 
 
-def _text_only_model(tmp_path):
-    from transformers import Qwen2Config
-
-    folder = tmp_path / "text_model"
-    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                intermediate_size=64, vocab_size=100).save_pretrained(folder)
-    return folder
-
-
-def test_text_only_model_is_refused_in_one_sentence(tmp_path, saved):
-    folder = _text_only_model(tmp_path)
+def test_text_only_model_is_refused_in_one_sentence(text_only_model, saved):
+    folder = text_only_model
     expected = (f"model {folder} is not a vision-language model (model_type 'qwen2'); vppo needs an "
                 "image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM.")
     with pytest.raises(ValueError) as info:
@@ -159,11 +150,11 @@ def test_text_only_model_is_refused_in_one_sentence(tmp_path, saved):
 
 
 @pytest.mark.parametrize("command", ["eval", "analyze"])
-def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(command, tmp_path, capsys):
+def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(command, tmp_path, capsys, text_only_model):
     """The same sentence as `vppo train` (tests/test_train_bad_input.py), exit code 2, no data read."""
     from vppo.cli import main as vppo_main
 
-    folder = _text_only_model(tmp_path)
+    folder = text_only_model
     data = tmp_path / "never_read.json"  # the model is checked first: this file does not exist
     argv = {"eval": ["eval", "--model", str(folder), "--benchmark-path", f"digits={data}",
                      "--output-dir", str(tmp_path / "out")],

@@ -29,16 +29,7 @@ def _data(tmp_path, rows=4):
     return path
 
 
-def _text_only_model(tmp_path):
-    from transformers import Qwen2Config
-
-    folder = tmp_path / "text_model"
-    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                intermediate_size=64, vocab_size=100).save_pretrained(folder)
-    return str(folder)
-
-
-def _break(tmp_path, case):
+def _break(tmp_path, case, text_only_model):
     """Make the bad input of `case`; returns extra argv."""
     data = _data(tmp_path)
     out = str(tmp_path / "run")
@@ -50,7 +41,7 @@ def _break(tmp_path, case):
         return ["--dataset_name", str(data), "--output_dir", str(tmp_path / "file" / "run")]
     if case == "text_only_model":
         return ["--dataset_name", str(data), "--output_dir", out,
-                "--model_name_or_path", _text_only_model(tmp_path)]
+                "--model_name_or_path", str(text_only_model)]
     if case == "missing_model":
         return ["--dataset_name", str(data), "--output_dir", out,
                 "--model_name_or_path", str(tmp_path / "nowhere")]
@@ -112,11 +103,11 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch, text_only_model):
     import re
 
     monkeypatch.delenv("VPPO_DEBUG", raising=False)
-    extra = _break(tmp_path, case)
+    extra = _break(tmp_path, case, text_only_model)
     argv = ["train", *([] if "--config" in extra else RECIPE), *TINY, *extra]
     assert vppo_main(argv) == 2
     err = capsys.readouterr().err
@@ -129,7 +120,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypat
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):
-    argv = ["train", *RECIPE, *TINY, *_break(tmp_path, "max_steps_negative")]
+    argv = ["train", *RECIPE, *TINY, *_break(tmp_path, "max_steps_negative", None)]
     with pytest.raises(ValueError, match="max_steps"):
         vppo_main([*argv, "--debug"])
     monkeypatch.setenv("VPPO_DEBUG", "1")
@@ -149,24 +140,8 @@ def test_help_leads_with_data_and_vppo_options(capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_what_was_saved_and_resume_loses_nothing(tmp_path, capsys, monkeypatch):
-    from transformers import TrainerCallback
-
-    import vppo.trainer.cli as train_cli
-
-    class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                raise KeyboardInterrupt
-
-    build = train_cli.build_trainer
-
-    def build_and_interrupt(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
-    monkeypatch.setattr(train_cli, "build_trainer", build_and_interrupt)
+def test_ctrl_c_says_what_was_saved_and_resume_loses_nothing(tmp_path, capsys, interrupt_training):
+    interrupt_training(2)
     data = _data(tmp_path)
     out = tmp_path / "run"
     argv = ["train", *RECIPE, *TINY, "--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "3"]
@@ -174,7 +149,7 @@ def test_ctrl_c_says_what_was_saved_and_resume_loses_nothing(tmp_path, capsys, m
     [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vppo train:")]
     assert line == (f"vppo train: interrupted at step 2; saved: {out}/checkpoint-1; continue with the "
                     "same command --resume_from_checkpoint last.")
-    monkeypatch.setattr(train_cli, "build_trainer", build)
+    interrupt_training(None)
     assert vppo_main([*argv, "--resume_from_checkpoint", "last"]) == 0
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and (out / "model.safetensors").is_file()

@@ -179,34 +179,19 @@ def test_resume_restores_the_weights_saved_under_original_key_names(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_the_uninterrupted_run_without_dynamic_sampling(tmp_path, monkeypatch):
+def test_resumed_run_equals_the_uninterrupted_run_without_dynamic_sampling(tmp_path, interrupt_training):
     """Interrupted after checkpoint-1 and resumed: the same losses, metrics and final weights as one
     uninterrupted run (CPU, dynamic sampling off; docs/trainer.md says what differs with it on)."""
     import torch
     from safetensors.torch import load_file
-    from transformers import TrainerCallback
-
-    import vppo.trainer.cli as train_cli
-
-    class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                raise KeyboardInterrupt
 
     data = _image_rows(tmp_path, ["RGB"] * 8)
     common = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), *TINY, "--max_steps", "3",
               "--dynamic_sampling", "false"]
     assert vppo_main([*common, "--output_dir", str(tmp_path / "a")]) == 0
-    build = train_cli.build_trainer
-
-    def build_and_interrupt(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
-    monkeypatch.setattr(train_cli, "build_trainer", build_and_interrupt)
+    interrupt_training(2)
     assert vppo_main([*common, "--output_dir", str(tmp_path / "b")]) == 130
-    monkeypatch.setattr(train_cli, "build_trainer", build)
+    interrupt_training(None)
     assert vppo_main([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "last"]) == 0
 
     def history(run):

@@ -4,8 +4,6 @@ dynamic-sampling rounds agreed between ranks (a rank that stops early would hang
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -22,7 +20,7 @@ def half_uniform(completions, answer, **kwargs):
 '''
 
 
-def test_two_process_training_with_dynamic_sampling(tmp_path):
+def test_two_process_training_with_dynamic_sampling(tmp_path, subprocess_env, free_port):
     reward = tmp_path / "reward.py"
     reward.write_text(REWARD)
     rows = [{"images": ["img.png"], "problem": f"<image>What is {i}?", "answer": str(i)} for i in range(16)]
@@ -40,12 +38,9 @@ def test_two_process_training_with_dynamic_sampling(tmp_path):
         "--per_device_train_batch_size", "4", "--num_generations", "4", "--min_pixels", "3136",
         "--max_pixels", "3136", "--output_dir", str(out), "--save_steps", "2",
     ]
-    # A port of its own: an in-process vLLM engine of an earlier test may hold the default 29500.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command[command.index("--num_machines"):command.index("--num_machines")] = ["--main_process_port", str(port)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command[command.index("--num_machines"):command.index("--num_machines")] = [
+        "--main_process_port", str(free_port)]
+    env = subprocess_env()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())

@@ -115,32 +115,34 @@ class ModelShape:
 # The real models' config.json values (Hugging Face Hub, `config.json` of each repository; the
 # Hub is not needed at run time). Parameter counts computed from them match the model cards:
 # 8.29 B, 33.45 B and 8.77 B (tests/test_plan.py also builds them on the meta device).
+def _builtin(repo: str, family: str, **shape: object) -> ModelShape:
+    """A released checkpoint's shape; what the three share (128-wide heads, untied head, 2x2 merge,
+    2-frame patches) is filled in."""
+    common = dict(head_dim=128, tie_word_embeddings=False, spatial_merge_size=2, temporal_patch_size=2)
+    return ModelShape(family=family, **{**common, **shape}, source=f"{repo} (built in, from its config.json)")
+
+
 BUILTIN_MODELS: dict[str, ModelShape] = {
-    "Qwen/Qwen2.5-VL-7B-Instruct": ModelShape(
-        family="qwen2_5_vl", hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
-        intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False,
-        vision_depth=32, vision_hidden_size=1280, vision_intermediate_size=3420, vision_out_hidden_size=3584,
-        patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        source="Qwen/Qwen2.5-VL-7B-Instruct (built in, from its config.json)"),
-    "Qwen/Qwen2.5-VL-32B-Instruct": ModelShape(
-        family="qwen2_5_vl", hidden_size=5120, num_layers=64, num_heads=40, num_kv_heads=8, head_dim=128,
-        intermediate_size=27648, vocab_size=152064, tie_word_embeddings=False,
-        vision_depth=32, vision_hidden_size=1280, vision_intermediate_size=3456, vision_out_hidden_size=5120,
-        patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        source="Qwen/Qwen2.5-VL-32B-Instruct (built in, from its config.json)"),
-    "Qwen/Qwen3-VL-8B-Instruct": ModelShape(
-        family="qwen3_vl", hidden_size=4096, num_layers=36, num_heads=32, num_kv_heads=8, head_dim=128,
-        intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False,
-        vision_depth=27, vision_hidden_size=1152, vision_intermediate_size=4304, vision_out_hidden_size=4096,
-        patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-        vision_position_embeddings=2304, deepstack_layers=3,
-        source="Qwen/Qwen3-VL-8B-Instruct (built in, from its config.json)"),
+    "Qwen/Qwen2.5-VL-7B-Instruct": _builtin(
+        "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", hidden_size=3584, num_layers=28, num_heads=28,
+        num_kv_heads=4, intermediate_size=18944, vocab_size=152064, vision_depth=32,
+        vision_hidden_size=1280, vision_intermediate_size=3420, vision_out_hidden_size=3584, patch_size=14),
+    "Qwen/Qwen2.5-VL-32B-Instruct": _builtin(
+        "Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl", hidden_size=5120, num_layers=64, num_heads=40,
+        num_kv_heads=8, intermediate_size=27648, vocab_size=152064, vision_depth=32,
+        vision_hidden_size=1280, vision_intermediate_size=3456, vision_out_hidden_size=5120, patch_size=14),
+    "Qwen/Qwen3-VL-8B-Instruct": _builtin(
+        "Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", hidden_size=4096, num_layers=36, num_heads=32,
+        num_kv_heads=8, intermediate_size=12288, vocab_size=151936, vision_depth=27,
+        vision_hidden_size=1152, vision_intermediate_size=4304, vision_out_hidden_size=4096, patch_size=16,
+        vision_position_embeddings=2304, deepstack_layers=3),
 }
 
 
 def _shape_from_config(config, source: str) -> ModelShape:
     """A ModelShape from a transformers config object (or anything with the same attributes)."""
     family = config.model_type
+    qwen3 = family == "qwen3_vl"  # learned vision positions and DeepStack
     text, vision = config.text_config, config.vision_config
     return ModelShape(
         family=family,
@@ -160,8 +162,8 @@ def _shape_from_config(config, source: str) -> ModelShape:
         spatial_merge_size=vision.spatial_merge_size,
         temporal_patch_size=vision.temporal_patch_size,
         in_channels=getattr(vision, "in_channels", 3),
-        vision_position_embeddings=getattr(vision, "num_position_embeddings", 0) if family == "qwen3_vl" else 0,
-        deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", ()) or ()) if family == "qwen3_vl" else 0,
+        vision_position_embeddings=getattr(vision, "num_position_embeddings", 0) if qwen3 else 0,
+        deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", ()) or ()) if qwen3 else 0,
         source=source,
     )
 

@@ -129,27 +129,17 @@ def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
 
 def _apply_prompt_settings(args: argparse.Namespace) -> str:
     """Fill unset prompt options as vppo train and vppo eval do; returns their description."""
-    from vppo.data.settings import resolve_prompt_settings
+    from vppo.data.settings import apply_prompt_settings
     from vppo.evaluation.benchmarks import BENCHMARKS, canonical_name
 
     paper = args.benchmark is not None and canonical_name(args.benchmark) in BENCHMARKS
-    settings = resolve_prompt_settings(
-        args.model, template=args.prompt_template, system_prompt=args.system_prompt,
-        min_pixels=args.min_pixels, max_pixels=args.max_pixels, use_recorded=not paper,
-    )
-    args.prompt_template, args.system_prompt = settings.template, settings.system_prompt
-    args.min_pixels, args.max_pixels = settings.min_pixels, settings.max_pixels
-    return settings.describe()
-
-
-def _pixel_limits(args: argparse.Namespace) -> tuple[int | None, int | None]:
-    return args.min_pixels, args.max_pixels
+    return apply_prompt_settings(args, args.model, use_recorded=not paper).describe()
 
 
 def _load_rows(args: argparse.Namespace, max_samples: int, seed: int | None, keep: list[str]):
     from vppo.data import load_training_dataset
 
-    min_pixels, max_pixels = _pixel_limits(args)
+    min_pixels, max_pixels = args.min_pixels, args.max_pixels
     kwargs = dict(
         split=args.split, image_column=args.image_column, problem_column=args.problem_column,
         answer_column=args.answer_column, prompt_template=args.prompt_template,
@@ -193,7 +183,7 @@ def _benchmark_rows(args: argparse.Namespace, count: int, first: bool) -> list[d
         picked = list(range(min(count, len(examples))))
     else:
         picked = sorted(random.Random(args.seed).sample(range(len(examples)), min(count, len(examples))))
-    min_pixels, max_pixels = _pixel_limits(args)
+    min_pixels, max_pixels = args.min_pixels, args.max_pixels
     template = args.prompt_template or "vppo_math"
     rows = []
     for i in picked:

@@ -53,7 +53,8 @@ __all__ = ["DATA_FILE_SUFFIXES", "OUTPUT_COLUMNS", "load_training_dataset"]
 
 logger = logging.getLogger(__name__)
 
-DATA_FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".arrow")
+_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow"}
+DATA_FILE_SUFFIXES = tuple(_BUILDERS)  # the datasets builder of each file type above
 OUTPUT_COLUMNS = ("prompt", "images", "answer")
 _METADATA_NAMES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 _DATASETS_BOOKKEEPING = {
@@ -62,7 +63,6 @@ _DATASETS_BOOKKEEPING = {
     "state.json",
     "dataset_dict.json",
 }
-_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow"}
 _ON_ERROR = ("raise", "skip")
 _VALIDATE = {True: "header", False: "none", "header": "header", "full": "full", "none": "none"}
 _HUB_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

@@ -27,6 +27,7 @@ __all__ = [
     "PROMPT_SETTINGS_FILE",
     "PromptSettings",
     "accept_underscores",
+    "apply_prompt_settings",
     "read_prompt_settings",
     "resolve_prompt_settings",
     "write_prompt_settings",
@@ -98,6 +99,20 @@ def resolve_prompt_settings(
         max_pixels=max_pixels if max_pixels is not None else values.get("max_pixels", DEFAULT_MAX_PIXELS),
         source=source,
     )
+
+
+def apply_prompt_settings(options: Any, model: str | Path | None, *, template_attr: str = "prompt_template",
+                          use_recorded: bool = True) -> PromptSettings:
+    """Resolve the prompt options of a parsed command line (`options.<template_attr>`,
+    `.system_prompt`, `.min_pixels`, `.max_pixels`; None = not given) and write them back."""
+    settings = resolve_prompt_settings(
+        model, template=getattr(options, template_attr), system_prompt=options.system_prompt,
+        min_pixels=options.min_pixels, max_pixels=options.max_pixels, use_recorded=use_recorded,
+    )
+    setattr(options, template_attr, settings.template)
+    options.system_prompt = settings.system_prompt
+    options.min_pixels, options.max_pixels = settings.min_pixels, settings.max_pixels
+    return settings
 
 
 def write_prompt_settings(folder: str | Path, settings: PromptSettings) -> Path:

@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress, compare_to=args.compare_to,
             )
         finally:
-            if hasattr(backend, "close"):
-                backend.close()
+            backend.close()
     except KeyboardInterrupt:
         print(
             "\nvppo eval: interrupted; finished samples are cached, rerun the same command to "

@@ -23,6 +23,7 @@ __all__ = [
     "SamplingConfig",
     "TransformersBackend",
     "VLLMBackend",
+    "shutdown_vllm_engine",
     "build_backend",
     "request_seed",
     "vllm_available",
@@ -205,6 +206,9 @@ class TransformersBackend(_ProcessorPrompts):
         completions = output[:, inputs["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(completions, skip_special_tokens=True)
 
+    def close(self) -> None:
+        """Nothing to free beyond what garbage collection frees (same interface as VLLMBackend)."""
+
 
 def vllm_available() -> bool:
     """True when vLLM can be imported (it is an optional GPU dependency)."""
@@ -293,9 +297,15 @@ class VLLMBackend(_ProcessorPrompts):
 
     def close(self) -> None:
         """Shut the engine down now (its KV cache and workers), rather than at interpreter exit."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        shutdown_vllm_engine(self.llm)
+
+
+def shutdown_vllm_engine(llm: Any) -> None:
+    """Free a `vllm.LLM` now: its KV cache and workers (in-process engines hold them until then,
+    dropping references is not enough). TRL's colocate engine is `trainer.vllm_generation.llm`."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()
 
 
 def build_backend(

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from vppo.data.images import prepare_image
 from vppo.data.prompts import DEFAULT_TEMPLATE, build_prompt_messages, load_template
+from vppo.data.settings import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from vppo.evaluation.benchmarks import BENCHMARKS, EvalExample, LoadedBenchmark, SkippedRow
 from vppo.evaluation.generation import (
     DEFAULT_SYSTEM_PROMPT,
@@ -54,8 +55,8 @@ __all__ = [
 ]
 
 # PAPO-Eval's image range (run_infer.py defaults): 32*32 to 768*768 pixels.
-EVAL_MIN_PIXELS = 32 * 32
-EVAL_MAX_PIXELS = 768 * 768
+EVAL_MIN_PIXELS = DEFAULT_MIN_PIXELS  # PAPO-Eval's, shared by every command (vppo.data.settings)
+EVAL_MAX_PIXELS = DEFAULT_MAX_PIXELS
 # PAPO-Eval's cutoff_len.
 EVAL_MAX_PROMPT_TOKENS = 9216
 

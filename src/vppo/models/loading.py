@@ -96,6 +96,7 @@ def load_model_and_processor(
     device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    label: str = "model",
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load an image-text-to-text model and its processor from a Hub id or a local directory.
 
@@ -109,6 +110,7 @@ def load_model_and_processor(
         device_map: passed to ``from_pretrained`` (e.g. "auto"); None loads on CPU.
         trust_remote_code: allow custom modelling code from the checkpoint.
         revision: Hub revision (branch, tag or commit).
+        label: how errors name the model (``model_name_or_path`` for ``vppo train``).
 
     Returns:
         (model in eval mode, processor).
@@ -123,7 +125,7 @@ def load_model_and_processor(
     if revision is not None:
         hub_kwargs["revision"] = revision
     source = check_vision_language_model(
-        path_or_name, trust_remote_code=trust_remote_code, revision=revision
+        path_or_name, trust_remote_code=trust_remote_code, revision=revision, label=label
     )
 
     model_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}

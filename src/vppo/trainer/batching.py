@@ -289,9 +289,9 @@ def length_sorted_chunks(
         rows_per_chunk: the most rows in one chunk.
         max_padding: the padding a chunk may add, as a fraction of its real tokens. Every extra
             chunk is one more forward with its own fixed cost: 10% keeps the no-grad tokens within
-            5% of the floor on benchmarks/bench_step_overhead.py while on-policy VPPO runs no more
-            forwards than pay for themselves there (2% split the batch into forwards that cost
-            more than the padding they saved: step-time ratio to DAPO 1.36x vs 1.27x).
+            5% of the floor on benchmarks/bench_step_overhead.py; 2% split on-policy batches into
+            more forwards than the saved padding paid for on a CPU (VPPO k3 1.35-1.36x of DAPO's
+            step time, against 1.27-1.31x at 10%).
         num_chunks: if given (at least the natural number of chunks, at most B), the chunk with the
             most padded tokens is halved until there are this many, so that every process of a
             sharded run can run the same number of forwards.

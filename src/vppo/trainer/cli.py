@@ -172,7 +172,7 @@ def resolve_model_name(name: str | None) -> str:
 
 
 def _load_model(model_args, script_args, training_args):
-    from vppo.models import build_tiny_vlm, check_vision_language_model, load_model_and_processor
+    from vppo.models import build_tiny_vlm, load_model_and_processor
 
     name = resolve_model_name(model_args.model_name_or_path)
     if name.startswith("tiny:"):
@@ -192,11 +192,9 @@ def _load_model(model_args, script_args, training_args):
             # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
             model.name_or_path = model.config._name_or_path = str(target)
             return model, processor
-    remote_code = bool(getattr(model_args, "trust_remote_code", False))
-    check_vision_language_model(name, trust_remote_code=remote_code, label="model_name_or_path")
     return load_model_and_processor(
         name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation,
-        trust_remote_code=remote_code,
+        trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)), label="model_name_or_path",
     )
 
 
@@ -318,16 +316,10 @@ def check_dynamic_sampling_reward(training_args, names: list[str]) -> None:
 
 def apply_prompt_settings(script_args, model_name: str | None) -> None:
     """Fill unset template / system prompt / pixel limits from the model folder, else the defaults."""
-    from vppo.data.settings import resolve_prompt_settings
+    from vppo.data.settings import apply_prompt_settings as apply
 
     name = resolve_model_name(model_name)
-    settings = resolve_prompt_settings(
-        None if name.startswith("tiny:") else name, template=script_args.prompt_template,
-        system_prompt=script_args.system_prompt, min_pixels=script_args.min_pixels,
-        max_pixels=script_args.max_pixels,
-    )
-    script_args.prompt_template, script_args.system_prompt = settings.template, settings.system_prompt
-    script_args.min_pixels, script_args.max_pixels = settings.min_pixels, settings.max_pixels
+    settings = apply(script_args, None if name.startswith("tiny:") else name)
     logger.info("Prompts: %s.", settings.describe())
 
 
