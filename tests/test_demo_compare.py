@@ -70,6 +70,14 @@ def test_fingerprint_ignores_the_seed_only():
     assert a != run_fingerprint(COMPARE_DEFAULTS, "other")
 
 
+def test_fingerprint_of_the_stored_shapes_runs_is_unchanged():
+    # The finished 40-step runs of docs/comparison.md carry this value; adding DemoSettings.task
+    # (default "shapes") must not retrain them.
+    assert run_fingerprint(COMPARE_DEFAULTS, "shipped") == "456479f196a5"
+    assert run_fingerprint(replace(COMPARE_DEFAULTS, task="shapes"), "shipped") == "456479f196a5"
+    assert run_fingerprint(replace(COMPARE_DEFAULTS, task="reasoning"), "shipped") != "456479f196a5"
+
+
 def test_bad_methods_and_seeds_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="methods"):
         run_comparison(["vppo", "ppo"], [0], COMPARE_DEFAULTS, tmp_path)

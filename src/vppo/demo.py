@@ -41,6 +41,7 @@ __all__ = [
     "QUICK_SETTINGS",
     "DemoSettings",
     "RunResult",
+    "TASK_MAX_COMPLETION_LENGTH",
     "default_checkpoint",
     "load_policy",
     "main",
@@ -66,6 +67,11 @@ METHODS: dict[str, tuple[str, str]] = {
 # Recipe fields that are about where a run writes or which model/data it uses, not the algorithm.
 _NOT_ALGORITHM = frozenset({"output_dir", "run_name", "model_name_or_path", "dataset_name", "base"})
 
+TASK_MAX_COMPLETION_LENGTH: dict[str, int] = {"shapes": 48, "reasoning": 96}
+"""Response budget (``DemoSettings.max_completion_length``) per synthetic task family, used by
+`vppo compare --task`. Shapes answers are 25-40 tokens, so 48 cuts none (issue 11); reasoning
+answers write out intermediate steps before the boxed answer and need about twice that."""
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -79,6 +85,10 @@ class DemoSettings:
     clipped), so 40 steps are 20 rollout batches of 256 responses. The values come from a sweep on
     the shipped warm start (docs/demo.md): smaller batches or learning rates ≥ 3e-4 with 64
     responses per step made the policy worse, 1e-4 barely moved it.
+
+    ``task`` is the synthetic task family (warm start, training and test rows); the other values
+    were tuned on "shapes". A "reasoning" run needs a longer ``max_completion_length``
+    (`TASK_MAX_COMPLETION_LENGTH`), which `replace(settings, task=...)` does not change by itself.
     """
 
     steps: int = 40
@@ -96,8 +106,12 @@ class DemoSettings:
     eval_seed: int = 0
     summary_responses: int = 8
     summary_show: int = 3
+    task: str = "shapes"
 
     def __post_init__(self) -> None:
+        if self.task not in TASK_MAX_COMPLETION_LENGTH:
+            raise ValueError(f"DemoSettings.task must be one of "
+                             f"{', '.join(TASK_MAX_COMPLETION_LENGTH)}, got {self.task!r}.")
         for name in ("steps", "prompts_per_step", "num_generations", "num_iterations",
                      "max_completion_length", "train_size", "eval_size", "eval_k"):
             value = getattr(self, name)
