@@ -163,9 +163,15 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 
 
-def default_checkpoint() -> Path:
-    """The warm-started model shipped with the package (``vppo/assets/warmstart``)."""
-    return Path(str(resources.files("vppo") / "assets" / "warmstart"))
+def default_checkpoint(family: str = "shapes") -> Path:
+    """The warm-started model shipped with the package for a synthetic task family:
+    ``vppo/assets/warmstart`` ("shapes") or ``vppo/assets/warmstart_reasoning`` ("reasoning")."""
+    from vppo.data.synthetic import TASK_FAMILIES
+
+    if family not in TASK_FAMILIES:
+        raise ValueError(f"family must be one of {list(TASK_FAMILIES)}, got {family!r}.")
+    folder = "warmstart" if family == "shapes" else f"warmstart_{family}"
+    return Path(str(resources.files("vppo") / "assets" / folder))
 
 
 def load_policy(checkpoint: str | Path | None = None) -> tuple[Any, Any]:
@@ -234,11 +240,12 @@ def rl_config(method: str, settings: DemoSettings, output_dir: str | Path, **ext
     return VPPOConfig(**values)
 
 
-def synthetic_split(split: str, size: int, seed: int) -> Any:
-    """``size`` rows of the synthetic task at the demo's image size (all five task types)."""
+def synthetic_split(split: str, size: int, seed: int, family: str = "shapes") -> Any:
+    """``size`` rows of the synthetic task at the demo's image size (all the family's task types)."""
     from vppo.data.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(size, split=split, seed=seed, image_size=DEMO_IMAGE_SIZE)
+    return make_synthetic_dataset(size, split=split, seed=seed, image_size=DEMO_IMAGE_SIZE,
+                                  family=family)
 
 
 def training_dataset(raw: Any) -> Any:

@@ -12,6 +12,11 @@ The checkpoint shipped in ``vppo/assets/warmstart`` was made with the defaults::
 
     python -m vppo.warmstart --output src/vppo/assets/warmstart
 
+The one in ``vppo/assets/warmstart_reasoning`` (the ``reasoning`` task family: long, freely phrased
+solutions with a few grounded tokens; its tokenizer knows both families' words) with::
+
+    python -m vppo.warmstart --family reasoning --output src/vppo/assets/warmstart_reasoning --threads 1
+
 Prompts are laid out exactly as the trainer and the evaluator lay them out (the ``plain``
 template, no system prompt, images prepared by :func:`vppo.data.prepare_image`), so the pass rate
 measured here is the one RL starts from.
@@ -88,7 +93,8 @@ class WarmStartConfig:
     num_layers: int = 4
     vision_hidden_size: int = 64
     vision_depth: int = 2
-    vocab_size: int = 512
+    # None: 512 for "shapes"; 768 for "reasoning" (its tokenizer covers both families' words).
+    vocab_size: int | None = None
     data_seed: int = 0
     task_types: tuple[str, ...] | None = None
     difficulty: str = "medium"
@@ -104,11 +110,24 @@ class WarmStartConfig:
     eval_size: int = 64
     eval_samples: int = 4
     target_pass_rate: float | None = 0.45
-    max_new_tokens: int = 48
+    # None: 48 for "shapes"; 96 for "reasoning" (its solutions are 60-80 tokens).
+    max_new_tokens: int | None = None
+    family: str = "shapes"
 
     def __post_init__(self) -> None:
-        from vppo.data.synthetic import TASK_TYPES
+        from vppo.data.synthetic import REASONING_TASK_TYPES, TASK_FAMILIES, TASK_TYPES
         from vppo.models import supported_architectures
+
+        if self.family not in TASK_FAMILIES:
+            raise ValueError(
+                f"WarmStartConfig.family must be one of {list(TASK_FAMILIES)}, got {self.family!r}."
+            )
+        reasoning = self.family == "reasoning"
+        if self.vocab_size is None:
+            object.__setattr__(self, "vocab_size", 768 if reasoning else 512)
+        if self.max_new_tokens is None:
+            object.__setattr__(self, "max_new_tokens", 96 if reasoning else 48)
+        family_types = REASONING_TASK_TYPES if reasoning else TASK_TYPES
 
         if self.arch not in supported_architectures():
             raise ValueError(
@@ -116,7 +135,7 @@ class WarmStartConfig:
             )
         positive = ("hidden_size", "num_layers", "vision_hidden_size", "vision_depth", "train_size",
                     "steps", "batch_size", "eval_every", "eval_size", "eval_samples",
-                    "max_new_tokens")
+                    "max_new_tokens", "vocab_size")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -135,10 +154,10 @@ class WarmStartConfig:
             )
         if self.task_types is not None:
             types = tuple(self.task_types)
-            unknown = [t for t in types if t not in TASK_TYPES]
+            unknown = [t for t in types if t not in family_types]
             if not types or unknown:
                 raise ValueError(
-                    f"WarmStartConfig.task_types must name task types from {list(TASK_TYPES)}, "
+                    f"WarmStartConfig.task_types must name task types from {list(family_types)}, "
                     f"got {list(types)}."
                 )
             object.__setattr__(self, "task_types", types)
@@ -348,6 +367,7 @@ def warm_start(
     from tqdm.auto import tqdm
 
     from vppo.data.synthetic import (
+        REASONING_VOCAB_TEXTS,
         SYNTHETIC_VOCAB_TEXTS,
         chance_accuracy,
         make_synthetic_dataset,
@@ -363,6 +383,10 @@ def warm_start(
     pixels = DEMO_IMAGE_SIZE * DEMO_IMAGE_SIZE
     data = {"task_types": config.task_types, "image_size": DEMO_IMAGE_SIZE,
             "difficulty": config.difficulty}
+    vocab_texts = SYNTHETIC_VOCAB_TEXTS
+    if config.family != "shapes":  # the shapes call stays as it was: the shipped checkpoint's
+        data["family"] = config.family
+        vocab_texts = SYNTHETIC_VOCAB_TEXTS + REASONING_VOCAB_TEXTS
     train = make_synthetic_dataset(config.train_size, split="train", seed=config.data_seed, **data)
     monitor = make_synthetic_dataset(config.eval_size, split="validation",
                                      seed=config.data_seed + 1, **data)
@@ -370,7 +394,7 @@ def warm_start(
     model, processor = build_tiny_vlm(
         config.arch, seed=config.model_seed, hidden_size=config.hidden_size,
         num_layers=config.num_layers, vision_hidden_size=config.vision_hidden_size,
-        vision_depth=config.vision_depth, vocab_texts=SYNTHETIC_VOCAB_TEXTS,
+        vision_depth=config.vision_depth, vocab_texts=vocab_texts,
         vocab_size=config.vocab_size, min_pixels=pixels, max_pixels=pixels,
     )
     tokenizer = processor.tokenizer
@@ -457,7 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vppo.warmstart",
         description="Supervised warm start of the demo's tiny Qwen2.5-VL on the synthetic task.",
+        epilog="The shipped checkpoints were rebuilt with: "
+               "`python -m vppo.warmstart --output src/vppo/assets/warmstart` and "
+               "`python -m vppo.warmstart --family reasoning "
+               "--output src/vppo/assets/warmstart_reasoning --threads 1`.",
     )
+    parser.add_argument("--family", default=defaults.family,
+                        help="Synthetic task family: shapes (default) or reasoning.")
     parser.add_argument("--output", required=True, help="Folder to save the checkpoint to.")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="Most optimizer steps.")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -467,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Seed of the weights (data_seed stays 0 unless --data-seed).")
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed)
     parser.add_argument("--task-types", default=None,
-                        help="Comma-separated task types (default: all five).")
+                        help="Comma-separated task types (default: all of the family's).")
     parser.add_argument("--target-pass-rate", type=float, default=defaults.target_pass_rate,
                         help="Stop once the monitored pass rate reaches this; 0 disables.")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -483,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(choose_num_threads(args.threads))
     config = WarmStartConfig(
+        family=args.family,
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         train_size=args.train_size, model_seed=args.seed, data_seed=args.data_seed,
         task_types=tuple(args.task_types.split(",")) if args.task_types else None,

@@ -43,9 +43,12 @@ __all__ = [
     "DIFFICULTY_LEVELS",
     "GLYPHS",
     "PALETTE",
+    "REASONING_TASK_TYPES",
+    "REASONING_VOCAB_TEXTS",
     "SHAPE_KINDS",
     "SPLITS",
     "SYNTHETIC_VOCAB_TEXTS",
+    "TASK_FAMILIES",
     "TASK_TYPES",
     "SyntheticDifficulty",
     "answer_space",
@@ -55,10 +58,19 @@ __all__ = [
     "reference_solution",
     "render_scene",
     "save_synthetic_dataset",
+    "task_family",
     "text_only_baseline_accuracy",
 ]
 
 TASK_TYPES: tuple[str, ...] = ("count", "colour", "position", "digit_sum", "count_colour")
+"""Task types of the ``shapes`` family (the default): short, template answers."""
+REASONING_TASK_TYPES: tuple[str, ...] = ("add_count_digit", "double_count", "add_colour_digit")
+"""Task types of the ``reasoning`` family: a few grounded facts, a sum, long free-phrased text."""
+TASK_FAMILIES: tuple[str, ...] = ("shapes", "reasoning")
+_FAMILY_TASK_TYPES: dict[str, tuple[str, ...]] = {
+    "shapes": TASK_TYPES,
+    "reasoning": REASONING_TASK_TYPES,
+}
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 CELL_SIZE = 28  # one Qwen2.5-VL merged visual token: 2×2 ViT patches of 14 px
@@ -105,6 +117,7 @@ _SPLIT_BUCKETS: dict[str, range] = {
 _MAX_SPLIT_ATTEMPTS = 10_000
 _REJITTERS_PER_SCENE = 32
 _STREAM_VERSION = "vppo-synthetic/v1"
+_REASONING_STREAM_VERSION = "vppo-synthetic-reasoning/v1"  # its own hashes, seeds and splits
 
 
 @dataclass(frozen=True)
@@ -205,13 +218,29 @@ def _grid_size(image_size: int) -> int:
 
 
 def _check_task_type(task_type: str) -> None:
-    if task_type not in TASK_TYPES:
-        raise ValueError(f"task_type must be one of {list(TASK_TYPES)}, got {task_type!r}.")
+    if task_type not in TASK_TYPES and task_type not in REASONING_TASK_TYPES:
+        raise ValueError(
+            f"task_type must be one of {list(TASK_TYPES) + list(REASONING_TASK_TYPES)}, "
+            f"got {task_type!r}."
+        )
 
 
-def _check_task_types(task_types: Sequence[str] | None) -> tuple[str, ...]:
+def _check_family(family: str) -> None:
+    if family not in TASK_FAMILIES:
+        raise ValueError(f"family must be one of {list(TASK_FAMILIES)}, got {family!r}.")
+
+
+def task_family(task_type: str) -> str:
+    """The family (``"shapes"`` or ``"reasoning"``) a task type belongs to."""
+    _check_task_type(task_type)
+    return "reasoning" if task_type in REASONING_TASK_TYPES else "shapes"
+
+
+def _check_task_types(task_types: Sequence[str] | None, family: str = "shapes") -> tuple[str, ...]:
+    _check_family(family)
+    allowed = _FAMILY_TASK_TYPES[family]
     if task_types is None:
-        return TASK_TYPES
+        return allowed
     if isinstance(task_types, str):
         raise ValueError(f"task_types must be a sequence of names, got the string {task_types!r}.")
     types = tuple(task_types)
@@ -219,6 +248,11 @@ def _check_task_types(task_types: Sequence[str] | None) -> tuple[str, ...]:
         raise ValueError("task_types must name at least one task type, got an empty sequence.")
     for task_type in types:
         _check_task_type(task_type)
+        if task_type not in allowed:
+            raise ValueError(
+                f"task_types of family {family!r} must be among {list(allowed)}, "
+                f"got {task_type!r}."
+            )
     if len(set(types)) != len(types):
         raise ValueError(f"task_types must not repeat a task type, got {list(types)}.")
     return types
@@ -255,6 +289,8 @@ def answer_space(
             f"max_count={level.max_count} does not fit in the {cells} cells of a "
             f"{image_size}px image; lower max_count or raise image_size."
         )
+    if task_type in REASONING_TASK_TYPES:
+        return _reasoning_answer_space(task_type, cells, level)
     if task_type == "count":
         return tuple(str(n) for n in range(1, level.max_count + 1))
     if task_type == "colour":
@@ -267,6 +303,8 @@ def answer_space(
 
 
 def _question(scene: Mapping[str, Any], task_type: str) -> str:
+    if task_type in REASONING_TASK_TYPES:
+        return _reasoning_question(scene, task_type)
     if task_type == "count":
         return "How many shapes are in the image?"
     if task_type == "colour":
@@ -324,6 +362,8 @@ def _sample_scene(
         ``{"grid", "shapes": [...], "digits": [...], "target_colour", "target_kind"}``; objects are
         sorted in reading order (row, then column).
     """
+    if task_type in REASONING_TASK_TYPES:
+        return _sample_reasoning_scene(rng, task_type, grid, level, answer)
     cells = [(r, c) for r in range(grid) for c in range(grid)]
     colours = level.colours
     shapes: list[dict[str, Any]] = []
@@ -565,9 +605,12 @@ def _draw_scene(
     )
 
 
-def _stream_key(split: str, seed: int, image_size: int, level: SyntheticDifficulty) -> str:
+def _stream_key(
+    split: str, seed: int, image_size: int, level: SyntheticDifficulty, family: str = "shapes"
+) -> str:
     knobs = ",".join(f"{k}={v}" for k, v in sorted(asdict(level).items()))
-    return f"{_STREAM_VERSION}/{split}/{seed}/{image_size}/{knobs}"
+    version = _STREAM_VERSION if family == "shapes" else _REASONING_STREAM_VERSION
+    return f"{version}/{split}/{seed}/{image_size}/{knobs}"
 
 
 def _iter_examples(
@@ -577,10 +620,12 @@ def _iter_examples(
     task_types: tuple[str, ...],
     image_size: int,
     level: SyntheticDifficulty,
+    family: str = "shapes",
 ) -> Iterable[dict[str, Any]]:
     """Example i has task ``task_types[i % k]``; within a task, answers come in shuffled blocks
     that hold every answer once, so each question type's answers are balanced exactly."""
-    base = _stream_key(split, seed, image_size, level)
+    base = _stream_key(split, seed, image_size, level, family)
+    prefix = "synthetic" if family == "shapes" else "reasoning"
     grid = _grid_size(image_size)
     spaces = {t: answer_space(t, image_size, level) for t in task_types}
     block_orders: dict[tuple[str, int], list[str]] = {}
@@ -599,7 +644,7 @@ def _iter_examples(
             "problem": problem,
             "answer": answer,
             "task_type": task_type,
-            "id": f"synthetic-{split}-{seed}-{i:06d}",
+            "id": f"{prefix}-{split}-{seed}-{i:06d}",
             "scene": scene_json,
         }
 
@@ -649,12 +694,16 @@ def make_synthetic_dataset(
     task_types: Sequence[str] | None = None,
     image_size: int = 56,
     difficulty: str | SyntheticDifficulty = "medium",
+    family: str = "shapes",
 ):
     """Build ``n`` examples of the synthetic task as a Hugging Face dataset.
 
-    Example ``i`` depends only on (split, seed, image_size, difficulty, task_types, i), so a
-    dataset of n rows is a prefix of one of n + 1 rows. Task types cycle in the given order;
+    Example ``i`` depends only on (family, split, seed, image_size, difficulty, task_types, i), so
+    a dataset of n rows is a prefix of one of n + 1 rows. Task types cycle in the given order;
     every task's answers are balanced exactly over each run of |answer space| examples of it.
+    ``family`` picks the task family (:data:`TASK_FAMILIES`): ``"shapes"`` (the default,
+    :data:`TASK_TYPES`) or ``"reasoning"`` (:data:`REASONING_TASK_TYPES`, ids
+    ``reasoning-<split>-<seed>-<index>``); ``task_types`` must belong to it.
 
     Returns:
         ``datasets.Dataset`` with columns ``images`` (list of one PIL image), ``problem``,
@@ -666,13 +715,13 @@ def make_synthetic_dataset(
     _check_split(split)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
-    types = _check_task_types(task_types)
+    types = _check_task_types(task_types, family)
     level = _resolve_difficulty(difficulty)
     _grid_size(image_size)
     for task_type in types:
         answer_space(task_type, image_size, level)  # validates max_count against the grid
     columns: dict[str, list[Any]] = {name: [] for name in _features()}
-    for example in _iter_examples(n, split, seed, types, image_size, level):
+    for example in _iter_examples(n, split, seed, types, image_size, level, family):
         for name, values in columns.items():
             values.append(example[name])
     return datasets.Dataset.from_dict(columns, features=_features())
@@ -688,6 +737,7 @@ def save_synthetic_dataset(
     task_types: Sequence[str] | None = None,
     image_size: int = 56,
     difficulty: str | SyntheticDifficulty = "medium",
+    family: str = "shapes",
 ) -> dict[str, Path]:
     """Write ``train.parquet``, ``validation.parquet`` and ``test.parquet`` under ``path``.
 
@@ -700,6 +750,7 @@ def save_synthetic_dataset(
     """
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         _check_count(name, value)
+    _check_task_types(task_types, family)
     out_dir = Path(path)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"path {str(out_dir)!r} exists and is not a directory.")
@@ -715,6 +766,7 @@ def save_synthetic_dataset(
             task_types=task_types,
             image_size=image_size,
             difficulty=difficulty,
+            family=family,
         )
         file = out_dir / f"{split}.parquet"
         dataset.to_parquet(str(file))
@@ -784,14 +836,18 @@ def _format_solution(reasoning: str, answer: str) -> str:
     return f"<think>{reasoning}</think> \\boxed{{{answer}}}"
 
 
-def reference_solution(example: Mapping[str, Any]) -> str:
-    """A short, template-heavy target response for the supervised warm start.
+def reference_solution(example: Mapping[str, Any], *, rng: random.Random | None = None) -> str:
+    """The target response of a row for the supervised warm start (both task families).
 
-    The few facts read off the picture (counts, colours, sides, digits) are the image-grounded
-    tokens; the rest is fixed template text, as in real chain-of-thought.
+    ``shapes`` rows get a short, template-heavy solution: the few facts read off the picture
+    (counts, colours, sides, digits) are the image-grounded tokens; the rest is fixed template
+    text, as in real chain-of-thought. ``reasoning`` rows get a long one (about 60 tokens) whose
+    free-phrased sentences are drawn at random (see :func:`_reasoning_solution`).
 
     Args:
         example: a row with ``task_type``, ``answer`` and ``scene`` (JSON str or dict).
+        rng: only for ``reasoning`` rows: the source of the phrasing. ``None`` seeds it from the
+            row's question and scene, so a row always gets the same solution.
 
     Returns:
         e.g. ``"<think>I look at the image and read the two digits. They are 3 and 4, and
@@ -808,8 +864,16 @@ def reference_solution(example: Mapping[str, Any]) -> str:
             scene = json.loads(scene)
         except json.JSONDecodeError as err:
             raise ValueError(f"example field 'scene' is not valid JSON: {err}.") from err
+    if rng is not None and not isinstance(rng, random.Random):
+        raise ValueError(f"rng must be a random.Random instance or None, got {type(rng).__name__}.")
     try:
-        reasoning, answer = _solution_body(scene, task_type)
+        if task_type in REASONING_TASK_TYPES:
+            if rng is None:
+                key = json.dumps(scene, sort_keys=True, separators=(",", ":"))
+                rng = random.Random(f"{_REASONING_STREAM_VERSION}/phrasing/{task_type}/{key}")
+            reasoning, answer = _reasoning_body(scene, task_type, rng)
+        else:
+            reasoning, answer = _solution_body(scene, task_type)
     except (KeyError, TypeError, ValueError, StopIteration) as err:
         raise ValueError(
             f"example field 'scene' does not describe a {task_type!r} scene ({err!r})."
@@ -819,6 +883,171 @@ def reference_solution(example: Mapping[str, Any]) -> str:
             f"example field 'answer' is {example['answer']!r} but its scene shows {answer!r}."
         )
     return _format_solution(reasoning, answer)
+
+
+# --------------------------------------------------------------------------------------------
+# The "reasoning" family: few grounded tokens inside long, freely phrased reasoning
+# --------------------------------------------------------------------------------------------
+
+# Each free sentence is a sequence of slots; every slot's option is drawn independently, so a
+# sentence has hundreds of equivalent phrasings and a model trained on them stays uncertain (high
+# entropy) on these tokens, which say nothing about the picture or the answer.
+_Slots = tuple[tuple[str, ...], ...]
+_OPENING: _Slots = (
+    ("Let me", "I will", "First I", "Now I"),
+    ("look at", "study", "examine", "inspect"),
+    ("the",),
+    ("picture", "image", "figure", "scene"),
+    ("carefully.", "closely.", "slowly.", "once."),
+)
+_READ_VERBS: tuple[str, ...] = ("I see", "I count", "I find", "I notice")
+_ASIDE: _Slots = (
+    ("Nothing else", "No other detail", "The rest", "Everything else"),
+    ("seems", "looks", "appears"),
+    ("important", "relevant", "useful", "interesting"),
+    ("here.", "now.", "to me.", "for this."),
+)
+_PLAN_ADD: _Slots = (
+    ("So", "Then", "Next", "Now"),
+    ("I",),
+    ("add", "sum", "combine", "put together"),
+    ("the two", "both"),
+    ("numbers.", "values.", "counts.", "results."),
+)
+_PLAN_DOUBLE: _Slots = (
+    ("So", "Then", "Next", "Now"),
+    ("I",),
+    ("double", "take twice"),
+    ("the",),
+    ("count.", "number.", "total.", "value."),
+)
+_CHECK: _Slots = (
+    ("Let me", "I will", "I quickly", "I now"),
+    ("check", "verify", "confirm", "review"),
+    ("this", "it", "the math", "the work"),
+    ("again:", "once more:", "twice:", "briefly:"),
+    ("it", "everything", "all"),
+    ("is", "looks", "seems"),
+    ("right.", "fine.", "correct.", "good."),
+)
+_CLOSING: _Slots = (
+    ("So", "Thus", "Therefore", "Hence"),
+    ("the",),
+    ("answer", "result", "final answer", "final result"),
+    ("is",),
+)
+_REASONING_SLOTS: tuple[_Slots, ...] = (_OPENING, _ASIDE, _PLAN_ADD, _PLAN_DOUBLE, _CHECK, _CLOSING)
+
+
+def _phrase(rng: random.Random, slots: _Slots) -> str:
+    return " ".join(_choice(rng, options) for options in slots)
+
+
+def _reasoning_answer_space(
+    task_type: str, cells: int, level: SyntheticDifficulty
+) -> tuple[str, ...]:
+    if task_type == "add_count_digit":  # digit 0..max_digit plus 1..min(max_count, cells - 1) shapes
+        top = level.max_digit + min(level.max_count, cells - 1)
+        return tuple(str(a) for a in range(1, top + 1))
+    if task_type == "double_count":
+        return tuple(str(2 * n) for n in range(1, min(level.max_count, cells) + 1))
+    # add_colour_digit: digit plus 0..min(max_count, cells - 2) target shapes (one other shape)
+    top = level.max_digit + min(level.max_count, cells - 2)
+    return tuple(str(a) for a in range(top + 1))
+
+
+def _reasoning_question(scene: Mapping[str, Any], task_type: str) -> str:
+    if task_type == "add_count_digit":
+        return "Add the number of shapes to the digit. What is the result?"
+    if task_type == "double_count":
+        return "Count the shapes and double the number. What is the result?"
+    colour = scene["target_colour"]  # add_colour_digit
+    return f"Add the number of {colour} shapes to the digit. What is the result?"
+
+
+def _sample_reasoning_scene(
+    rng: random.Random, task_type: str, grid: int, level: SyntheticDifficulty, answer: str
+) -> dict[str, Any]:
+    """Draw a reasoning-family scene whose answer is ``answer`` (same layout as the shapes').
+
+    For the sums the answer is drawn first and the (digit, count) pair second, uniformly among
+    the pairs that give it, so no sum is easier to guess than another.
+    """
+    cells = [(r, c) for r in range(grid) for c in range(grid)]
+    colours = level.colours
+    shapes: list[dict[str, Any]] = []
+    digits: list[dict[str, Any]] = []
+    target_colour: str | None = None
+    total = int(answer)
+    if task_type == "double_count":
+        for cell in _sample(rng, cells, total // 2):
+            shapes.append(_shape(rng, _choice(rng, SHAPE_KINDS), _choice(rng, colours), cell))
+    else:
+        low, top = (1, len(cells) - 1) if task_type == "add_count_digit" else (0, len(cells) - 2)
+        top = min(level.max_count, top)
+        pairs = [(total - n, n) for n in range(low, top + 1) if 0 <= total - n <= level.max_digit]
+        value, n_target = _choice(rng, pairs)
+        n_other = 0
+        if task_type == "add_colour_digit":
+            target_colour = _choice(rng, colours)
+            n_other = 1 + _below(rng, len(cells) - 1 - n_target)
+        placed = _sample(rng, cells, 1 + n_target + n_other)
+        digits.append(_digit(rng, value, placed[0]))
+        others = [c for c in colours if c != target_colour]
+        for i, cell in enumerate(placed[1:]):
+            if target_colour is None:
+                colour = _choice(rng, colours)
+            else:
+                colour = target_colour if i < n_target else _choice(rng, others)
+            shapes.append(_shape(rng, _choice(rng, SHAPE_KINDS), colour, cell))
+    shapes.sort(key=lambda s: (s["row"], s["col"]))
+    return {
+        "grid": grid,
+        "shapes": shapes,
+        "digits": digits,
+        "target_colour": target_colour,
+        "target_kind": None,
+    }
+
+
+def _reasoning_body(
+    scene: Mapping[str, Any], task_type: str, rng: random.Random
+) -> tuple[str, str]:
+    """(reasoning, answer) of a reasoning-family scene, free sentences phrased with ``rng``.
+
+    Four steps: look (free), read the facts (grounded: counts and the digit), a free aside and a
+    plan, the arithmetic line (answer-relevant, fixed wording), a free check, the conclusion.
+    """
+    shapes = scene["shapes"]
+    verb = _choice(rng, _READ_VERBS)
+    if task_type == "double_count":
+        n = len(shapes)
+        answer = 2 * n
+        facts = f"{verb} {_plural(n, 'shape')} in total."
+        plan, arithmetic = _PLAN_DOUBLE, f"{n} times 2 is {answer}."
+    else:
+        (digit,) = scene["digits"]
+        d = digit["value"]
+        if task_type == "add_count_digit":
+            n = len(shapes)
+            facts = f"{verb} {_plural(n, 'shape')} and the digit {d}."
+        else:  # add_colour_digit
+            colour = scene["target_colour"]
+            n = sum(s["colour"] == colour for s in shapes)
+            others = _plural(len(shapes) - n, "other shape")
+            facts = f"{verb} {_plural(n, colour + ' shape')}, {others} and the digit {d}."
+        answer = d + n
+        plan, arithmetic = _PLAN_ADD, f"{d} plus {n} is {answer}."
+    sentences = [
+        _phrase(rng, _OPENING),
+        facts,
+        _phrase(rng, _ASIDE),
+        _phrase(rng, plan),
+        arithmetic,
+        _phrase(rng, _CHECK),
+        f"{_phrase(rng, _CLOSING)} {answer}.",
+    ]
+    return " ".join(sentences), str(answer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -962,7 +1191,37 @@ def _vocab_texts() -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def _reasoning_vocab_texts() -> list[str]:
+    """Every reasoning question and free-sentence option, and solutions covering every answer."""
+    texts: list[str] = []
+    for level_name, level in DIFFICULTY_LEVELS.items():
+        for image_size in (56, 84):
+            grid = image_size // CELL_SIZE
+            for task_type in REASONING_TASK_TYPES:
+                for answer in answer_space(task_type, image_size, level):
+                    rng = random.Random(f"{_REASONING_STREAM_VERSION}/vocab/{level_name}/{task_type}")
+                    for _ in range(2):
+                        scene = _sample_reasoning_scene(rng, task_type, grid, level, answer)
+                        texts.append("<image>" + _reasoning_question(scene, task_type))
+                        texts.append(_format_solution(*_reasoning_body(scene, task_type, rng)))
+    for slots in _REASONING_SLOTS:
+        for options in slots:
+            texts.append(" ".join(options))
+    texts.append(" ".join(_READ_VERBS))
+    for colour in PALETTE:
+        texts.append(f"Add the number of {colour} shapes to the digit. What is the result?")
+        texts.append(f"I see 1 {colour} shape, 2 {colour} shapes, 1 other shape and the digit 0.")
+    texts.append(" ".join(f"{i} plus {i} is {2 * i}. {i} times 2 is {2 * i}." for i in range(10)))
+    texts.append(" + ".join(f"\\boxed{{{i}}}" for i in range(2 * 9 + 1)))
+    return list(dict.fromkeys(texts))
+
+
 SYNTHETIC_VOCAB_TEXTS: list[str] = _vocab_texts()
 """Representative strings (all questions, reference solutions, every colour, shape and number) to
 train the tiny model's tokenizer on, so every word of the task is in its vocabulary. The prompt
 instruction added by ``vppo.data.prompts`` is not included."""
+
+REASONING_VOCAB_TEXTS: list[str] = _reasoning_vocab_texts()
+"""Like :data:`SYNTHETIC_VOCAB_TEXTS`, for the ``reasoning`` family: every question, every option
+of every free sentence, and reference solutions covering every answer of every preset. A tokenizer
+for the reasoning family is trained on both lists."""
