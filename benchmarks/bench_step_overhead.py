@@ -23,7 +23,7 @@ noise hits all of them alike. For each method it reports, per optimizer step:
 On a tiny CPU model generation dominates, so the time ratio says how much the extra no-grad passes
 cost relative to everything else at this scale; the token counts are what carries to a 7B model.
 
-    .venv/bin/python benchmarks/bench_step_overhead.py [--cycles 5] [--json PATH]
+    .venv/bin/python benchmarks/bench_step_overhead.py [--cycles 5] [--device cuda] [--json PATH]
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class _Counter:
             self.nograd_tokens += ids.numel()
 
 
-def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int):
+def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int,
+                 device: str = "cpu"):
     from vppo.demo import load_policy, synthetic_split, training_dataset
     from vppo.rewards import accuracy_reward
     from vppo.trainer import VPPOConfig, VPPOTrainer
@@ -103,7 +104,7 @@ def make_trainer(config: str, method: str, output_dir: str, cycles: int, complet
     steps = cycles * overrides["steps_per_generation"]
     args = VPPOConfig(output_dir=output_dir, per_device_train_batch_size=16, num_generations=8,
                       gradient_accumulation_steps=1, max_completion_length=completion, max_steps=steps,
-                      temperature=1.0, top_p=1.0, learning_rate=1e-5, bf16=False, use_cpu=True,
+                      temperature=1.0, top_p=1.0, learning_rate=1e-5, bf16=False, use_cpu=device == "cpu",
                       report_to="none", logging_steps=1, save_strategy="no", gradient_checkpointing=False,
                       disable_tqdm=True, seed=0, data_seed=0, **overrides)
     trainer = VPPOTrainer(model=model, reward_funcs=[accuracy_reward], args=args, train_dataset=dataset,
@@ -114,9 +115,15 @@ def make_trainer(config: str, method: str, output_dir: str, cycles: int, complet
     return trainer, iter(trainer.get_train_dataloader())
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def run_cycle(trainer, loader) -> float:
     """One generation batch and its optimizer steps; returns seconds per optimizer step."""
     steps = trainer.args.steps_per_generation
+    _sync()
     start = time.perf_counter()
     for _ in range(steps):
         batch = trainer._prepare_inputs(next(loader))
@@ -125,6 +132,7 @@ def run_cycle(trainer, loader) -> float:
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
         trainer._step += 1
+    _sync()
     return (time.perf_counter() - start) / steps
 
 
@@ -166,14 +174,24 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def measure(config: str, cycles: int, completion: int, memory: bool) -> dict[str, dict[str, Any]]:
+def _cuda_peak_mb(trainer, loader) -> float:
+    """What the CUDA allocator held at most during one cycle, above what was allocated before it."""
+    _sync()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run_cycle(trainer, loader)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def measure(config: str, cycles: int, completion: int, memory: bool,
+            device: str = "cpu") -> dict[str, dict[str, Any]]:
     times = {m: [] for m in METHODS}
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         runs = {}
         for i, method in enumerate(METHODS):
-            trainer, loader = make_trainer(config, method, f"{tmp}/{i}", cycles + 2, completion)
+            trainer, loader = make_trainer(config, method, f"{tmp}/{i}", cycles + 2, completion, device)
             runs[method] = (trainer, loader, _Counter(trainer))
         for cycle in range(cycles + 1):  # the first cycle of each method is a warm-up
             for method, (trainer, loader, counter) in runs.items():
@@ -186,10 +204,13 @@ def measure(config: str, cycles: int, completion: int, memory: bool) -> dict[str
             if memory:
                 tokens = counter.nograd_tokens, counter.trained_tokens
                 torch.manual_seed(cycles + 1)
-                with _PeakTensorMemory() as tracker:
-                    run_cycle(trainer, loader)
+                if device == "cuda":
+                    peaks[method] = _cuda_peak_mb(trainer, loader)
+                else:
+                    with _PeakTensorMemory() as tracker:
+                        run_cycle(trainer, loader)
+                    peaks[method] = tracker.peak / 2**20
                 counter.nograd_tokens, counter.trained_tokens = tokens
-                peaks[method] = tracker.peak / 2**20
     steps = cycles * CONFIGS[config]["steps_per_generation"]
     result = {}
     base = statistics.median(times["dapo"][1:])
@@ -211,14 +232,18 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=48, help="max_completion_length")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-memory", action="store_true", help="skip the (slow) peak-memory cycle")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the trainer runs; on cuda peak memory is the allocator's peak")
     parser.add_argument("--json", metavar="PATH", help="write {config: {method: {...}}} here")
     args = parser.parse_args()
     _quiet()
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    where = (torch.cuda.get_device_name() if args.device == "cuda"
+             else f"{platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"machine: {where}, torch {torch.__version__}; "
           f"shipped warm start, 16 responses per step (2 prompts x 8), {args.completion} tokens max")
     results = {}
     for config in args.configs:
-        results[config] = measure(config, args.cycles, args.completion, not args.no_memory)
+        results[config] = measure(config, args.cycles, args.completion, not args.no_memory, args.device)
         print(f"\n{config} ({args.cycles} cycles)")
         print(f"{'method':<10}{'step s':>9}{'vs dapo':>9}{'nograd tok':>12}{'floor tok':>11}"
               f"{'tok/floor':>11}{'peak MB':>9}")

@@ -52,10 +52,26 @@ SIZES: dict[str, dict[str, Any]] = {
 METHODS = {"dapo": {"token_selection": "none", "use_tas": False}, "vppo": {}}
 
 
+def size_config(size: str, tiny_config: Any) -> Any:
+    """The Qwen2.5-VL configuration of a released `size`, on the tiny model's token ids."""
+    from transformers import Qwen2_5_VLConfig
+
+    shape = SIZES[size]
+    base = tiny_config.to_dict()
+    text = {**base["text_config"], **shape["text"], "max_position_embeddings": 32768}
+    text.pop("layer_types", None)  # the tiny model's per-layer list; rebuilt for the new depth
+    head_dim = shape["text"]["hidden_size"] // shape["text"]["num_attention_heads"]
+    text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": [16, 24, 24]}
+    assert sum(text["rope_parameters"]["mrope_section"]) * 2 == head_dim
+    vision = {**base["vision_config"], **shape["vision"], "fullatt_block_indexes": [7, 15, 23, 31]}
+    ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **{k: base[k] for k in ids})
+
+
 def build_model(size: str, folder: Path, cpu_smoke: bool) -> None:
     """Save a random Qwen2.5-VL of `size` (or the tiny one) and its processor to `folder`, once:
     every method then starts from the same weights."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
     from vppo.models import build_tiny_vlm
@@ -64,16 +80,7 @@ def build_model(size: str, folder: Path, cpu_smoke: bool) -> None:
     if cpu_smoke:
         model = tiny
     else:
-        shape = SIZES[size]
-        base = tiny.config.to_dict()
-        text = {**base["text_config"], **shape["text"], "max_position_embeddings": 32768}
-        head_dim = shape["text"]["hidden_size"] // shape["text"]["num_attention_heads"]
-        text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": [16, 24, 24]}
-        assert sum(text["rope_parameters"]["mrope_section"]) * 2 == head_dim
-        vision = {**base["vision_config"], **shape["vision"], "fullatt_block_indexes": [7, 15, 23, 31]}
-        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
-                                  **{k: base[k] for k in ("image_token_id", "video_token_id",
-                                                          "vision_start_token_id", "vision_end_token_id")})
+        config = size_config(size, tiny.config)
         default = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)  # build in bf16: no fp32 copy of the weights
         try:

@@ -32,3 +32,28 @@ def test_gpu_check_without_a_gpu_says_so():
     result = subprocess.run([sys.executable, str(SCRIPT), "--size", "3b"], capture_output=True,
                             text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2 and "--cpu-smoke" in result.stderr
+
+
+@pytest.mark.parametrize("size, layers", [("3b", 36), ("7b", 28)])
+def test_released_shapes_build_a_consistent_config(size, layers):
+    """The full-size configuration is valid at its own depth (the tiny model's per-layer lists
+    must not leak into it: on the H100 the 3B build failed on `layer_types` of length 2)."""
+    import importlib.util
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
+    from vppo.models import build_tiny_vlm
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    tiny, _ = build_tiny_vlm("qwen2_5_vl", vocab_texts=SYNTHETIC_VOCAB_TEXTS)
+    config = gpu_check.size_config(size, tiny.config)
+    assert config.text_config.num_hidden_layers == layers
+    assert len(config.text_config.layer_types) == layers
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    assert len(model.model.language_model.layers) == layers
+    assert len(model.model.visual.blocks) == 32
