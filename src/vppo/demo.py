@@ -109,9 +109,11 @@ class DemoSettings:
     task: str = "shapes"
 
     def __post_init__(self) -> None:
-        if self.task not in TASK_MAX_COMPLETION_LENGTH:
-            raise ValueError(f"DemoSettings.task must be one of "
-                             f"{', '.join(TASK_MAX_COMPLETION_LENGTH)}, got {self.task!r}.")
+        from vppo.data.synthetic import TASK_FAMILIES
+
+        if self.task not in TASK_FAMILIES:
+            raise ValueError(f"DemoSettings.task must be one of {', '.join(TASK_FAMILIES)}, got "
+                             f"{self.task!r}.")
         for name in ("steps", "prompts_per_step", "num_generations", "num_iterations",
                      "max_completion_length", "train_size", "eval_size", "eval_k"):
             value = getattr(self, name)
@@ -440,11 +442,14 @@ def run_demo(
     output.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = total = time.perf_counter()
-    model, processor = load_policy(checkpoint)
-    info = read_warmstart_info(checkpoint if checkpoint is not None else default_checkpoint())
+    warm = Path(checkpoint) if checkpoint is not None else default_checkpoint(settings.task)
+    model, processor = load_policy(warm)
+    info = read_warmstart_info(warm)
     # The task's rows are fixed; the seed varies the training randomness (as in `vppo compare`).
-    train_rows = training_dataset(synthetic_split("train", settings.train_size, 0))
-    validation = synthetic_split("validation", settings.eval_size, settings.eval_seed)
+    train_rows = training_dataset(synthetic_split("train", settings.train_size, 0,
+                                                  family=settings.task))
+    validation = synthetic_split("validation", settings.eval_size, settings.eval_seed,
+                                 family=settings.task)
     benchmark = synthetic_benchmark(validation, "synthetic-validation")
     eval_settings = synthetic_eval_settings(settings.eval_k, seed=settings.eval_seed,
                                             max_new_tokens=settings.max_completion_length)
@@ -511,7 +516,7 @@ def run_demo(
                        seconds, asdict(settings))
     payload = result.to_dict()
     payload["perception"] = summary_stats
-    payload["checkpoint"] = str(checkpoint) if checkpoint is not None else "vppo/assets/warmstart"
+    payload["checkpoint"] = str(checkpoint) if checkpoint is not None else f"vppo/assets/{warm.name}"
     (output / "demo_results.json").write_text(
         json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     out("")
