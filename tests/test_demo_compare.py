@@ -81,10 +81,18 @@ def test_paired_differences_use_common_seeds_and_the_right_sign():
     assert set(paired) == {"vppo"}  # no baseline row, no row without a common seed
     vppo = paired["vppo"]
     assert vppo["seeds"] == [3, 1, 0] and vppo["differences"] == [1.0, -1.0, 3.0]
-    assert vppo["n"] == 3 and vppo["wins"] == 2 and vppo["mean"] == 1.0
+    assert vppo["n"] == 3 and vppo["wins"] == 2 and vppo["ties"] == 0 and vppo["mean"] == 1.0
     assert vppo["ci"][0] <= 1.0 <= vppo["ci"][1]
     assert vppo["ci"] == list(bootstrap_ci([1.0, -1.0, 3.0]))
     assert paired_differences(summary, baseline="grpo") == {}  # no common seed with grpo
+    tied = paired_differences({"dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
+                               "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]}})
+    assert tied["vppo"]["wins"] == 0 and tied["vppo"]["ties"] == 1 and tied["vppo"]["mean"] == -0.5
+    assert "| 0/2 (1 tied) |" in format_table(
+        {m: {**row, "ci": [0, 0], "sd": 0.0, "mean": 50.0, "minutes": 1.0}
+         for m, row in {"dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
+                        "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]}}.items()},
+        before=None, k=8, steps=4, eval_size=128)
     assert paired_differences({"vppo": summary["vppo"]}) == {}
 
 

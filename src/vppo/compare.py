@@ -178,7 +178,7 @@ def paired_differences(
     Returns:
         method -> {"seeds": common seeds (the method's order), "differences": method - baseline
         per seed, "n", "mean", "ci": [low, high], "wins": seeds in which the method scored strictly
-        higher}. Empty when ``baseline`` is not in ``summary``; the baseline itself and methods
+        higher, "ties": seeds with equal scores}. Empty when ``baseline`` is not in ``summary``; the baseline itself and methods
         without a common seed are left out.
     """
     if baseline not in summary:
@@ -196,7 +196,7 @@ def paired_differences(
         low, high = bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed)
         table[method] = {"seeds": [s for s, _ in pairs], "differences": diffs, "n": len(diffs),
                          "mean": sum(diffs) / len(diffs), "ci": [low, high],
-                         "wins": sum(d > 0 for d in diffs)}
+                         "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs)}
     return table
 
 
@@ -263,7 +263,9 @@ def format_table(
                 cells += ["no common seed", "–"]
             else:
                 cells += [f"{_signed(diff['mean'])} [{_signed(diff['ci'][0])}, "
-                          f"{_signed(diff['ci'][1])}]", f"{diff['wins']}/{diff['n']}"]
+                          f"{_signed(diff['ci'][1])}]",
+                          f"{diff['wins']}/{diff['n']}"
+                          + (f" ({diff['ties']} tied)" if diff["ties"] else "")]
         cells += [f"{row['sd']:.1f}", _signed(row["mean"] - before) if before is not None else "–",
                   (f"{row['final_reward_mean']:.3f} ± {row['final_reward_sd']:.3f}"
                    if "final_reward_mean" in row else "–"),
@@ -291,8 +293,8 @@ def format_table(
     if has_base:
         lines.append(f"Δ vs {base_title}: the method's score minus {base_title}'s in the same "
                      f"seed, averaged over the seeds both ran; its CI resamples those seeds. "
-                     f"Wins: seeds in which the method scored higher. sd: sample standard "
-                     f"deviation over seeds.")
+                     f"Wins: seeds in which the method scored higher (ties are not wins). sd: "
+                     f"sample standard deviation over seeds.")
     else:
         lines.append(f"{base_title} is not among the methods: no paired differences. sd: sample "
                      f"standard deviation over seeds.")
@@ -552,7 +554,6 @@ def run_comparison(
                         # A failed run raises here; the runs under way finish (and are kept).
                         finished(method, seed, future.result())
     finally:
-        bar.set_postfix_str("")
         bar.close()
         try:
             (output / "trainer_tmp").rmdir()
