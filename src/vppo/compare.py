@@ -98,9 +98,10 @@ _FINGERPRINT_SINCE: dict[str, Any] = {"task": "shapes", "device": "cpu"}
 def run_fingerprint(settings: DemoSettings, checkpoint: str) -> str:
     """12 hex digits over everything that changes a run's result except method and seed.
 
-    Fields added to `DemoSettings` later (``task``, ``device``) count only when they differ from the value
-    every earlier run had, so adding a field does not invalidate the stored runs: the shipped
-    shapes set-up, ``run_fingerprint(COMPARE_DEFAULTS, "shipped")``, is ``456479f196a5`` as before.
+    Fields added to `DemoSettings` later (``task``, ``device``) count only when they differ from
+    the value every earlier run had, so adding a field does not invalidate the stored runs: the
+    shipped shapes set-up, ``run_fingerprint(COMPARE_DEFAULTS, "shipped")``, is ``456479f196a5``
+    as before.
     """
     payload = asdict(replace(settings, seed=0))
     for name, old_value in _FINGERPRINT_SINCE.items():
@@ -178,8 +179,8 @@ def paired_differences(
     Returns:
         method -> {"seeds": common seeds (the method's order), "differences": method - baseline
         per seed, "n", "mean", "ci": [low, high], "wins": seeds in which the method scored strictly
-        higher, "ties": seeds with equal scores}. Empty when ``baseline`` is not in ``summary``; the baseline itself and methods
-        without a common seed are left out.
+        higher, "ties": seeds with equal scores}. Empty when ``baseline`` is not in ``summary``;
+        the baseline itself and methods without a common seed are left out.
     """
     if baseline not in summary:
         return {}
@@ -266,7 +267,8 @@ def format_table(
                           f"{_signed(diff['ci'][1])}]",
                           f"{diff['wins']}/{diff['n']}"
                           + (f" ({diff['ties']} tied)" if diff["ties"] else "")]
-        cells += [f"{row['sd']:.1f}", _signed(row["mean"] - before) if before is not None else "–",
+        cells += [f"{row['sd']:.1f}",
+                  _signed(row["mean"] - before) if before is not None else "–",
                   (f"{row['final_reward_mean']:.3f} ± {row['final_reward_sd']:.3f}"
                    if "final_reward_mean" in row else "–"),
                   f"{row['minutes']:.1f}"]
@@ -278,7 +280,8 @@ def format_table(
     for method, row in summary.items():
         by_seed = dict(zip(row["seeds"], row["scores"], strict=True))
         lines.append(f"| {METHOD_TITLES.get(method, method)} | "
-                     + " | ".join(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds) + " |")
+                     + " | ".join(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds)
+                     + " |")
     for method, diff in paired.items():
         by_seed = dict(zip(diff["seeds"], diff["differences"], strict=True))
         lines.append(f"| {METHOD_TITLES.get(method, method)} − {base_title} | "
@@ -639,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Torch CPU threads per run (default: the free cores, divided among "
                         "--jobs).")
     parser.add_argument("--run-progress", action="store_true",
-                        help="Each run's training and evaluation bars too (readable with --jobs 1).")
+                        help="Each run's training and evaluation bars too (readable with "
+                        "--jobs 1).")
     parser.add_argument("--no-progress", action="store_true", help="Hide all progress bars.")
     from vppo.data.settings import accept_underscores
 
