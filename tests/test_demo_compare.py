@@ -122,6 +122,7 @@ def test_aggregate_and_table():
     assert "| DAPO | 50.0 | 54.0 |" in table and "| VPPO | 60.0 | – |" in table
     assert "| VPPO − DAPO | +10.0 | – |" in table
 
+    assert "fewer than 8 seeds" in table
     without = format_table({"vppo": summary["vppo"]}, before=None, k=8, steps=4, eval_size=128)
     assert "Δ vs DAPO" not in without.splitlines()[0]
     assert "DAPO is not among the methods" in without

@@ -86,6 +86,8 @@ BOOTSTRAP_SEED = 0
 """Seed of the bootstrap's random generator: the same runs always give the same table."""
 CI_LEVEL = 0.95
 """Coverage of the confidence intervals."""
+FEW_SEEDS = 8
+"""Below this many seeds the table warns that its bootstrap intervals are too narrow."""
 BASELINE = "dapo"
 """The method the others are compared with, seed by seed (VPPO and the ablations build on DAPO)."""
 
@@ -293,6 +295,9 @@ def format_table(
               f"questions x {k} samples at T = 1. [{pct} CI]: percentile bootstrap over seeds "
               f"({BOOTSTRAP_RESAMPLES:,} resamples, fixed generator seed) of the mean over "
               f"training seeds, on this one test set."]
+    if 0 < min(len(r["scores"]) for r in summary.values()) < FEW_SEEDS:
+        lines.append(f"With fewer than {FEW_SEEDS} seeds a percentile bootstrap is too narrow (it "
+                     f"knows only the spread it has seen): read these intervals as rough.")
     if has_base:
         lines.append(f"Δ vs {base_title}: the method's score minus {base_title}'s in the same "
                      f"seed, averaged over the seeds both ran; its CI resamples those seeds. "
