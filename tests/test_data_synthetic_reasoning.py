@@ -215,3 +215,21 @@ def test_shipped_reasoning_checkpoint_loads_and_generates():
         out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True
     )
     assert completion.startswith("<think>") and "\\boxed{" in completion
+
+
+def test_warm_start_config_family_defaults():
+    from vppo.warmstart import WarmStartConfig, build_parser
+
+    shapes = WarmStartConfig()
+    assert (shapes.family, shapes.vocab_size, shapes.max_new_tokens) == ("shapes", 512, 48)
+    reasoning = WarmStartConfig(family="reasoning")
+    assert (reasoning.vocab_size, reasoning.max_new_tokens) == (768, 96)
+    assert WarmStartConfig(family="reasoning", task_types=["double_count"]).task_types == (
+        "double_count",
+    )
+    with pytest.raises(ValueError, match="family"):
+        WarmStartConfig(family="maths")
+    with pytest.raises(ValueError, match="task_types"):
+        WarmStartConfig(family="reasoning", task_types=("count",))
+    args = build_parser().parse_args(["--output", "x", "--family", "reasoning"])
+    assert args.family == "reasoning"

@@ -19,6 +19,13 @@ Design choices (see docs/synthetic_task.md for the reasoning):
   scene (which fixes the pixels); each split's generator redraws until the hash lands in it.
 - Everything is deterministic: randomness comes from ``random.Random`` seeded with strings (stable
   across platforms) and only through ``Random.random()``, whose stream Python guarantees.
+
+Two task families (:data:`TASK_FAMILIES`, the ``family=`` argument): ``"shapes"`` (the default,
+:data:`TASK_TYPES`) has short template solutions; ``"reasoning"`` (:data:`REASONING_TASK_TYPES`:
+add a count to a digit, double a count) has ~60-80-token solutions in which a few grounded tokens
+(the counts and digit read off the picture) sit among many freely phrased, high-entropy but
+answer-irrelevant words and an arithmetic line, so VPPO's token filtering has something to act on.
+It shares the rasteriser, scenes and split hashing, with its own stream version.
 """
 
 from __future__ import annotations
