@@ -257,3 +257,19 @@ def test_quick_reasoning_comparison_from_the_command_line(tmp_path, monkeypatch)
     run = json.loads((tmp_path / "runs" / "vppo" / "seed0.json").read_text())
     assert run["settings"]["task"] == "reasoning" and 0.0 <= run["after"] <= 100.0
     assert "| VPPO |" in (tmp_path / "comparison.md").read_text()
+
+
+def test_device_reaches_the_trainer_and_the_fingerprint(tmp_path):
+    """`--device cuda` makes GPU runs (use_cpu off) under their own fingerprint; a bad device is
+    one line naming the field."""
+    from vppo.compare import build_parser, run_fingerprint, settings_from_args
+    from vppo.demo import rl_config
+
+    cpu = settings_from_args(build_parser().parse_args([]))
+    gpu = settings_from_args(build_parser().parse_args(["--device", "cuda"]))
+    assert rl_config("vppo", cpu, tmp_path).use_cpu is True
+    assert rl_config("vppo", gpu, tmp_path).use_cpu is False
+    assert run_fingerprint(cpu, "shipped") == "456479f196a5"
+    assert run_fingerprint(gpu, "shipped") != run_fingerprint(cpu, "shipped")
+    with pytest.raises(ValueError, match="DemoSettings.device"):
+        settings_from_args(build_parser().parse_args(["--device", "gpu"]))

@@ -412,6 +412,7 @@ def _run_one(
     tmp = output / "trainer_tmp" / f"{method}-seed{seed}"  # one per run: runs may be concurrent
     started = time.perf_counter()
     model, processor = load_policy(checkpoint)
+    model.to(settings.device)
     _, curve = train_rl(model, processor, train_rows, method, run_settings, tmp, progress=progress,
                         desc=f"{method} seed {seed}")
     trained = time.perf_counter()
@@ -505,6 +506,7 @@ def run_comparison(
         before = float(cached["score"])
     else:
         model, processor = load_policy(ckpt)
+        model.to(settings.device)
         before = evaluate_pass_rate(model, processor, benchmark, _eval_settings(settings),
                                     output / "eval" / "before", model_id=f"before-{fingerprint}",
                                     progress=progress).score
@@ -641,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="Warm-start folder (default: the one shipped for --task).")
     parser.add_argument("--quick", action="store_true", help="A tiny budget that checks the pipeline.")
+    parser.add_argument("--device", default=d.device,
+                        help="Where runs train and are scored: cpu, or cuda to run many small runs "
+                        "at once on one GPU with --jobs (runs on different devices are not mixed: "
+                        "the device is part of a run's fingerprint).")
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="Runs at once, each in its own process (default 1).")
     parser.add_argument("--threads", type=_positive_int, default=None,
@@ -664,6 +670,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
                                         ("eval_k", args.eval_k),
                                         ("learning_rate", args.learning_rate)) if value is not None}
     changes["task"] = args.task
+    changes["device"] = args.device
     changes["max_completion_length"] = (args.max_completion_length
                                         or TASK_MAX_COMPLETION_LENGTH[args.task])
     return replace(settings, **changes)
@@ -679,7 +686,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = _int_list(args.seeds, "--seeds")
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(choose_num_threads(args.threads))
     quiet_library_noise()
     progress = not args.no_progress

@@ -89,6 +89,8 @@ class DemoSettings:
     ``task`` is the synthetic task family (warm start, training and test rows); the other values
     were tuned on "shapes". A "reasoning" run needs a longer ``max_completion_length``
     (`TASK_MAX_COMPLETION_LENGTH`), which `replace(settings, task=...)` does not change by itself.
+    ``device`` is where training and evaluation run ("cpu", or "cuda" to run many small runs on a
+    GPU machine); it changes the numerics, so runs on different devices are not mixed.
     """
 
     steps: int = 40
@@ -107,6 +109,7 @@ class DemoSettings:
     summary_responses: int = 8
     summary_show: int = 3
     task: str = "shapes"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         from vppo.data.synthetic import TASK_FAMILIES
@@ -114,6 +117,8 @@ class DemoSettings:
         if self.task not in TASK_FAMILIES:
             raise ValueError(f"DemoSettings.task must be one of {', '.join(TASK_FAMILIES)}, got "
                              f"{self.task!r}.")
+        if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"DemoSettings.device must be 'cpu' or 'cuda', got {self.device!r}.")
         for name in ("steps", "prompts_per_step", "num_generations", "num_iterations",
                      "max_completion_length", "train_size", "eval_size", "eval_k"):
             value = getattr(self, name)
@@ -228,7 +233,7 @@ def rl_config(method: str, settings: DemoSettings, output_dir: str | Path, **ext
         "nll_coef": settings.nll_coef,
         "dynamic_sampling_max_rounds": settings.dynamic_sampling_max_rounds,
         "bf16": False,
-        "use_cpu": True,
+        "use_cpu": settings.device == "cpu",
         "gradient_checkpointing": False,
         "disable_dropout": True,
         "logging_steps": 1,
