@@ -359,7 +359,7 @@ def plot_curves(
         raise ValueError("plot_curves: no run has a training curve to plot.")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"training reward, running mean of {window} batches")
-    ax.set_title(title or "Training reward on the synthetic task (mean ± 1 sd over seeds)")
+    ax.set_title(title or "Training reward on the synthetic task (mean ± 1 sd over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
