@@ -272,4 +272,6 @@ def test_device_reaches_the_trainer_and_the_fingerprint(tmp_path):
     assert run_fingerprint(cpu, "shipped") == "456479f196a5"
     assert run_fingerprint(gpu, "shipped") != run_fingerprint(cpu, "shipped")
     with pytest.raises(ValueError, match="DemoSettings.device"):
-        settings_from_args(build_parser().parse_args(["--device", "gpu"]))
+        replace(cpu, device="cuda:1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--device", "gpu"])

@@ -411,8 +411,7 @@ def _run_one(
     run_settings = replace(settings, seed=seed)
     tmp = output / "trainer_tmp" / f"{method}-seed{seed}"  # one per run: runs may be concurrent
     started = time.perf_counter()
-    model, processor = load_policy(checkpoint)
-    model.to(settings.device)
+    model, processor = load_policy(checkpoint)  # the trainer puts it on settings.device
     _, curve = train_rl(model, processor, train_rows, method, run_settings, tmp, progress=progress,
                         desc=f"{method} seed {seed}")
     trained = time.perf_counter()
@@ -643,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="Warm-start folder (default: the one shipped for --task).")
     parser.add_argument("--quick", action="store_true", help="A tiny budget that checks the pipeline.")
-    parser.add_argument("--device", default=d.device,
+    parser.add_argument("--device", default=d.device, choices=("cpu", "cuda"),
                         help="Where runs train and are scored: cpu, or cuda to run many small runs "
                         "at once on one GPU with --jobs (runs on different devices are not mixed: "
                         "the device is part of a run's fingerprint).")

@@ -117,7 +117,7 @@ class DemoSettings:
         if self.task not in TASK_FAMILIES:
             raise ValueError(f"DemoSettings.task must be one of {', '.join(TASK_FAMILIES)}, got "
                              f"{self.task!r}.")
-        if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
+        if self.device not in ("cpu", "cuda"):  # the trainer picks the GPU (use_cpu off)
             raise ValueError(f"DemoSettings.device must be 'cpu' or 'cuda', got {self.device!r}.")
         for name in ("steps", "prompts_per_step", "num_generations", "num_iterations",
                      "max_completion_length", "train_size", "eval_size", "eval_k"):
