@@ -37,8 +37,10 @@ def half_uniform(completions, answer, **kwargs):
 
 
 def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], port: int,
-            worker: bool = True, config: str = "fsdp2_8gpu") -> Path:
-    """Train tiny_vppo on 2 CPU processes with a shipped accelerate config; returns output_dir."""
+            worker: bool = True, config: str = "fsdp2_8gpu", text_only_rows: int = 0,
+            expect_success: bool = True):
+    """Train tiny_vppo on 2 CPU processes with a shipped accelerate config; returns output_dir
+    (with `expect_success=False`, the finished process)."""
     (tmp_path / "reward.py").write_text(REWARD)
     from PIL import Image
 
@@ -46,6 +48,8 @@ def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], po
         Image.new("RGB", (56, 56), (60 * i, 200 - 40 * i, 30)).save(tmp_path / f"img{i}.png")
     rows = [{"images": [f"img{i % 4}.png"], "problem": f"<image>What is {i}?", "answer": str(i)}
             for i in range(16)]
+    for i in range(text_only_rows):
+        rows[-1 - i] = {"images": [], "problem": f"What is {i}?", "answer": str(i)}
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / name
     argv = [
@@ -65,6 +69,8 @@ def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], po
         command = [sys.executable, "-m", "vppo.cli", "train", *argv]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
                             cwd=tmp_path)
+    if not expect_success:
+        return result
     errors = [line for line in result.stderr.splitlines() if "vppo train:" in line or "Error" in line]
     assert result.returncode == 0, "\n".join(errors)[-4000:]
     return out
@@ -151,3 +157,19 @@ def test_fsdp2_dapo_trains_through_vppo_train_by_config_name(tmp_path, subproces
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     assert len(logs) == 2 and all(e["vppo/dynamic_sampling/dropped_frac"] > 0 for e in logs)
     assert all("vppo/dependency_mean" not in e for e in logs)
+
+
+@pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])
+def test_sharded_training_refuses_text_only_rows_up_front(tmp_path, config, subprocess_env, free_port):
+    """A rank whose micro-batch has no image would skip the sharded vision tower while the other
+    gathers it (a hang): refused before training, in one sentence, on every rank."""
+    model_flags = [] if config.startswith("fsdp") else [
+        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    result = _launch(tmp_path, "mixed", model_flags, subprocess_env(), free_port, worker=False,
+                     config=config, text_only_rows=3, expect_success=False)
+    assert result.returncode != 0
+    engine = "FSDP" if config.startswith("fsdp") else "DeepSpeed ZeRO-3"
+    message = (f"vppo train: train_dataset has 3 rows without an image (the first is row 13); under "
+               f"{engine} a process whose micro-batch holds no image")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

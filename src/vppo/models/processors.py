@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -499,3 +500,22 @@ def vision_layout(processor: Any, model_config: Any = None) -> VisionLayout:
         video_token_id=None if video_token_id is None else int(video_token_id),
         pad_token_ids_to_ban=tuple(sorted(ban)),
     )
+
+
+def collapse_placeholder_runs(ids: Sequence[int], token_id: int) -> list[int]:
+    """``ids`` with every run of ``token_id`` cut to one token.
+
+    A processor expands each image's placeholder to the N tokens its features fill (Qwen2/2.5/3-VL:
+    ``<|image_pad|>`` × N). vLLM expects the unexpanded form, one placeholder per image, and
+    expands it itself; handed the processor's ids it expands the first of the N again (2N − 1
+    tokens per image, vLLM 0.30). This is the form vLLM expands to exactly ``ids`` for layouts whose
+    images are one repeated token ("qwen_flat", "nchw"); not for SmolVLM/Idefics3, whose image
+    block has row/column and wrapper tokens around the repeated one.
+    """
+    out: list[int] = []
+    for token in ids:
+        token = int(token)
+        if token == token_id and out and out[-1] == token_id:
+            continue
+        out.append(token)
+    return out

@@ -92,5 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"vppo train: {err}", file=sys.stderr)
         return 2
-    launch_command(args)
+    try:
+        launch_command(args)
+    except Exception as err:  # noqa: BLE001 - a rank failed; it has printed its own one-line error
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+        if not isinstance(err, ChildFailedError):
+            raise
+        codes = [failure.exitcode for failure in err.failures.values()]
+        print(f"vppo train: {len(codes)} of the launched processes failed (exit code "
+              f"{codes[0]}); their messages are above.", file=sys.stderr)
+        return codes[0] if codes and codes[0] > 0 else 1
     return 0

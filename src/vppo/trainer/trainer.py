@@ -39,7 +39,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler
 
 from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
-from vppo.models import vision_layout
+from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.perception import (
     full_kl_dependency,
     perturb_pixel_values,
@@ -140,6 +140,102 @@ class _LastHiddenState:
         return hidden
 
 
+_VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "spatial_shapes",
+                "image_position_ids")
+
+
+def _drop_empty_vision_inputs(module, args, kwargs):
+    """Forward pre-hook: a batch whose rows have no image runs as text only.
+
+    TRL slices the collated batch per chunk, so a chunk of text-only rows gets ``pixel_values`` with
+    0 rows, on which Qwen2.5-VL's vision path fails (``torch.cat(): expected a non-empty list``).
+    """
+    pixel_values = kwargs.get("pixel_values")
+    if torch.is_tensor(pixel_values) and pixel_values.size(0) == 0:
+        kwargs = {k: v for k, v in kwargs.items() if k not in _VISION_KEYS}
+        return args, kwargs
+    return None
+
+
+def rows_without_images(dataset) -> tuple[int, int | None]:
+    """(number of rows without any image, index of the first) of a training dataset, read from its
+    Arrow table (no image is decoded). An ``images`` list column counts empty and null lists; an
+    ``image`` column counts nulls; a dataset with neither has no image at all."""
+    import pyarrow.compute as pc
+
+    table = getattr(dataset, "data", None)
+    names = getattr(dataset, "column_names", None) or []
+    if table is None:
+        return 0, None  # an IterableDataset: not known up front
+    if "images" in names:
+        lengths = pc.fill_null(pc.list_value_length(table.column("images")), 0)
+        empty = pc.equal(lengths, 0)
+    elif "image" in names:
+        empty = pc.is_null(table.column("image"))
+    else:
+        return len(dataset), 0 if len(dataset) else None
+    empty = empty.to_numpy(zero_copy_only=False)
+    indices = getattr(dataset, "_indices", None)
+    if indices is not None:  # a selected/shuffled view: map its rows onto the table's
+        empty = empty[indices.column(0).to_numpy()]
+    count = int(empty.sum())
+    return count, (int(empty.argmax()) if count else None)
+
+
+def _trainer_dtype(model, args: VPPOConfig) -> str:
+    """The dtype the trainer computes in: what the colocated vLLM engine must sample in."""
+    if args.bf16:
+        return "bfloat16"
+    if args.fp16:
+        return "float16"
+    if isinstance(model, torch.nn.Module):
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    return "auto"
+
+
+@contextmanager
+def _vllm_engine_dtype(dtype: str | None) -> Iterator[None]:
+    """TRL 1.16 builds its colocated `vllm.LLM` without a dtype, and vLLM's "auto" casts a float32
+    checkpoint to bfloat16: a float32 trainer would score samples drawn from a bfloat16 policy
+    (|Δ log p| ~0.01 per token on the tiny models). Within this block TRL's engine gets `dtype`."""
+    if dtype is None:
+        yield
+        return
+    import trl.generation.vllm_generation as vllm_generation
+
+    engine = vllm_generation.LLM
+
+    def build(*args, **kwargs):
+        kwargs.setdefault("dtype", dtype)
+        return engine(*args, **kwargs)
+
+    vllm_generation.LLM = build
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = engine
+
+
+def check_vllm_prompts(ran: list[list[int]], expected: list[list[int]], placeholder: int) -> None:
+    """Raise unless vLLM ran exactly the trainer's prompt ids, row for row.
+
+    Args:
+        ran: the prompt token ids vLLM reports for each row (after its own image expansion).
+        expected: the trainer's prompt ids (the processor's, which the loss scores).
+        placeholder: the image placeholder id, counted in the message.
+    """
+    if len(ran) != len(expected):
+        raise RuntimeError(f"vLLM returned {len(ran)} prompts for {len(expected)} rows.")
+    for row, (got, want) in enumerate(zip(ran, expected, strict=True)):
+        if list(got) != list(want):
+            raise RuntimeError(
+                f"vLLM ran another prompt than the trainer scores for row {row}: {len(got)} tokens "
+                f"({list(got).count(placeholder)} image placeholders) instead of {len(want)} "
+                f"({list(want).count(placeholder)}); the rollouts would be off-policy. This model's "
+                "prompt form is not one vppo hands vLLM correctly: train it with use_vllm=false."
+            )
+
+
 class VPPOTrainer(GRPOTrainer):
     """GRPOTrainer + VPPO (arXiv 2510.09285). Use with a `VPPOConfig` and a VLM processor.
 
@@ -167,14 +263,26 @@ class VPPOTrainer(GRPOTrainer):
         self.vision = vision_layout(processing_class, config)
         self._enforce_left_padding(processing_class)
         args.generation_kwargs = self._ban_vision_tokens(args, self.vision.pad_token_ids_to_ban)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        if args.use_vllm and args.vllm_mode == "colocate" and self.vision.layout == "bnchw":
+            raise ValueError(
+                "use_vllm with vllm_mode='colocate' supports Qwen-VL-style models, whose image placeholder is "
+                "one repeated token; this model's (SmolVLM/Idefics3) image blocks would reach vLLM expanded "
+                "twice: set use_vllm=false."
+            )
+        with _vllm_engine_dtype(_trainer_dtype(model, args) if args.use_vllm else None):
+            super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if args.freeze_vision_tower or args.freeze_projector:  # before the optimizer is built
             from vppo.trainer.freezing import freeze_vision_parts
 
             frozen = freeze_vision_parts(self.model, vision_tower=args.freeze_vision_tower,
                                          projector=args.freeze_projector)
             logger.info("Frozen: %s parameters.", ", ".join(f"{k} {v:,}" for k, v in frozen.items() if v))
+        self._refuse_text_only_rows_when_sharded()
+        # A chunk of text-only rows carries empty vision tensors, which Qwen-VL's forward rejects.
+        for model_ in (self.model, getattr(self, "ref_model", None)):
+            if model_ is not None:
+                model_.register_forward_pre_hook(_drop_empty_vision_inputs, with_kwargs=True)
         self._last_rewards_per_func: torch.Tensor | None = None
         self._capture_logps = False
         self._captured_logps: torch.Tensor | None = None
@@ -198,6 +306,22 @@ class VPPOTrainer(GRPOTrainer):
                 raise ValueError("dynamic_sampling needs an indexable train_dataset, not an IterableDataset.")
 
     # ------------------------------------------------------------------------------ set-up
+    def _refuse_text_only_rows_when_sharded(self) -> None:
+        """FSDP and ZeRO-3 gather the vision tower's shards inside its forward, a collective: a process
+        whose micro-batch has no image would skip it while the others wait, and training would hang."""
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if not (self.is_fsdp_enabled or zero3) or self.train_dataset is None:
+            return
+        count, first = rows_without_images(self.train_dataset)
+        if count:
+            engine = "FSDP" if self.is_fsdp_enabled else "DeepSpeed ZeRO-3"
+            raise ValueError(
+                f"train_dataset has {count} rows without an image (the first is row {first}); under {engine} "
+                "a process whose micro-batch holds no image would skip the sharded vision tower while the "
+                "others gather it, and training would hang: drop those rows or give each one an image, or "
+                "train them without sharding (one process, DDP or ZeRO-1/2)."
+            )
+
     @staticmethod
     def _enforce_left_padding(processor: ProcessorMixin) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
@@ -226,6 +350,56 @@ class VPPOTrainer(GRPOTrainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # ------------------------------------------------------------------------------ hooks
+    def _generate(self, prompts):
+        result = super()._generate(prompts)
+        images = result[6]
+        if images is not None and any(row is None for row in images):
+            # TRL marks a text-only row's images None, which its own processor call then rejects in a
+            # batch that has images; [] is the processor's "no image" for that row.
+            result = (*result[:6], [row or [] for row in images], *result[7:])
+        return result
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                              has_tool_images=False):
+        if not self.use_vllm:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        with self._vllm_runs_trainer_prompts():
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+
+    @contextmanager
+    def _vllm_runs_trainer_prompts(self) -> Iterator[None]:
+        """vLLM samples from the prompt the trainer scores, and says so.
+
+        TRL hands vLLM the processor's token ids, in which every image's placeholder is already
+        expanded to its N feature tokens, together with the raw images; in colocate mode vLLM 0.30
+        expands the first placeholder again (2N − 1 tokens per image, huggingface/trl#6294), so every
+        rollout would come from a corrupted prompt while the trainer scores the right one. Colocate
+        mode therefore gets each run of placeholders cut to one token, which vLLM expands to exactly
+        the processor's ids. Server mode is left as it is: TRL sends the processed image features
+        placed on the expanded runs. Either way the prompt ids vLLM reports having run must equal the
+        trainer's, row for row, or generation stops with the first row that differs.
+        """
+        generation = self.vllm_generation
+        original = generation.generate
+        placeholder = self.vision.image_token_id
+
+        def generate(prompts, images, num_generations, profiler=None):
+            sent = prompts
+            if generation.mode == "colocate" and images is not None:
+                sent = [collapse_placeholder_runs(ids, placeholder) for ids in prompts]
+            ran, *rest = original(prompts=sent, images=images, num_generations=num_generations,
+                                  profiler=profiler)
+            check_vllm_prompts(ran, prompts, placeholder)
+            return (ran, *rest)
+
+        generation.generate = generate
+        try:
+            yield
+        finally:
+            del generation.generate  # the class's method again
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards_per_func = rewards_per_func
