@@ -103,26 +103,44 @@ def _single_process_logps(model, record, pixel_values, temperature=1.0):
     return logp, logits
 
 
+# Plain data parallelism over 2 CPU processes (DDP, gloo): the unsharded reference engine.
+DDP_CONFIG = """compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_CPU
+num_machines: 1
+num_processes: 2
+mixed_precision: "no"
+use_cpu: true
+"""
+
+
 @pytest.mark.parametrize(("config", "estimator"), [("fsdp2_8gpu", "k3"), ("fsdp2_8gpu", "kl"),
-                                                   ("zero3_8gpu", "k3"), ("zero3_8gpu", "kl")])
+                                                   ("zero3_8gpu", "k3"), ("zero3_8gpu", "kl"),
+                                                   ("ddp", "k3")])
 def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator, subprocess_env, free_port):
+    if config == "ddp":
+        (tmp_path / "ddp.yaml").write_text(DDP_CONFIG)
+        config = str(tmp_path / "ddp.yaml")
     # ZeRO-3 partitions parameters while the model is built (zero.Init), which transformers'
     # initialisation of a model built from a config does not survive: it loads the warm start.
-    model_flags = [] if config.startswith("fsdp") else [
-        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    built = not config.startswith("zero3")
+    model_flags = [] if built else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
     out = _launch(tmp_path, f"vppo_{estimator}", ["--dependency_estimator", estimator, *model_flags],
                   subprocess_env(VPPO_TEST_DUMP=str(tmp_path)), free_port, config=config)
     records = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    initial = out / "tiny_model" if config.startswith("fsdp") else default_checkpoint()
+    initial = out / "tiny_model" if built else default_checkpoint()
     model, _ = load_model_and_processor(initial, dtype="float32")
     model.eval()
     full = sum(p.numel() for p in model.parameters())
     for record in records:
         sharding = record["sharding"]
-        assert not sharding["not_sharded"] and sharding["full_numel"] == full
-        if config.startswith("zero3"):  # FSDP2: not_sharded already covers the LM head
-            assert sharding["head_partitioned"]
-        assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
+        assert sharding["full_numel"] == full
+        if config.endswith("ddp.yaml"):  # every rank holds the whole model
+            assert sharding["local_numel"] == full
+        else:
+            assert not sharding["not_sharded"]
+            if config.startswith("zero3"):  # FSDP2: not_sharded already covers the LM head
+                assert sharding["head_partitioned"]
+            assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
         mask = record["completion_mask"].bool()
         logp_real, logits_real = _single_process_logps(model, record, record["pixel_values"])
         logp_pert, logits_pert = _single_process_logps(model, record, record["perturbed_pixel_values"])
