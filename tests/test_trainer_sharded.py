@@ -103,13 +103,13 @@ def _single_process_logps(model, record, pixel_values, temperature=1.0):
     return logp, logits
 
 
-# Plain data parallelism over 2 CPU processes (DDP, gloo): the unsharded reference engine.
+# Plain data parallelism (DDP): accelerate's torchrun launcher (MULTI_GPU); on CPU processes
+# accelerate runs it as MULTI_CPU with gloo. The unsharded engine beside FSDP2 and ZeRO-3.
 DDP_CONFIG = """compute_environment: LOCAL_MACHINE
-distributed_type: MULTI_CPU
+distributed_type: MULTI_GPU
 num_machines: 1
 num_processes: 2
 mixed_precision: "no"
-use_cpu: true
 """
 
 
