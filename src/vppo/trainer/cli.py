@@ -92,6 +92,11 @@ class TrainScriptArguments:
         metadata={"help": "Skip rows that fail the checks (with a count per field) instead of stopping at the first."},
     )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed for `tiny:<arch>` models."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds another run's checkpoints, deleting "
+                  "them first (without it such a folder is refused; --resume_from_checkpoint last continues it)."},
+    )
     scaled_down: bool = field(
         default=False,
         metadata={
@@ -324,19 +329,130 @@ def apply_prompt_settings(script_args, model_name: str | None) -> None:
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
-    """`resume_from_checkpoint`: a path, or 'last'/'true' for the newest checkpoint in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """`resume_from_checkpoint`: a path, or 'last'/'true' for the newest complete checkpoint in
+    output_dir (newer incomplete or corrupt ones are skipped, one line each)."""
+    from vppo.trainer.resume import checkpoint_problem, last_complete_checkpoint
 
     if value is None or str(value).lower() in ("", "false", "none"):
         return None
     if str(value).lower() in ("last", "true", "auto"):
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        last, skipped = last_complete_checkpoint(output_dir)
+        for problem in skipped:
+            logger.warning("Skipping %s", problem[0].lower() + problem[1:])
         if last is None:
-            logger.warning("No checkpoint in %s to resume from; starting from scratch.", output_dir)
-        return last
+            logger.warning("No complete checkpoint in %s to resume from; starting from scratch.", output_dir)
+            return None
+        if skipped:
+            logger.warning("Resuming from %s instead.", last)
+        return str(last)
     if not os.path.isdir(value):
         raise FileNotFoundError(f"resume_from_checkpoint: {value} is not a checkpoint folder.")
+    problem = checkpoint_problem(value)
+    if problem is not None:
+        raise ValueError(f"resume_from_checkpoint: {problem}")
     return value
+
+
+def _checkpoints(folder: str) -> list[str]:
+    import re
+
+    if not os.path.isdir(folder):
+        return []
+    found = [name for name in os.listdir(folder) if re.fullmatch(r"checkpoint-\d+", name)]
+    return sorted(found, key=lambda name: int(name.split("-")[1]))
+
+
+def claim_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> None:
+    """One run per folder: refuse a new run into a folder holding another run's checkpoints
+    (unless `overwrite`, which deletes them), before anything is written."""
+    import shutil
+
+    found = _checkpoints(output_dir)
+    if not found or resume is not None:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:3]) + (f", ... ({len(found)} in all)" if len(found) > 3 else "")
+        raise ValueError(
+            f"output_dir {output_dir} holds another run's checkpoints ({shown}): continue that run with "
+            "--resume_from_checkpoint last, or start over in it with --overwrite_output_dir true (deletes them)."
+        )
+    if _is_main_process():
+        for name in found:
+            shutil.rmtree(os.path.join(output_dir, name))
+        logger.warning("Deleted %d checkpoints of an earlier run in %s (--overwrite_output_dir).", len(found),
+                       output_dir)
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+LOCK_FILE = ".vppo_train.lock"
+
+
+class OutputDirLock:
+    """`output_dir/.vppo_train.lock` while a run trains there (held by the main process): a second
+    `vppo train` into the folder is refused; a lock whose process is gone (a crash, kill -9) is
+    taken over, saying so."""
+
+    def __init__(self, output_dir: str):
+        self.path = Path(output_dir) / LOCK_FILE
+        self.held = False
+
+    def __enter__(self) -> OutputDirLock:
+        import json
+        import socket
+        import time
+
+        if not _is_main_process():
+            return self
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    owner = {}
+                if _process_alive(owner):
+                    raise ValueError(
+                        f"output_dir {self.path.parent} is in use by another vppo train (pid {owner.get('pid')} "
+                        f"on {owner.get('host')}, since {owner.get('since')}); wait for it or choose another "
+                        f"output_dir (if that run is gone, delete {self.path})."
+                    ) from None
+                logger.warning("Taking over %s, left by a run that no longer runs (pid %s on %s).", self.path,
+                               owner.get("pid"), owner.get("host"))
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(me, handle)
+            self.held = True
+            return self
+        raise ValueError(f"could not take the lock {self.path}.")
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _process_alive(owner: dict) -> bool:
+    """Whether the lock's process still runs: on another host it is assumed to; here, asked."""
+    import socket
+
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -513,32 +629,90 @@ def parse(argv: list[str] | None):
     return build_parser().parse_args_and_config(argv)
 
 
-def _interrupted_message(trainer, output_dir: str, argv: list[str]) -> str:
-    """What Ctrl-C leaves behind, and the command that continues from it."""
-    from transformers.trainer_utils import get_last_checkpoint
+def _interrupted_message(trainer, output_dir: str, argv: list[str], how: str = "interrupted") -> str:
+    """What an interruption leaves behind, and the command that continues from it."""
+    from vppo.trainer.resume import last_complete_checkpoint
 
     step = trainer.state.global_step if trainer is not None else 0
-    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    last, _ = last_complete_checkpoint(output_dir)
     if last is None:
-        return (f"vppo train: interrupted at step {step}; no checkpoint was saved yet in {output_dir} "
+        return (f"vppo train: {how} at step {step}; no checkpoint was saved yet in {output_dir} "
                 "(see save_strategy / save_steps), so a rerun starts from scratch.")
     resume = "" if "--resume_from_checkpoint" in " ".join(argv) else " --resume_from_checkpoint last"
-    return (f"vppo train: interrupted at step {step}; saved: {last}; continue with the same command"
+    return (f"vppo train: {how} at step {step}; saved: {last}; continue with the same command"
             f"{resume}.")
+
+
+class _StopOnSignal:
+    """SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl-C) stop training at the end of the
+    optimizer step that is running, after saving a checkpoint; a second signal stops at once."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number, frame) -> None:
+        import signal
+
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+        print(f"\nvppo train: {self.received} received: saving a checkpoint at the end of this optimizer "
+              "step, then stopping (send it again to stop at once).", file=sys.stderr)
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        stop = self
+
+        class StopOnSignal(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if stop.received is not None:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        return StopOnSignal()
 
 
 def train(argv: list[str]) -> int:
     script_args, training_args, model_args = parse(argv)
     check_output_dir(training_args.output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    claim_output_dir(training_args.output_dir, resume, script_args.overwrite_output_dir)
     trainer = None
-    try:
-        trainer = build_trainer(script_args, training_args, model_args)
-        trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        print(_interrupted_message(trainer, training_args.output_dir, argv), file=sys.stderr)
-        return 130
+    with OutputDirLock(training_args.output_dir), _StopOnSignal() as stop:
+        try:
+            trainer = build_trainer(script_args, training_args, model_args)
+            trainer.add_callback(stop.callback())
+            trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            print(_interrupted_message(trainer, training_args.output_dir, argv), file=sys.stderr)
+            return 130
+        if stop.received is not None:
+            how = f"stopped by {stop.received}"
+            print(_interrupted_message(trainer, training_args.output_dir, argv, how), file=sys.stderr)
+            return 143 if stop.received == "SIGTERM" else 130
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         from vppo.data.settings import write_prompt_settings
@@ -550,8 +724,12 @@ def train(argv: list[str]) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    """The error's message, whole: a library's multi-line message (DeepSpeed's list of mismatched
+    values) keeps its lines, indented under the first; no traceback."""
+    lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return "\n".join([lines[0].strip(), *("    " + line.strip() for line in lines[1:])])
 
 
 def main(argv: list[str] | None = None) -> int:

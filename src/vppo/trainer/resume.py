@@ -10,19 +10,37 @@ state and the step counter are restored: the resumed run trains the initial weig
 
 `load_renamed_checkpoint` maps each saved key to the model's key by reverting the model's own
 state dict the way `save_pretrained` does, and loads the tensors strictly.
+
+Every checkpoint VPPOTrainer writes ends with `vppo_trainer_state.json` (written last, after every
+process has saved its part): the dynamic-sampling refill position, the settings the run was
+trained with, and the size of every other file. A folder without it is an incomplete save;
+a file of another size is a cut one. `checkpoint_problem` and `last_complete_checkpoint` read it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_renamed_checkpoint"]
+__all__ = [
+    "TRAINER_STATE_FILE",
+    "checkpoint_problem",
+    "last_complete_checkpoint",
+    "load_renamed_checkpoint",
+    "read_checkpoint_state",
+    "write_checkpoint_state",
+]
+
+# In every checkpoint-N: what the trainer needs beyond TRL's state to continue exactly, and the manifest.
+TRAINER_STATE_FILE = "vppo_trainer_state.json"
 
 _WEIGHTS = "model.safetensors"
 _INDEX = "model.safetensors.index.json"
@@ -93,3 +111,67 @@ def load_renamed_checkpoint(model: torch.nn.Module, checkpoint: str | Path) -> b
     logger.info("Resumed the model weights from %s (%d tensors, saved key names mapped back).",
                 checkpoint, len(state))
     return True
+
+
+def write_checkpoint_state(folder: str | Path, state: dict[str, Any]) -> None:
+    """Write TRAINER_STATE_FILE into a finished checkpoint folder: `state` plus the size of every
+    other file in it (the manifest that tells a complete checkpoint from a cut one)."""
+    folder = Path(folder)
+    files = {str(path.relative_to(folder)): path.stat().st_size
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != TRAINER_STATE_FILE}
+    temporary = folder / (TRAINER_STATE_FILE + ".tmp")
+    temporary.write_text(json.dumps({**state, "files": files}, indent=1), encoding="utf-8")
+    os.replace(temporary, folder / TRAINER_STATE_FILE)
+
+
+def read_checkpoint_state(folder: str | Path) -> dict[str, Any] | None:
+    """TRAINER_STATE_FILE of a checkpoint folder, or None when it has none (or it is unreadable)."""
+    path = Path(folder) / TRAINER_STATE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why `folder` cannot be resumed from (one sentence naming the file), or None if it can.
+
+    A checkpoint without TRAINER_STATE_FILE is an incomplete save, unless no checkpoint beside it
+    has one either and it has Trainer's own state (a run saved before vppo wrote the file).
+    """
+    folder = Path(folder)
+    state = read_checkpoint_state(folder)
+    if state is None or "files" not in state:
+        siblings = folder.parent.glob(f"checkpoint-*/{TRAINER_STATE_FILE}")
+        if any(path.parent != folder for path in siblings):
+            return f"{folder} is an incomplete checkpoint (its save did not finish: no {TRAINER_STATE_FILE})."
+        if not (folder / "trainer_state.json").is_file():
+            return f"{folder} is an incomplete checkpoint (its save did not finish: no trainer_state.json)."
+        if (folder / TRAINER_STATE_FILE).exists():
+            return f"{folder / TRAINER_STATE_FILE} is unreadable; the checkpoint's save did not finish."
+        return None
+    for name, size in state["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing from the checkpoint (it listed {size:,} bytes)."
+        if path.stat().st_size != size:
+            return (f"{path} is {path.stat().st_size:,} bytes, not the {size:,} the checkpoint saved: "
+                    "the file is cut or was changed.")
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint-N of `output_dir` that can be resumed from, and one sentence for each
+    newer one skipped (incomplete or corrupt)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None, []
+    numbered = [(int(m.group(1)), path) for path in folder.iterdir()
+                if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))]
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(problem)
+    return None, skipped

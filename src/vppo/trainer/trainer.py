@@ -26,7 +26,9 @@ denominator).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -56,7 +58,11 @@ from vppo.trainer.batching import (
     take_rows,
 )
 from vppo.trainer.config import VPPOConfig
-from vppo.trainer.resume import load_renamed_checkpoint
+from vppo.trainer.resume import (
+    load_renamed_checkpoint,
+    read_checkpoint_state,
+    write_checkpoint_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +242,64 @@ def check_vllm_prompts(ran: list[list[int]], expected: list[list[int]], placehol
             )
 
 
+def _out_of_space(err: BaseException) -> bool:
+    """Whether a save failed for want of disk space (an OSError, or a library error that wraps one)."""
+    import errno
+
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+class CheckpointSpaceError(OSError):
+    """A checkpoint save ran out of disk space: one sentence naming the folder and what it needs."""
+
+    def __init__(self, folder: str, model: torch.nn.Module):
+        import shutil
+
+        parent = os.path.dirname(folder) or "."
+        free = shutil.disk_usage(parent).free
+        previous = _newest_checkpoint_size(parent, exclude=os.path.basename(folder))
+        # Weights plus Adam's two moments, in float32: an estimate when no checkpoint was written yet.
+        estimate = previous or 3 * 4 * sum(p.numel() for p in model.parameters())
+        super().__init__(
+            f"no space left on the device of {parent} while saving {os.path.basename(folder)} (about "
+            f"{estimate / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free); free space, then continue with "
+            "--resume_from_checkpoint last (the incomplete checkpoint is skipped)."
+        )
+
+
+def _newest_checkpoint_size(folder: str, exclude: str) -> int:
+    from vppo.trainer.resume import last_complete_checkpoint
+
+    last, _ = last_complete_checkpoint(folder)
+    if last is None or last.name == exclude:
+        return 0
+    return sum(path.stat().st_size for path in last.rglob("*") if path.is_file())
+
+
+# Settings a resumed run is compared with its checkpoint on (a change is reported, one line each).
+_RESUME_FIELDS = (
+    "token_selection", "token_ratio", "entropy_ratio", "use_tas", "tas_beta_min", "tas_scope",
+    "dependency_estimator", "dependency_clip", "perturbation", "perturbation_prob", "perturbation_seed",
+    "nll_coef", "loss_type", "epsilon", "epsilon_high", "delta", "beta", "learning_rate",
+    "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+    "num_iterations", "max_completion_length", "temperature", "top_p", "dynamic_sampling",
+    "dynamic_sampling_low", "dynamic_sampling_high", "seed",
+)
+
+
+def _resume_settings(trainer: VPPOTrainer) -> dict[str, Any]:
+    settings = {key: getattr(trainer.args, key) for key in _RESUME_FIELDS if hasattr(trainer.args, key)}
+    settings["num_processes"] = trainer.accelerator.num_processes
+    return json.loads(json.dumps(settings, default=str))
+
+
 class VPPOTrainer(GRPOTrainer):
     """GRPOTrainer + VPPO (arXiv 2510.09285). Use with a `VPPOConfig` and a VLM processor.
 
@@ -288,6 +352,8 @@ class VPPOTrainer(GRPOTrainer):
         self._captured_logps: torch.Tensor | None = None
         self._refill_iterator = None
         self._refill_epoch = 0
+        self._refill_draws = 0  # batches drawn from the refill stream in its current epoch
+        self._refill_skip = 0  # draws to skip when the stream restarts (resumed from a checkpoint)
         self._warned_text_only = False
         # Old log-probs TRL would compute per generation round are computed once on the kept rows.
         self._defer_old_logps = False
@@ -342,6 +408,40 @@ class VPPOTrainer(GRPOTrainer):
         else:
             kwargs["suppress_tokens"] = sorted(set(kwargs.get("suppress_tokens") or []) | set(ids))
         return kwargs
+
+    def _save_checkpoint(self, model, trial):
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            if not _out_of_space(err):
+                raise
+            raise CheckpointSpaceError(folder, self.model) from err
+        # Written last, once every process has written its part: a checkpoint without this file is
+        # incomplete (a save that was killed or ran out of space), and its manifest finds truncated files.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_checkpoint_state(folder, {**self.refill_state(), "settings": _resume_settings(self)})
+
+    def _load_rng_state(self, checkpoint):
+        # Called on every engine once, when training resumes from `checkpoint`, before its first step.
+        super()._load_rng_state(checkpoint)
+        state = read_checkpoint_state(checkpoint) if checkpoint else None
+        if state is None:
+            return
+        saved, now = state.get("settings", {}), _resume_settings(self)
+        changed = [key for key in now if key in saved and saved[key] != now[key]]
+        layout = ("num_generations", "per_device_train_batch_size", "steps_per_generation", "num_processes")
+        if state.get("refill_draws") and any(key in layout for key in changed):
+            raise ValueError(
+                f"cannot resume {checkpoint} with another batch layout ("
+                + ", ".join(f"{key} {saved[key]} -> {now[key]}" for key in changed if key in layout)
+                + "): its dynamic-sampling refill stream was part-way through an epoch laid out in the old "
+                "batches; resume with the checkpoint's values."
+            )
+        for key in changed:
+            logger.warning("Resuming %s with %s changed: %s -> %s.", checkpoint, key, saved[key], now[key])
+        self.restore_refill_state(state)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers 5.23 reads checkpoint weights without undoing save_pretrained's key renaming
@@ -507,6 +607,7 @@ class VPPOTrainer(GRPOTrainer):
         while True:
             if self._refill_iterator is None:
                 self._refill_epoch += 1
+                local_rows = self._train_batch_size * self.args.steps_per_generation
                 sampler = RepeatSampler(
                     data_source=self.train_dataset,
                     mini_repeat_count=self.num_generations,
@@ -515,18 +616,42 @@ class VPPOTrainer(GRPOTrainer):
                     shuffle=True,
                     seed=self.args.seed + 7919 * self._refill_epoch,
                 )
-                loader = self._get_dataloader(
-                    dataset=self.train_dataset,
-                    description="Refill",
-                    batch_size=self._train_batch_size * self.args.steps_per_generation,
-                    sampler_fn=lambda _dataset=None, _sampler=sampler: _sampler,
-                    is_training=True,
-                )
-                self._refill_iterator = iter(loader)
+                skip, self._refill_draws, self._refill_skip = self._refill_skip, 0, 0
+                # Building and starting a loader draws from the global RNG: keep that out of the sampling
+                # stream, so a resumed run (which starts it at another step) samples as the uninterrupted one.
+                with torch.random.fork_rng(devices=[]):
+                    loader = self._get_dataloader(
+                        dataset=self.train_dataset,
+                        description="Refill",
+                        batch_size=local_rows,
+                        sampler_fn=lambda _dataset=None, _sampler=sampler: _sampler,
+                        is_training=True,
+                    )
+                    self._refill_iterator = iter(loader)
+                    # A resumed run continues the epoch's stream where the checkpoint left it.
+                    for _ in range(skip):
+                        next(self._refill_iterator)
+                        self._refill_draws += 1
             try:
-                return next(self._refill_iterator)
+                batch = next(self._refill_iterator)
             except StopIteration:
                 self._refill_iterator = None
+                continue
+            self._refill_draws += 1
+            return batch
+
+    def refill_state(self) -> dict[str, int]:
+        """Where the dynamic-sampling refill stream stands: saved with every checkpoint."""
+        if self._refill_iterator is None:  # the next draw starts epoch `_refill_epoch + 1` afresh
+            return {"refill_epoch": self._refill_epoch, "refill_draws": 0}
+        return {"refill_epoch": self._refill_epoch, "refill_draws": self._refill_draws}
+
+    def restore_refill_state(self, state: dict[str, int]) -> None:
+        """Continue the refill stream of a checkpoint's `refill_state()` exactly."""
+        epoch, draws = int(state["refill_epoch"]), int(state["refill_draws"])
+        self._refill_iterator = None
+        self._refill_epoch = epoch - 1 if draws else epoch
+        self._refill_skip = draws
 
     def _prune_round(self, pieces: list, batches: list, keeps: list, index: int, groups_needed: int) -> None:
         """Cut round `index` to its kept groups and the dropped groups that may still fill the batch."""
