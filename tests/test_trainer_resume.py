@@ -177,3 +177,39 @@ def test_resuming_with_changed_settings_says_so(tmp_path, caplog, capsys):
                       "--per_device_train_batch_size", "2"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "per_device_train_batch_size 4 -> 2" in err
+
+
+def test_a_multi_line_library_error_reaches_the_user_whole(tmp_path, monkeypatch, capsys):
+    """transformers' DeepSpeed check lists the mismatched values on the lines after its first."""
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    import vppo.trainer.cli as train_cli
+
+    def mismatched(*args, **kwargs):
+        config = HfTrainerDeepSpeedConfig({"train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 5})
+        hf = TrainingArguments(output_dir=str(tmp_path / "x"), per_device_train_batch_size=4, use_cpu=True)
+        config.trainer_config_process(hf)
+        config.trainer_config_finalize(hf, None, 100)  # raises ValueError with the list
+
+    monkeypatch.setattr(train_cli, "build_trainer", mismatched)
+    data = _image_rows(tmp_path, ["RGB"] * 8)
+    assert vppo_main(["train", *TINY, "--dataset_name", str(data), "--output_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert ("vppo train: Please correct the following DeepSpeed config values that mismatch TrainingArguments "
+            "values:\n    - ds train_micro_batch_size_per_gpu=3 vs hf per_device_train_batch_size=4\n"
+            "    - ds gradient_accumulation_steps=5 vs hf gradient_accumulation_steps=1\n"
+            "    The easiest method is to set these DeepSpeed config values to 'auto'.") in err
+    assert "Traceback" not in err
+
+
+def test_save_steps_that_would_save_mid_rollout_are_refused():
+    from vppo.trainer import VPPOConfig
+
+    common = dict(output_dir="x", use_cpu=True, bf16=False, per_device_train_batch_size=2, num_generations=2,
+                  gradient_accumulation_steps=2, steps_per_generation=6, save_strategy="steps")
+    assert VPPOConfig(**common, save_steps=6).updates_per_rollout == 3
+    with pytest.raises(ValueError, match=r"save_steps is 5, which saves mid-rollout: one rollout is 3 optimizer "
+                                         r"steps here, so use a multiple of 3 \(e.g. 15"):
+        VPPOConfig(**common, save_steps=5)
+    assert VPPOConfig(**common, save_steps=5, save_mid_rollout=True).save_steps == 5

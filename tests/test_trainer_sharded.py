@@ -191,3 +191,36 @@ def test_sharded_training_refuses_text_only_rows_up_front(tmp_path, config, subp
                f"{engine} a process whose micro-batch holds no image")
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])
+def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(tmp_path, config, subprocess_env,
+                                                                            free_port):
+    """VPPO with dynamic sampling and refills on 2 processes: resumed from checkpoint-2 (what a run
+    killed after that save leaves, in a fresh folder), the run ends where the uninterrupted one does:
+    the same logged metrics and bit-identical final weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    model_flags = [] if config.startswith("fsdp") else [
+        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    steps = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", *model_flags]
+    full = _launch(tmp_path, "full", steps, subprocess_env(), free_port, worker=False, config=config)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    _launch(tmp_path, "resumed", [*steps, "--resume_from_checkpoint", "last"], subprocess_env(), free_port,
+            worker=False, config=config)
+
+    def history(run):
+        log = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+        return [{k: v for k, v in e.items() if "time" not in k and "per_second" not in k and k != "train_runtime"}
+                for e in log]
+
+    assert history(full) == history(resumed)
+    logs = [e for e in history(full) if "loss" in e]
+    assert len(logs) == 4 and all(e["vppo/dynamic_sampling/extra_rounds"] >= 1 for e in logs)
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+

@@ -457,6 +457,13 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
         f"rollout   {rows * gpus:,} responses = {b} x {spg} steps_per_generation x {gpus} GPUs; "
         f"{spg / ga:g} updates of {b * ga * gpus:,} ({b} x {ga} accumulation x {gpus})",
     ]
+    # A checkpoint holds the weights as saved (parameters' dtype) and the optimizer state (fp32 master
+    # weights and Adam's two moments when mixed), summed over all shards; save_total_limit of them are kept.
+    checkpoint_gb = n * (p_bytes + o_bytes) / GB
+    keep = r.get("save_total_limit")
+    header.append(f"saves     checkpoints of {checkpoint_gb:,.0f} GB = {_b(n)} x ({p_bytes} B weights + {o_bytes} B "
+                  f"optimizer)" + (f"; {int(keep)} kept = {int(keep) * checkpoint_gb:,.0f} GB of disk"
+                                   if keep else "; every one kept (no save_total_limit)"))
     notes = []
     if colocate:
         weights = n * 2 / tp / GB

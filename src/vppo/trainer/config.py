@@ -149,6 +149,14 @@ class VPPOConfig(GRPOConfig):
         metadata={"help": "Keep the vision-to-language projector (Qwen-VL merger, SmolVLM connector) fixed."},
     )
 
+    save_mid_rollout: bool = field(
+        default=False,
+        metadata={"help": "Allow a save_steps that is not a multiple of the optimizer steps per rollout "
+                  "(steps_per_generation × num_iterations / gradient_accumulation_steps; 3 in the 7B/32B "
+                  "recipes). TRL keeps the rollout being trained on in memory only, so a run resumed from a "
+                  "mid-rollout checkpoint starts a fresh rollout there and no longer equals an uninterrupted run."},
+    )
+
     # --- overridden GRPOConfig defaults (official 7B recipe) ------------------------------------
     epsilon_high: float | None = field(
         default=0.28, metadata={"help": "Upper clip ε (clip-higher; official 0.28)."}
@@ -205,6 +213,22 @@ class VPPOConfig(GRPOConfig):
         check(self.max_steps > 0 or self.max_steps == -1, "max_steps",
               f"must be a positive number of optimizer steps, or -1 (the default) to train for "
               f"num_train_epochs; got {self.max_steps}.")
+        # A checkpoint between two updates of one rollout cannot be resumed exactly (TRL does not save
+        # the buffered rollout): save at rollout boundaries unless asked otherwise.
+        per_rollout = self.updates_per_rollout
+        if (self.save_strategy == "steps" and not self.save_mid_rollout and self.save_steps >= 1
+                and per_rollout > 1 and self.save_steps % per_rollout != 0):
+            raise ValueError(
+                f"VPPOConfig.save_steps is {self.save_steps:g}, which saves mid-rollout: one rollout is "
+                f"{per_rollout:g} optimizer steps here, so use a multiple of {per_rollout:g} (e.g. "
+                f"{5 * per_rollout:g} = every 5 rollouts, as the official run), or set save_mid_rollout=True "
+                "(a resumed run then starts a fresh rollout)."
+            )
+
+    @property
+    def updates_per_rollout(self) -> float:
+        """Optimizer steps trained on one generation batch (rollout)."""
+        return self.steps_per_generation * self.num_iterations / self.gradient_accumulation_steps
 
     @property
     def tas_beta_max_value(self) -> float | str:
