@@ -213,3 +213,27 @@ def test_save_steps_that_would_save_mid_rollout_are_refused():
                                          r"steps here, so use a multiple of 3 \(e.g. 15"):
         VPPOConfig(**common, save_steps=5)
     assert VPPOConfig(**common, save_steps=5, save_mid_rollout=True).save_steps == 5
+
+
+def test_a_checkpoint_with_a_renamed_tensor_is_refused(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from vppo.trainer.resume import read_checkpoint_state, write_checkpoint_state
+
+    data = _image_rows(tmp_path, ["RGB"] * 8)
+    run = tmp_path / "run"
+    common = ["train", *TINY, "--dataset_name", str(data), "--dynamic_sampling", "false", "--output_dir", str(run)]
+    assert vppo_main([*common, "--max_steps", "1"]) == 0
+    checkpoint = run / "checkpoint-1"
+    weights = load_file(checkpoint / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name + "_renamed"] = weights.pop(name)
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    state = read_checkpoint_state(checkpoint)
+    state.pop("files")
+    write_checkpoint_state(checkpoint, state)  # a consistent manifest: only the names are wrong
+    capsys.readouterr()
+    assert vppo_main([*common, "--max_steps", "2", "--resume_from_checkpoint", "last"]) == 2
+    err = capsys.readouterr().err
+    assert f"vppo train: checkpoint {checkpoint} does not match the model: 1 weights missing" in err
+    assert f"1 unexpected ({name}_renamed)" in err and "Traceback" not in err
