@@ -208,6 +208,58 @@ def test_changed_question_text_is_regenerated(tmp_path):
     assert backend.generated == [("0", 0), ("0", 1)]
 
 
+class LookingBackend:
+    """Answers with the red value of the image's first pixel: a response that depends on the image."""
+
+    name = "looking"
+
+    def __init__(self):
+        self.generated = []
+
+    def generate(self, requests, sampling):
+        self.generated += [(r.question_id, r.sample_index) for r in requests]
+        return [f"\\boxed{{{r.images[0].getpixel((0, 0))[0]}}}" for r in requests]
+
+
+def _coloured(reds):
+    rows = [{"id": str(q), "problem": f"<image>What is the red value? {q}", "answer": str(red),
+             "images": [png((red, 10, 10))]} for q, red in enumerate(reds)]
+    return rows_to_examples(rows, "toy", schema="easyr1")
+
+
+def test_changed_images_are_regenerated_and_the_rerun_equals_a_fresh_one(tmp_path):
+    k = settings(num_samples=2)
+    evaluate_benchmark(_coloured([10, 20, 30, 40]), LookingBackend(), k, tmp_path / "run", model_id="m",
+                       progress=False)
+    # same questions; questions 1 and 3 now show other pictures (and have other answers)
+    changed = _coloured([10, 120, 30, 140])
+    backend = LookingBackend()
+    rerun = evaluate_benchmark(changed, backend, k, tmp_path / "run", model_id="m", progress=False)
+    assert sorted(backend.generated) == [("1", 0), ("1", 1), ("3", 0), ("3", 1)]
+    assert (rerun.generated, rerun.reused) == (4, 4)
+    fresh = evaluate_benchmark(changed, LookingBackend(), k, tmp_path / "fresh", model_id="m", progress=False)
+    assert rerun.score == fresh.score == 100.0
+    assert [q.samples for q in rerun.questions] == [q.samples for q in fresh.questions]
+
+
+def test_a_torn_multibyte_line_and_a_null_response_are_skipped(tmp_path, capsys):
+    loaded = toy_benchmark(2)
+    evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(num_samples=2), tmp_path, model_id="m",
+                       progress=False)
+    cache_path = tmp_path / "cache" / "toy.jsonl"
+    rows = [json.loads(line) for line in cache_path.read_text(encoding="utf-8").splitlines()]
+    rows[0]["response"] = None  # a null is not the text "None"
+    torn = json.dumps({**rows[1], "response": "réponse"}, ensure_ascii=False).encode()
+    torn = torn[: torn.index("é".encode()) + 1]  # cut inside the two bytes of "é"
+    cache_path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows) + torn)
+    backend = ScriptedBackend(ANSWERS)
+    result = evaluate_benchmark(loaded, backend, settings(num_samples=2), tmp_path, model_id="m",
+                                progress=False)
+    assert backend.generated == [("0", 0)]  # the null sample; the torn line duplicated a cached one
+    assert f"[toy] ignored 2 unreadable line(s) in {cache_path}." in capsys.readouterr().err
+    assert "None" not in json.dumps([q.samples for q in result.questions])
+
+
 def test_corrupt_image_row_is_skipped_and_reported(tmp_path):
     loaded = toy_benchmark(4, corrupt=(2,))
     backend = ScriptedBackend(ANSWERS)

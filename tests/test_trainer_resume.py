@@ -104,7 +104,7 @@ def test_last_skips_incomplete_and_cut_checkpoints(tmp_path, caplog, capsys):
     # naming the cut checkpoint explicitly is refused in one line
     assert vppo_main([*common, "--max_steps", "4", "--resume_from_checkpoint", str(run / "checkpoint-2")]) == 2
     assert f"vppo train: resume_from_checkpoint: {weights} is 1,000 bytes" in capsys.readouterr().err
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="vppo.trainer"):  # vppo demo (in-process) quiets it
         assert vppo_main([*common, "--max_steps", "4", "--resume_from_checkpoint", "last"]) == 0
     text = caplog.text
     assert f"Skipping {run / 'checkpoint-3'} is an incomplete checkpoint" in text
@@ -167,7 +167,7 @@ def test_resuming_with_changed_settings_says_so(tmp_path, caplog, capsys):
     common = ["train", *TINY, "--dataset_name", str(data), "--output_dir", str(run), "--dynamic_sampling", "true",
               "--dynamic_sampling_max_rounds", "2"]
     assert vppo_main([*common, "--max_steps", "1"]) == 0
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="vppo.trainer"):  # vppo demo (in-process) quiets it
         assert vppo_main([*common, "--max_steps", "2", "--resume_from_checkpoint", "last", "--token_ratio",
                           "0.5"]) == 0
     assert f"Resuming {run / 'checkpoint-1'} with token_ratio changed: 0.4 -> 0.5." in caplog.text

@@ -16,6 +16,7 @@ never stops the rest of the benchmark.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -106,6 +107,32 @@ class EvalExample:
                 )
             )
         return out
+
+    def image_digest(self) -> str:
+        """16 hex digits over the question's images as stored: the bytes of an encoded image or its
+        file, or the pixels of a decoded one. What the evaluation cache keys each question on, so a
+        question whose images changed is generated again. ValueError/OSError if one is unreadable."""
+        digest = hashlib.sha256()
+        for ref in self.image_refs:
+            value = ref.fetch() if isinstance(ref, _ArrowImageRef) else ref
+            digest.update(_image_bytes(value, self.base_dir))
+        return digest.hexdigest()[:16]
+
+
+def _image_bytes(value: Any, base_dir: str | None) -> bytes:
+    """The bytes that identify one stored image (see `EvalExample.image_digest`)."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"bytes:" + bytes(value)
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        return b"file:" + path.read_bytes()
+    if isinstance(value, Image.Image):
+        return f"pixels:{value.mode}:{value.size}:".encode() + value.tobytes()
+    raise ValueError(f"cannot identify an image stored as {type(value).__name__}.")
 
 
 @dataclass(frozen=True)

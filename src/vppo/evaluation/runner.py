@@ -167,22 +167,26 @@ class SampleCache:
         self.corrupt_lines = 0
 
     def load(self, fingerprint: str) -> dict[tuple[str, int], CachedSample]:
-        """Samples of this fingerprint; a later row for the same key wins."""
+        """Samples of this fingerprint; a later row for the same key wins. A line that is not a
+        whole UTF-8 JSON row with a text response (a torn write, a null) is counted in
+        `corrupt_lines` and its sample generated again."""
         found: dict[tuple[str, int], CachedSample] = {}
         self.corrupt_lines = 0
         if not self.path.is_file():
             return found
-        with self.path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                if not raw.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(raw.decode("utf-8"))
                     if row["fingerprint"] != fingerprint:
                         continue
                     key = (str(row["id"]), int(row["sample"]))
-                    found[key] = CachedSample(str(row["response"]), str(row["prompt_sha"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    if not isinstance(row["response"], str):
+                        raise TypeError("response is not text")
+                    found[key] = CachedSample(row["response"], str(row["prompt_sha"]))
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
                     self.corrupt_lines += 1
         return found
 
@@ -260,8 +264,13 @@ class BenchmarkResult:
         }
 
 
-def _prompt_sha(user_text: str, num_images: int) -> str:
-    return hashlib.sha256(f"{num_images}|{user_text}".encode()).hexdigest()[:16]
+def _prompt_sha(user_text: str, example: EvalExample) -> str:
+    """16 hex digits over what one question asks: its prompt text and its images' content."""
+    try:
+        images = example.image_digest()
+    except (ValueError, OSError):  # unreadable: the question fails when it is generated, never a hit
+        images = "unreadable"
+    return hashlib.sha256(f"{example.num_images}|{images}|{user_text}".encode()).hexdigest()[:16]
 
 
 def _batches(items: Iterator[GenerationRequest], size: int) -> Iterator[list[GenerationRequest]]:
@@ -305,7 +314,7 @@ def _plan(
                 f"{loaded.name}: question id {example.id!r} occurs twice; ids must be unique."
             )
         user_text = template.render(example.problem)
-        sha = _prompt_sha(user_text, example.num_images)
+        sha = _prompt_sha(user_text, example)
         plan.prompts[example.id] = (user_text, sha)
         hits = {i: cached.get((example.id, i)) for i in range(settings.num_samples)}
         plan.responses[example.id] = {
