@@ -237,3 +237,26 @@ def test_a_checkpoint_with_a_renamed_tensor_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"vppo train: checkpoint {checkpoint} does not match the model: 1 weights missing" in err
     assert f"1 unexpected ({name}_renamed)" in err and "Traceback" not in err
+
+
+def test_a_dataset_smaller_than_one_rollout_is_refused(tmp_path, capsys):
+    data = _image_rows(tmp_path, ["RGB"] * 3)
+    argv = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), "--output_dir", str(tmp_path / "run"),
+            "--max_completion_length", "8", "--min_pixels", "3136", "--max_pixels", "3136"]
+    # tiny_vppo's rollout (8 rows of 4 generations) needs 2 prompts; 4 times as many rows per rollout need 8
+    assert vppo_main([*argv, "--steps_per_generation", "4", "--gradient_accumulation_steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert ("vppo train: train_dataset has 3 rows, fewer than one rollout needs: 8 prompts (generation_batch_size "
+            "32 = per_device_train_batch_size 8 x steps_per_generation 4 x 1 processes, each prompt sampled "
+            "num_generations=4 times), so training would run 0 steps; add rows or lower "
+            "per_device_train_batch_size or steps_per_generation.") in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_step_whose_every_group_is_dropped_says_so(tmp_path, caplog):
+    data = _image_rows(tmp_path, ["RGB"] * 8)
+    with caplog.at_level(logging.WARNING, logger="vppo.trainer"):
+        assert vppo_main(["train", *TINY, "--dataset_name", str(data), "--output_dir", str(tmp_path / "run"),
+                          "--max_steps", "1", "--dynamic_sampling", "true", "--nll_coef", "0.06"]) == 0
+    assert ("Step 1: dynamic sampling found no group with mixed rewards in 2 rounds (every group's rewards are "
+            "uniform), so every advantage is 0 and only the NLL term trains") in caplog.text

@@ -370,8 +370,27 @@ class VPPOTrainer(GRPOTrainer):
                 )
             if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
                 raise ValueError("dynamic_sampling needs an indexable train_dataset, not an IterableDataset.")
+        self._refuse_a_dataset_smaller_than_one_rollout()
 
     # ------------------------------------------------------------------------------ set-up
+    def _refuse_a_dataset_smaller_than_one_rollout(self) -> None:
+        """TRL's sampler yields only whole generation batches: with fewer prompts than one, training
+        would run 0 steps and save the initial model."""
+        data = self.train_dataset
+        if data is None or isinstance(data, torch.utils.data.IterableDataset) or not hasattr(data, "__len__"):
+            return
+        args = self.args
+        prompts = args.generation_batch_size // self.num_generations
+        if len(data) < prompts:
+            raise ValueError(
+                f"train_dataset has {len(data)} rows, fewer than one rollout needs: {prompts} prompts "
+                f"(generation_batch_size {args.generation_batch_size} = per_device_train_batch_size "
+                f"{args.per_device_train_batch_size} x steps_per_generation {args.steps_per_generation} x "
+                f"{self.accelerator.num_processes} processes, each prompt sampled num_generations="
+                f"{self.num_generations} times), so training would run 0 steps; add rows or lower "
+                "per_device_train_batch_size or steps_per_generation."
+            )
+
     def _refuse_text_only_rows_when_sharded(self) -> None:
         """FSDP and ZeRO-3 gather the vision tower's shards inside its forward, a collective: a process
         whose micro-batch has no image would skip it while the others wait, and training would hang."""
@@ -706,7 +725,7 @@ class VPPOTrainer(GRPOTrainer):
             rounds += 1
         used = [i for i, piece in enumerate(pieces) if piece is not None]
         picks, filler = plan_dynamic_sampling([keeps[i] for i in used], group, rows)
-        if filler:
+        if filler and filler < groups_needed:  # all filler: the warning after the gather
             logger.warning(
                 "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
                 "%d groups with uniform rewards (zero advantage) fill the batch. Raise "
@@ -728,6 +747,13 @@ class VPPOTrainer(GRPOTrainer):
         stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
                              device=self.accelerator.device)
         stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
+        if stats[3] == stats[1] and self.accelerator.is_main_process:
+            # Every group is filler: all advantages are 0 and the policy-gradient term is 0 this step.
+            trains = "only the NLL term trains" if self.args.nll_coef > 0 else "the step changes nothing"
+            logger.warning(
+                "Step %d: dynamic sampling found no group with mixed rewards in %d rounds (every group's "
+                "rewards are uniform), so every advantage is 0 and %s; check the reward function and the "
+                "task's difficulty.", self.state.global_step + 1, rounds + 1, trains)
         metrics = self._metrics["train"]
         metrics["vppo/dynamic_sampling/dropped_frac"].append((stats[0] / stats[1]).item())
         metrics["vppo/dynamic_sampling/extra_rounds"].append(stats[2].item() / self.accelerator.num_processes)
