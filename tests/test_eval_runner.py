@@ -354,3 +354,18 @@ def test_duplicate_question_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="question id '0' occurs twice"):
         evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(), tmp_path, model_id="m",
                            progress=False)
+
+
+def test_a_model_trained_again_into_its_folder_gets_a_new_cache_key(tmp_path):
+    import os
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"first weights")
+    first = settings().fingerprint(str(folder))
+    assert settings().fingerprint(str(folder)) == first  # stable while the weights are the same
+    weights.write_bytes(b"other weights")
+    os.utime(weights, ns=(1, 10**18))
+    assert settings().fingerprint(str(folder)) != first
+    assert settings().fingerprint("Qwen/Qwen2.5-VL-7B-Instruct") == settings().fingerprint("Qwen/Qwen2.5-VL-7B-Instruct")

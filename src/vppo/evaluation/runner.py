@@ -100,6 +100,7 @@ class EvalSettings:
         """
         payload = {
             "model": model_id,
+            "weights": weights_stamp(model_id),
             "sampling": self.sampling.to_dict(),
             "template": load_template(self.template).source,
             "system_prompt": self.system_prompt,
@@ -115,6 +116,21 @@ class EvalSettings:
         out = asdict(self)
         out["sampling"] = self.sampling.to_dict()
         return out
+
+
+def weights_stamp(model: str) -> str:
+    """For a local model folder, 16 hex digits over its weight files' names, sizes and modification
+    times: a model trained again into the same folder gets a new evaluation cache key. "" for a Hub
+    name (its revision is the Hub's business)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return ""
+    entries = sorted(
+        f"{path.relative_to(folder)}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
+        for path in folder.glob(pattern)
+    )
+    return hashlib.sha256("|".join(entries).encode()).hexdigest()[:16] if entries else ""
 
 
 def avg_at_k(correct: Iterable[Sequence[float | bool]]) -> float:
