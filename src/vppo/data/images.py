@@ -111,6 +111,10 @@ def _open(value: Any, base_dir, where: str) -> tuple[Image.Image, str | None]:
     if text.startswith(("http://", "https://")):
         raise ValueError(f"{where} is a URL ({text}); download the image and pass a local path.")
     resolved = _resolve_path(text, base_dir)
+    if resolved.is_dir():
+        raise ValueError(f"{where} names a folder, not an image file: {resolved}.")
+    if resolved.exists() and not resolved.is_file():
+        raise ValueError(f"{where} names {resolved}, which is not a regular file (a device or a pipe).")
     if not resolved.is_file():
         raise FileNotFoundError(f"{where} refers to a missing image file: {resolved}.")
     try:

@@ -495,6 +495,42 @@ def _data_files(folder: Path, patterns: dict[str, list[str]]) -> dict[str, list[
     return {name: files for name, files in kept.items() if files}
 
 
+def _utf8_problem(data: bytes) -> str | None:
+    """ "line N is not UTF-8 (byte 0x..)" for the first undecodable byte of a text file, or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return f"line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Where a JSON / JSON Lines file goes wrong, as "line N ...", read with Python's own decoder
+    (pyarrow's errors name no line); None when this reader finds nothing wrong."""
+    import json
+
+    data = path.read_bytes()
+    problem = _utf8_problem(data)
+    if problem:
+        return problem
+    text = data.decode("utf-8-sig")
+    if path.suffix.lower() == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"line {number} is not one JSON object ({err.msg} at column {err.colno})"
+        return None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"line {err.lineno} is not valid JSON ({err.msg} at column {err.colno})"
+    return None
+
+
 def _files_for_split(folder: Path, split: str) -> list[Path]:
     """The files of ``split``, by the split inference of ``datasets.load_dataset(folder)``.
 
@@ -539,12 +575,18 @@ def _files_for_split(folder: Path, split: str) -> list[Path]:
 def _read_file(path: Path, cache: str | None) -> _Part:
     import datasets
 
+    if path.suffix.lower() in (".json", ".jsonl"):
+        # pyarrow's JSON reader takes invalid UTF-8 into string columns and fails later, nameless.
+        problem = _utf8_problem(path.read_bytes())
+        if problem:
+            raise ValueError(f"could not read data file {path}: {problem}.")
     try:
         ds = datasets.load_dataset(
             _BUILDERS[path.suffix.lower()], data_files=str(path), split="train", cache_dir=cache
         )
     except Exception as exc:  # pyarrow and datasets raise many types for unreadable files
-        raise ValueError(f"could not read data file {path}: {_root_cause(exc)}.") from exc
+        problem = _json_problem(path) if path.suffix.lower() in (".json", ".jsonl") else None
+        raise ValueError(f"could not read data file {path}: {problem or _root_cause(exc)}.") from exc
     return _Part(ds, str(path), path.parent, is_metadata=path.name in _METADATA_NAMES)
 
 

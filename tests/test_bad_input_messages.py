@@ -1,0 +1,72 @@
+"""Bad input ends in one line that names the file, line, row or field (issue 19's cases)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vppo.cli import main as vppo_main
+from vppo.data import load_training_dataset
+from vppo.data.images import to_rgb_image
+
+
+def _rows(tmp_path, n=2):
+    Image.new("RGB", (56, 56), (10, 200, 30)).save(tmp_path / "img.png")
+    return [{"images": ["img.png"], "problem": f"<image>What is {i}?", "answer": str(i)} for i in range(n)]
+
+
+def test_a_jsonl_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps(r).encode() for r in _rows(tmp_path)]
+    lines[1] = lines[1].replace(b"What", b"Wh\xffat")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=rf"could not read data file {path}: line 2 is not UTF-8 \(byte 0xff\); "
+                                         "save the file as UTF-8"):
+        load_training_dataset(str(path))
+
+
+def test_a_jsonl_line_with_a_trailing_comma_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps(r) for r in _rows(tmp_path, 3)]
+    lines[2] = lines[2][:-1] + ",}"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}: line 3 is not one JSON object \(Expecting property name"):
+        load_training_dataset(str(path))
+
+
+def test_a_json_list_with_a_trailing_comma_names_the_line(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(_rows(tmp_path), indent=1)[:-2] + ",\n]", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}: line \d+ is not valid JSON \("):
+        load_training_dataset(str(path))
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("learning_rate: 1e-6\n  bad indent: [\n", "is not valid YAML at line 2, column"),
+    ("model_name_or_path: !!python/object/apply:os.system ['echo hi']\n", "no !!python tags"),
+])
+def test_a_bad_recipe_file_is_one_line_naming_it(tmp_path, capsys, content, expected):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(content, encoding="utf-8")
+    assert vppo_main(["train", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"vppo train: --config: recipe {recipe} " in err and expected in err and "Traceback" not in err
+
+
+def test_a_binary_recipe_file_is_one_line(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    assert vppo_main(["train", "--config", str(recipe)]) == 2
+    assert f"vppo train: --config: recipe {recipe} is not a UTF-8 text file" in capsys.readouterr().err
+
+
+def test_an_image_path_that_is_a_folder_or_a_device_says_so(tmp_path):
+    (tmp_path / "pictures").mkdir()
+    with pytest.raises(ValueError, match=r"names a folder, not an image file: .*pictures"):
+        to_rgb_image("pictures", base_dir=tmp_path, row=3, field="images")
+    with pytest.raises(ValueError, match=r"names /dev/zero, which is not a regular file \(a device or a pipe\)"):
+        to_rgb_image("/dev/zero", row=3, field="images")
+    with pytest.raises(FileNotFoundError, match="missing image file"):
+        to_rgb_image("nowhere.png", base_dir=tmp_path, row=3, field="images")
