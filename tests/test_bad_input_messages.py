@@ -70,3 +70,38 @@ def test_an_image_path_that_is_a_folder_or_a_device_says_so(tmp_path):
         to_rgb_image("/dev/zero", row=3, field="images")
     with pytest.raises(FileNotFoundError, match="missing image file"):
         to_rgb_image("nowhere.png", base_dir=tmp_path, row=3, field="images")
+
+
+class _NotATensor:
+    """A pickled object that torch.load(weights_only=True) refuses to build."""
+
+
+def test_a_model_folder_with_pickle_weights_is_one_sentence(tmp_path, capsys):
+    import torch
+
+    from vppo.models import build_tiny_vlm, load_model_and_processor
+
+    folder = tmp_path / "model"
+    model, _ = build_tiny_vlm("qwen2_5_vl", save_dir=folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"state": model.state_dict(), "extra": _NotATensor()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"its pickle weights \(pytorch_model\*\.bin\) hold objects other than "
+                                         r"tensors, which are never unpickled here"):
+        load_model_and_processor(folder)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _rows(tmp_path)), encoding="utf-8")
+    assert vppo_main(["train", "--model_name_or_path", str(folder), "--dataset_name", str(data), "--output_dir",
+                      str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "vppo train: " in err and "never unpickled here" in err and "Traceback" not in err
+
+
+def test_vppo_plan_names_a_field_of_the_wrong_type(tmp_path, capsys):
+    from vppo.plan import main as plan_main
+    from vppo.trainer.cli import recipe_path
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base: {recipe_path('qwen2_5_vl_7b_vppo')}\nper_device_train_batch_size: four\n",
+                      encoding="utf-8")
+    assert plan_main(["--config", str(recipe), "--gpus", "8"]) == 2
+    assert "per_device_train_batch_size must be an integer, got 'four'." in capsys.readouterr().err

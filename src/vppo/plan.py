@@ -346,10 +346,34 @@ def _layer_elements(hidden: int, qkv_width: int, intermediate: int, gated: bool)
     return 4 * hidden + qkv_width + (4 if gated else 2) * intermediate
 
 
+_INTEGER_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+                   "max_completion_length", "max_pixels", "vllm_tensor_parallel_size", "kl_chunk_size",
+                   "save_total_limit")
+_NUMBER_FIELDS = ("vllm_gpu_memory_utilization",)
+
+
+def _typed(recipe: dict) -> dict:
+    """`recipe` with the fields the plan computes with as numbers, or ValueError naming the field."""
+    out = dict(recipe)
+    for key, kind in [(k, int) for k in _INTEGER_FIELDS] + [(k, float) for k in _NUMBER_FIELDS]:
+        value = out.get(key)
+        if value is None:
+            continue
+        try:
+            number = kind(value)
+            if isinstance(value, bool) or (kind is int and float(value) != number):
+                raise ValueError
+        except (TypeError, ValueError):
+            wanted = "an integer" if kind is int else "a number"
+            raise ValueError(f"{key} must be {wanted}, got {value!r}.") from None
+        out[key] = number
+    return out
+
+
 def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_gb: float,
                nodes: int = 1, name: str = "recipe") -> MemoryPlan:
     """The per-GPU memory budget of `recipe` (a merged recipe dict) for model `m` on `gpus` cards."""
-    r = {**RECIPE_DEFAULTS, **recipe}
+    r = _typed({**RECIPE_DEFAULTS, **recipe})
     counts = parameter_counts(m)
     n = counts["total"]
     b = int(r["per_device_train_batch_size"])

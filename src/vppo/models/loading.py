@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,15 @@ def load_model_and_processor(
         model_kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         model_kwargs["device_map"] = device_map
-    model = AutoModelForImageTextToText.from_pretrained(source, **model_kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **model_kwargs)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refuses a pickle holding more than tensors; say so in one line.
+        raise ValueError(
+            f"{label or 'model'} {path_or_name}: its pickle weights (pytorch_model*.bin) hold objects other "
+            "than tensors, which are never unpickled here (they could run code); convert the weights to "
+            "safetensors where the file is trusted (model.save_pretrained(folder))."
+        ) from err
     model.eval()
     processor = load_processor(source, **hub_kwargs)
     return model, processor
