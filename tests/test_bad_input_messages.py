@@ -105,3 +105,19 @@ def test_vppo_plan_names_a_field_of_the_wrong_type(tmp_path, capsys):
                       encoding="utf-8")
     assert plan_main(["--config", str(recipe), "--gpus", "8"]) == 2
     assert "per_device_train_batch_size must be an integer, got 'four'." in capsys.readouterr().err
+
+
+def test_a_run_ends_naming_its_folder_and_its_card_names_base_and_method(tmp_path, capsys):
+    from vppo.demo import default_checkpoint
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _rows(tmp_path, 4)), encoding="utf-8")
+    run = tmp_path / "run"
+    assert vppo_main(["train", "--config", "tiny_vppo", "--model_name_or_path", str(default_checkpoint()),
+                      "--dataset_name", str(data), "--output_dir", str(run), "--max_steps", "1",
+                      "--max_completion_length", "8"]) == 0
+    assert f"vppo train: 1 step trained; the model is in {run}." in capsys.readouterr().err
+    card = (run / "README.md").read_text(encoding="utf-8")
+    assert "None" not in card.split("## Training procedure")[0]
+    assert f"fine-tuned version of `{default_checkpoint()}`" in card
+    assert "trained with VPPO (arXiv 2510.09285; token_selection=topk, token_ratio=0.4" in card

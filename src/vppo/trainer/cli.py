@@ -737,6 +737,9 @@ def train(argv: list[str]) -> int:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         # vppo eval / analyze given this folder prompt as training did (checkpoints: the callback).
         write_prompt_settings(training_args.output_dir, prompt_settings(script_args))
+        steps = trainer.state.global_step
+        print(f"vppo train: {steps} step{'s' if steps != 1 else ''} trained; the model is in "
+              f"{training_args.output_dir}.", file=sys.stderr)
     return 0
 
 

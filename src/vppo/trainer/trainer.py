@@ -428,6 +428,27 @@ class VPPOTrainer(GRPOTrainer):
             kwargs["suppress_tokens"] = sorted(set(kwargs.get("suppress_tokens") or []) | set(ids))
         return kwargs
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        card = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(card):
+            return
+        # TRL names a local base model "None"; say what it was and how the model was trained.
+        base = getattr(self.model.config, "_name_or_path", None) or "an unnamed model"
+        args = self.args
+        method = (f"VPPO (arXiv 2510.09285; token_selection={args.token_selection}, token_ratio="
+                  f"{args.token_ratio:g}, use_tas={args.use_tas}, dependency_estimator={args.dependency_estimator})"
+                  if args.needs_dependency else f"the {args.loss_type.upper()} baseline of vppo (no visual dependency)")
+        with open(card, encoding="utf-8") as handle:
+            text = handle.read()
+        text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
+        text = text.replace('model="None"', f'model="{args.output_dir}"')
+        text = text.replace("It has been trained using [TRL](https://github.com/huggingface/trl).",
+                            f"It has been trained with {method}, using vppo on "
+                            "[TRL](https://github.com/huggingface/trl).", 1)
+        with open(card, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
     def _save_checkpoint(self, model, trial):
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         try:
