@@ -121,3 +121,14 @@ def test_a_run_ends_naming_its_folder_and_its_card_names_base_and_method(tmp_pat
     assert "None" not in card.split("## Training procedure")[0]
     assert f"fine-tuned version of `{default_checkpoint()}`" in card
     assert "trained with VPPO (arXiv 2510.09285; token_selection=topk, token_ratio=0.4" in card
+
+
+def test_a_sharegpt_file_for_training_says_which_formats_train(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    Image.new("RGB", (56, 56), (10, 200, 30)).save(tmp_path / "img.png")
+    rows = [{"messages": [{"role": "user", "content": "<image>What is 1?"},
+                          {"role": "assistant", "content": "1"}], "images": ["img.png"]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"is in ShareGPT form \(a 'messages' column of chat turns\), which vppo "
+                                         r"eval reads but vppo train does not"):
+        load_training_dataset(str(path))

@@ -764,6 +764,15 @@ class _PartPlan:
 def _plan(part: _Part, opts: _Options) -> _PartPlan:
     ds = part.dataset
     columns = ds.column_names
+    chat = next((c for c in ("messages", "conversations") if c in columns), None)
+    if chat is not None and opts.problem_column not in columns:
+        # --problem_column cannot help: the question and the answer are turns inside one column.
+        raise ValueError(
+            f"{part.label} is in ShareGPT form (a '{chat}' column of chat turns), which vppo eval reads "
+            "but vppo train does not: training rows need a problem column (the question, <image> where "
+            "each image goes), an answer column and images; write the user turn as problem and the "
+            "answer as answer (docs/data.md)."
+        )
     for kind, name in (("problem", opts.problem_column), ("answer", opts.answer_column)):
         if name not in columns:
             raise _missing_column(kind, name, part, columns, f" (set {kind}_column=...)")
