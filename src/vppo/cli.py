@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 # subcommand -> (module, one-line help). Modules expose `main(argv: list[str]) -> int | None`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -23,7 +24,27 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _show_each_warning_once() -> None:
+    """Print each warning text once per run. Libraries' deprecation notices (transformers 5.23
+    renames gradient_checkpointing, which TRL calls on every no-grad pass) otherwise repeat at every
+    call, and libraries reset the warning filters as they import, so a filter would not hold."""
+    show = warnings.showwarning
+    if getattr(show, "vppo_once", False):
+        return
+    shown: set[tuple[str, type]] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        key = (str(message), category)
+        if key not in shown:
+            shown.add(key)
+            show(message, category, filename, lineno, file, line)
+
+    show_once.vppo_once = True
+    warnings.showwarning = show_once
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_each_warning_once()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
