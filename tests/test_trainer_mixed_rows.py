@@ -127,6 +127,8 @@ def test_rows_without_images_reads_the_arrow_table():
     single = Dataset.from_list([{"image": None}, {"image": rows[0]["images"][0]}])
     assert rows_without_images(single) == (1, 0)
     assert rows_without_images(Dataset.from_list([{"q": "a"}, {"q": "b"}])) == (2, 0)
+    one_per_row = Dataset.from_list([{"images": rows[0]["images"][0]}, {"images": None}])
+    assert rows_without_images(one_per_row) == (1, 1)
 
 
 def test_vppo_train_on_a_mixed_parquet(tmp_path):

@@ -167,17 +167,20 @@ def rows_without_images(dataset) -> tuple[int, int | None]:
     """(number of rows without any image, index of the first) of a training dataset, read from its
     Arrow table (no image is decoded). An ``images`` list column counts empty and null lists; an
     ``image`` column counts nulls; a dataset with neither has no image at all."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = getattr(dataset, "data", None)
     names = getattr(dataset, "column_names", None) or []
     if table is None:
         return 0, None  # an IterableDataset: not known up front
-    if "images" in names:
-        lengths = pc.fill_null(pc.list_value_length(table.column("images")), 0)
-        empty = pc.equal(lengths, 0)
-    elif "image" in names:
-        empty = pc.is_null(table.column("image"))
+    column = "images" if "images" in names else "image" if "image" in names else None
+    if column is not None:
+        values = table.column(column)
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            empty = pc.equal(pc.fill_null(pc.list_value_length(values), 0), 0)
+        else:  # one image per row
+            empty = pc.is_null(values)
     else:
         return len(dataset), 0 if len(dataset) else None
     empty = empty.to_numpy(zero_copy_only=False)
