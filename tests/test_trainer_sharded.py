@@ -38,10 +38,10 @@ def half_uniform(completions, answer, **kwargs):
 
 def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], port: int,
             worker: bool = True, config: str = "fsdp2_8gpu", text_only_rows: int = 0,
-            expect_success: bool = True):
+            expect_success: bool = True, reward: str = REWARD):
     """Train tiny_vppo on 2 CPU processes with a shipped accelerate config; returns output_dir
     (with `expect_success=False`, the finished process)."""
-    (tmp_path / "reward.py").write_text(REWARD)
+    (tmp_path / "reward.py").write_text(reward)
     from PIL import Image
 
     for i in range(4):  # a distinct picture per row
@@ -224,3 +224,36 @@ def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(tmp_p
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+
+
+PRE_EMPTED = REWARD + """
+import os, signal
+
+calls = []
+
+def pre_empted(completions, answer, **kwargs):
+    \"\"\"Rank 1 alone receives SIGTERM while the second step's rollout is scored.\"\"\"
+    calls.append(1)
+    if os.environ.get("RANK") == "1" and len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return half_uniform(completions, answer)
+"""
+
+
+def test_sigterm_on_one_process_saves_on_all_and_resumes(tmp_path, subprocess_env, free_port):
+    """The processes agree on the step to stop at (a checkpoint is a collective), save it together,
+    and the run continues from it with --resume_from_checkpoint last."""
+    common = ["--reward_funcs", f"{tmp_path / 'reward.py'}:pre_empted", "--dynamic_sampling", "false",
+              "--max_steps", "4"]
+    result = _launch(tmp_path, "run", common, subprocess_env(), free_port, worker=False,
+                     expect_success=False, reward=PRE_EMPTED)
+    assert result.returncode == 143, result.stderr[-3000:]
+    out = tmp_path / "run"
+    assert (out / "checkpoint-2" / "vppo_trainer_state.json").is_file()
+    assert "vppo train: stopped by SIGTERM at step 2; saved:" in result.stderr
+    assert "Traceback" not in result.stderr
+    plain = REWARD + "\ndef pre_empted(completions, answer, **kwargs):\n    return half_uniform(completions, answer)\n"
+    resumed = _launch(tmp_path, "run", [*common, "--resume_from_checkpoint", "last"], subprocess_env(),
+                      free_port, worker=False, expect_success=False, reward=plain)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"vppo train: 4 steps trained; the model is in {out}." in resumed.stderr

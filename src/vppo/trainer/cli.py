@@ -697,14 +697,22 @@ class _StopOnSignal:
         print(f"\nvppo train: {self.received} received: saving a checkpoint at the end of this optimizer "
               "step, then stopping (send it again to stop at once).", file=sys.stderr)
 
-    def callback(self):
+    def callback(self, accelerator):
+        """The callback that stops training; with several processes they agree on the step (a
+        checkpoint is a collective: one process saving while another trains on would hang)."""
         from transformers import TrainerCallback
 
         stop = self
 
         class StopOnSignal(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                if stop.received is not None:
+                received = stop.received is not None
+                if accelerator.num_processes > 1:
+                    flag = torch.tensor([float(received)], device=accelerator.device)
+                    received = accelerator.reduce(flag, reduction="sum").item() > 0
+                    if received and stop.received is None:
+                        stop.received = "SIGTERM"  # another process got it (the launcher forwards it to all)
+                if received:
                     control.should_save = True
                     control.should_training_stop = True
 
@@ -720,7 +728,7 @@ def train(argv: list[str]) -> int:
     with OutputDirLock(training_args.output_dir), _StopOnSignal() as stop:
         try:
             trainer = build_trainer(script_args, training_args, model_args)
-            trainer.add_callback(stop.callback())
+            trainer.add_callback(stop.callback(trainer.accelerator))
             trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:
             print(file=sys.stderr)
