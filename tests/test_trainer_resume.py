@@ -146,7 +146,6 @@ def test_one_run_per_folder(tmp_path, capsys):
     assert (f"vppo train: output_dir {run} holds another run's checkpoints (checkpoint-1, checkpoint-2): "
             "continue that run with --resume_from_checkpoint last, or start over in it with "
             "--overwrite_output_dir true (deletes them).") in capsys.readouterr().err
-    before = (run / "checkpoint-2" / "trainer_state.json").stat().st_mtime_ns
     assert vppo_main([*common, "--overwrite_output_dir", "true", "--max_steps", "1"]) == 0
     assert not (run / "checkpoint-2").exists() and (run / "checkpoint-1").is_dir()
     # a folder in use by a live run (here: this very process) is refused; a dead run's lock is taken over
@@ -158,7 +157,7 @@ def test_one_run_per_folder(tmp_path, capsys):
     assert f"is in use by another vppo train (pid {os.getpid()}" in capsys.readouterr().err
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "then"}))
     assert vppo_main([*common, "--resume_from_checkpoint", "last"]) == 0
-    assert not lock.exists() and before
+    assert not lock.exists()
 
 
 def test_resuming_with_changed_settings_says_so(tmp_path, caplog, capsys):

@@ -353,21 +353,14 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
     return value
 
 
-def _checkpoints(folder: str) -> list[str]:
-    import re
-
-    if not os.path.isdir(folder):
-        return []
-    found = [name for name in os.listdir(folder) if re.fullmatch(r"checkpoint-\d+", name)]
-    return sorted(found, key=lambda name: int(name.split("-")[1]))
-
-
 def claim_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> None:
     """One run per folder: refuse a new run into a folder holding another run's checkpoints
     (unless `overwrite`, which deletes them), before anything is written."""
     import shutil
 
-    found = _checkpoints(output_dir)
+    from vppo.trainer.resume import numbered_checkpoints
+
+    found = [path.name for path in numbered_checkpoints(output_dir)]
     if not found or resume is not None:
         return
     if not overwrite:

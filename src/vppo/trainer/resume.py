@@ -35,6 +35,7 @@ __all__ = [
     "checkpoint_problem",
     "last_complete_checkpoint",
     "load_renamed_checkpoint",
+    "numbered_checkpoints",
     "read_checkpoint_state",
     "write_checkpoint_state",
 ]
@@ -160,16 +161,21 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     return None
 
 
+def numbered_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The checkpoint-N folders of `output_dir`, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    numbered = [(int(m.group(1)), path) for path in folder.iterdir()
+                if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))]
+    return [path for _, path in sorted(numbered)]
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
     """The newest checkpoint-N of `output_dir` that can be resumed from, and one sentence for each
     newer one skipped (incomplete or corrupt)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None, []
-    numbered = [(int(m.group(1)), path) for path in folder.iterdir()
-                if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))]
     skipped = []
-    for _, path in sorted(numbered, reverse=True):
+    for path in reversed(numbered_checkpoints(output_dir)):
         problem = checkpoint_problem(path)
         if problem is None:
             return path, skipped

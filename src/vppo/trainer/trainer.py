@@ -146,8 +146,8 @@ class _LastHiddenState:
         return hidden
 
 
-_VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "spatial_shapes",
-                "image_position_ids")
+# The forward keys that describe images (the per-token type ids stay: they are zeros without images).
+_VISION_KEYS = tuple(k for k in _FORWARD_KEYS if k not in ("token_type_ids", "mm_token_type_ids"))
 
 
 def _drop_empty_vision_inputs(module, args, kwargs):
