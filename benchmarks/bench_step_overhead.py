@@ -9,6 +9,12 @@ synthetic task with DAPO, VPPO (k3) and VPPO (exact KL) in two configurations:
 - ``official``: ``steps_per_generation`` = 3 × ``gradient_accumulation_steps`` with dynamic sampling
   on, as in the paper's recipe. TRL needs old log-probs (one pass for DAPO); VPPO needs two.
 
+- ``reasoning``: the official structure with the length spread of a reasoning model: 3 optimizer
+  steps per generation batch of 96 rows, each accumulated over 8 micro-batches of 4 rows, and
+  synthetic completions in place of generation (log-normal lengths, median a third of the cap, about
+  3% cut at the cap; random tokens; a reward that splits every group). The synthetic task's own
+  answers all have about the same length, which hides the update's padding.
+
 Methods alternate cycle by cycle (a cycle = one generation batch and its optimizer steps) so machine
 noise hits all of them alike. For each method it reports, per optimizer step:
 
@@ -16,6 +22,8 @@ noise hits all of them alike. For each method it reports, per optimizer step:
 - ``nograd_tokens``: tokens fed to no-grad forwards of the policy outside generation (padding
   included), counted by a forward pre-hook on the model, not estimated;
 - ``floor_tokens``: the unpadded tokens of the trained rows × the passes the method needs;
+- ``update_tokens``: tokens fed to the gradient forwards (padding included), counted by the same
+  hook; ``update_floor_tokens``: the unpadded tokens of the trained rows (each is trained once);
 - ``peak_mb``: peak bytes of the tensors allocated during one extra (untimed) cycle and alive at the
   same time, tracked op by op by a dispatch mode (a CPU has no allocator statistics; on a GPU this
   is what torch.cuda.max_memory_allocated minus the memory before the cycle reports).
@@ -51,11 +59,15 @@ METHODS = {
 CONFIGS = {
     "on_policy": {"steps_per_generation": 1, "dynamic_sampling": False},
     "official": {"steps_per_generation": 3, "dynamic_sampling": True, "dynamic_sampling_max_rounds": 2},
+    "reasoning": {"steps_per_generation": 24, "gradient_accumulation_steps": 8, "per_device_train_batch_size": 4,
+                  "dynamic_sampling": True, "dynamic_sampling_max_rounds": 2},
 }
+REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 # No-grad passes over the trained rows each method needs at the physical floor.
 FLOOR_PASSES = {
     "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2},
     "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2},
+    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2},
 }
 
 
@@ -64,6 +76,7 @@ class _Counter:
 
     def __init__(self, trainer):
         self.nograd_tokens = 0
+        self.update_tokens = 0
         self.trained_tokens = 0
         self._generating = False
         trainer.model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
@@ -84,12 +97,52 @@ class _Counter:
         trainer._generate = generate_flagged
         trainer._generate_and_score_completions = score_counted
 
+    def reset(self) -> None:
+        self.nograd_tokens = self.update_tokens = self.trained_tokens = 0
+
     def _on_forward(self, module, args, kwargs):
-        if torch.is_grad_enabled() or self._generating:
-            return
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None:
+        if ids is None or self._generating:
+            return
+        if torch.is_grad_enabled():
+            self.update_tokens += ids.numel()
+        else:
             self.nograd_tokens += ids.numel()
+
+
+def reasoning_lengths(rows: int, cap: int) -> list[int]:
+    """Completion lengths of a reasoning model: log-normal, median cap / 3, about 3% cut at the cap.
+
+    P(length > cap) = P(Z > ln 3 / sigma) = 0.03 gives sigma = ln 3 / 1.88. Drawn from torch's
+    global generator, so every method gets the same lengths for the same seed.
+    """
+    sigma = 1.0986 / 1.88
+    draws = torch.exp(torch.randn(rows) * sigma) * (cap / 3)
+    return [max(1, min(cap, int(x))) for x in draws]
+
+
+def synthetic_completions(trainer, cap: int):
+    """Replace generation by random-token completions of `reasoning_lengths`, ending in EOS unless cut."""
+    eos = trainer._tokenizer.eos_token_id
+    low, high = 100, min(len(trainer._tokenizer), 4000)
+
+    def generate(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        lengths = reasoning_lengths(len(prompt_ids), cap)
+        completions = []
+        for length in lengths:
+            ids = torch.randint(low, high, (length,)).tolist()
+            if length < cap:
+                ids[-1] = eos
+            completions.append(ids)
+        return completions, None
+
+    trainer._generate_single_turn = generate
+
+
+def split_reward(completions, **kwargs):
+    """1 for completions of an even number of characters: mixed rewards in every group of random text."""
+    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    return [float(len(t) % 2 == 0) for t in texts]
 
 
 def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int,
@@ -100,18 +153,23 @@ def make_trainer(config: str, method: str, output_dir: str, cycles: int, complet
 
     model, processor = load_policy()
     dataset = training_dataset(synthetic_split("train", 512, seed=0))
-    overrides = {**CONFIGS[config], **METHODS[method]}
-    steps = cycles * overrides["steps_per_generation"]
-    args = VPPOConfig(output_dir=output_dir, per_device_train_batch_size=16, num_generations=8,
-                      gradient_accumulation_steps=1, max_completion_length=completion, max_steps=steps,
+    overrides = {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+                 **CONFIGS[config], **METHODS[method]}
+    reasoning = config == "reasoning"
+    if reasoning:
+        completion = REASONING_CAP
+    steps = cycles * overrides["steps_per_generation"] // overrides["gradient_accumulation_steps"]
+    args = VPPOConfig(output_dir=output_dir, num_generations=8, max_completion_length=completion, max_steps=steps,
                       temperature=1.0, top_p=1.0, learning_rate=1e-5, bf16=False, use_cpu=device == "cpu",
                       report_to="none", logging_steps=1, save_strategy="no", gradient_checkpointing=False,
                       disable_tqdm=True, seed=0, data_seed=0, **overrides)
-    trainer = VPPOTrainer(model=model, reward_funcs=[accuracy_reward], args=args, train_dataset=dataset,
-                          processing_class=processor)
+    trainer = VPPOTrainer(model=model, reward_funcs=[split_reward if reasoning else accuracy_reward], args=args,
+                          train_dataset=dataset, processing_class=processor)
+    if reasoning:
+        synthetic_completions(trainer, completion)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1
+    trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps
     return trainer, iter(trainer.get_train_dataloader())
 
 
@@ -122,18 +180,20 @@ def _sync() -> None:
 
 def run_cycle(trainer, loader) -> float:
     """One generation batch and its optimizer steps; returns seconds per optimizer step."""
-    steps = trainer.args.steps_per_generation
+    micro_batches = trainer.args.steps_per_generation
+    accumulation = trainer.args.gradient_accumulation_steps
     _sync()
     start = time.perf_counter()
-    for _ in range(steps):
+    for i in range(micro_batches):
         batch = trainer._prepare_inputs(next(loader))
         loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad()
+        if (i + 1) % accumulation == 0:
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad()
         trainer._step += 1
     _sync()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / (micro_batches // accumulation)
 
 
 class _PeakTensorMemory(TorchDispatchMode):
@@ -196,13 +256,13 @@ def measure(config: str, cycles: int, completion: int, memory: bool,
         for cycle in range(cycles + 1):  # the first cycle of each method is a warm-up
             for method, (trainer, loader, counter) in runs.items():
                 if cycle == 1:
-                    counter.nograd_tokens = counter.trained_tokens = 0
+                    counter.reset()
                 # Same sampling seed for every method: the same prompts get (nearly) the same rollouts.
                 torch.manual_seed(cycle)
                 times[method].append(run_cycle(trainer, loader))
         for method, (trainer, loader, counter) in runs.items():
             if memory:
-                tokens = counter.nograd_tokens, counter.trained_tokens
+                tokens = counter.nograd_tokens, counter.update_tokens, counter.trained_tokens
                 torch.manual_seed(cycles + 1)
                 if device == "cuda":
                     peaks[method] = _cuda_peak_mb(trainer, loader)
@@ -210,8 +270,9 @@ def measure(config: str, cycles: int, completion: int, memory: bool,
                     with _PeakTensorMemory() as tracker:
                         run_cycle(trainer, loader)
                     peaks[method] = tracker.peak / 2**20
-                counter.nograd_tokens, counter.trained_tokens = tokens
-    steps = cycles * CONFIGS[config]["steps_per_generation"]
+                counter.nograd_tokens, counter.update_tokens, counter.trained_tokens = tokens
+    settings = CONFIGS[config]
+    steps = cycles * settings["steps_per_generation"] // settings.get("gradient_accumulation_steps", 1)
     result = {}
     base = statistics.median(times["dapo"][1:])
     for method, (_, _, counter) in runs.items():
@@ -221,6 +282,8 @@ def measure(config: str, cycles: int, completion: int, memory: bool,
             "ratio_vs_dapo": round(median / base, 3),
             "nograd_tokens": round(counter.nograd_tokens / steps),
             "floor_tokens": round(counter.trained_tokens * FLOOR_PASSES[config][method] / steps),
+            "update_tokens": round(counter.update_tokens / steps),
+            "update_floor_tokens": round(counter.trained_tokens / steps),
             "peak_mb": round(peaks[method], 1) if memory else None,
         }
     return result
@@ -246,12 +309,14 @@ def main() -> None:
         results[config] = measure(config, args.cycles, args.completion, not args.no_memory, args.device)
         print(f"\n{config} ({args.cycles} cycles)")
         print(f"{'method':<10}{'step s':>9}{'vs dapo':>9}{'nograd tok':>12}{'floor tok':>11}"
-              f"{'tok/floor':>11}{'peak MB':>9}")
+              f"{'tok/floor':>11}{'update tok':>12}{'floor tok':>11}{'tok/floor':>11}{'peak MB':>9}")
         for method, row in results[config].items():
             over = f"{row['nograd_tokens'] / row['floor_tokens']:.3f}" if row["floor_tokens"] else "-"
+            update_over = f"{row['update_tokens'] / max(row['update_floor_tokens'], 1):.3f}"
             peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.1f}"
             print(f"{method:<10}{row['step_s']:>9.3f}{row['ratio_vs_dapo']:>8.2f}x{row['nograd_tokens']:>12}"
-                  f"{row['floor_tokens']:>11}{over:>11}{peak:>9}")
+                  f"{row['floor_tokens']:>11}{over:>11}{row['update_tokens']:>12}{row['update_floor_tokens']:>11}"
+                  f"{update_over:>11}{peak:>9}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

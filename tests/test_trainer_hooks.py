@@ -100,3 +100,23 @@ def test_old_logps_are_the_first_logps_call_of_scoring_under_the_condition_vppo_
     ], "TRL reads old_per_token_logps somewhere new while scoring; check VPPOTrainer's deferral"
     for helper in (GRPOTrainer._generate, GRPOTrainer._calculate_rewards):
         assert "_get_per_token_logps_and_entropies" not in inspect.getsource(helper)
+
+
+def test_prepare_inputs_buffers_one_shuffled_generation_batch_as_vppo_restates():
+    """VPPOTrainer._prepare_inputs replaces TRL's split of the generation batch into update
+    micro-batches (the same randperm, then trimmed micro-batches); TRL's must stay this."""
+    source = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for line in (
+        "generate_every = self.args.steps_per_generation * self.num_iterations",
+        "if self._step % generate_every == 0 or self._buffered_inputs is None:",
+        "generation_batch = self._generate_and_score_completions(generation_batch)",
+        "generation_batch = split_pixel_values_by_grid(generation_batch)",
+        "generation_batch = shuffle_sequence_dict(generation_batch)",
+        "generation_batches = split_tensor_dict(generation_batch, self.args.steps_per_generation)",
+        "self._buffered_inputs = [unsplit_pixel_values_by_grid(batch) for batch in generation_batches]",
+        "inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]",
+    ):
+        assert line in source, f"TRL's _prepare_inputs changed: {line!r} is gone"
+    from trl.trainer.utils import shuffle_sequence_dict
+
+    assert "permutation = torch.randperm(batch_size)" in inspect.getsource(shuffle_sequence_dict)

@@ -11,6 +11,7 @@ import torch
 from test_trainer_vppo import _dataset, _trainer
 from trl import GRPOTrainer
 
+from vppo.trainer import trainer as trainer_module
 from vppo.trainer.batching import length_sorted_chunks, trim_padding
 from vppo.trainer.trainer import full_lm_head
 
@@ -159,12 +160,12 @@ def test_dependency_and_advantages_equal_the_full_width_path(scored, monkeypatch
     monkeypatch.setattr(trainer, "compute_visual_dependency", recording)
     trainer.args.dependency_estimator = estimator
     try:
-        for skip in (True, False):
-            trainer.skip_padding = skip
+        for split in (True, False):  # False: the full-width branch (layouts that cannot be cut by row)
+            monkeypatch.setattr(trainer_module, "splits_by_row", lambda batch, split=split: split)
             shaped = trainer._apply_vppo(dict(output, advantages=output["advantages"].clone()), inputs)
             advantages.append(shaped["advantages"])
     finally:
-        trainer.args.dependency_estimator, trainer.skip_padding = "k3", True
+        trainer.args.dependency_estimator = "k3"
     torch.testing.assert_close(deps[0], deps[1], atol=1e-6, rtol=0)
     # Same TGF tokens; TAS divides by the batch's spread of mean dependency, which magnifies float noise.
     assert torch.equal(advantages[0] != 0, advantages[1] != 0)

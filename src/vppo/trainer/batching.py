@@ -182,8 +182,8 @@ def select_rows(
     unknown = sorted(k for k in keys if k not in known)
     if unknown:
         raise ValueError(
-            f"Dynamic sampling does not know how to merge the keys {unknown} of TRL's scored batch; "
-            "set dynamic_sampling=False."
+            f"Rows of TRL's scored batch cannot be selected: vppo does not know its keys {unknown} (a TRL "
+            "release newer than the pinned one?); set dynamic_sampling=False or install the pinned TRL."
         )
 
     out: dict[str, Any] = {}
@@ -343,6 +343,7 @@ def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
     start = int(prompt_keep[0]) if prompt_keep.numel() else prompt_width
     stop = int(completion_keep[-1]) + 1 if completion_keep.numel() else 0
     stop = max(stop, 1)  # keep one completion column so shapes stay [B, >=1]
+    completion_width = batch["completion_ids"].size(1)
     out = dict(batch)
     for key in _LEFT_PADDED:
         if key in out:
@@ -350,11 +351,77 @@ def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
     for key in _RIGHT_PADDED:
         if key in out:
             out[key] = out[key][:, :stop]
+    # Per-token [B, T] advantages (VPPO's) and vLLM ratios (token_* modes); [B] / [B, 1] stay as they are.
+    for key in (*_PER_ROW_KEYS, *_IMPORTANCE_SAMPLING_KEYS):
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(1) == completion_width > 1:
+            out[key] = value[:, :stop]
     for key in _SEQUENCE_KEYS:
         if key in out:
             out[key] = torch.cat([out[key][:, start:prompt_width], out[key][:, prompt_width : prompt_width + stop]],
                                  dim=1)
     return out
+
+
+def update_window(steps_per_generation: int, gradient_accumulation_steps: int) -> int:
+    """How many consecutive update micro-batches of one generation batch always share an optimizer step.
+
+    Micro-batch i of a generation batch is trained at steps base + i + k * steps_per_generation
+    (k over the iterations); optimizer steps close every `gradient_accumulation_steps` steps.
+    Rows may move between micro-batches of one window without changing any optimizer step's rows.
+    """
+    if steps_per_generation % gradient_accumulation_steps == 0:
+        return gradient_accumulation_steps
+    if gradient_accumulation_steps % steps_per_generation == 0:
+        return steps_per_generation
+    return 1
+
+
+def update_micro_batches(
+    batch: dict[str, Any],
+    order: Sequence[int],
+    rows_per_micro_batch: int,
+    window: int,
+    pad_token_id: int,
+) -> list[dict[str, Any]]:
+    """The update micro-batches of one scored generation batch, each trimmed to its own widths.
+
+    TRL cuts the shuffled batch (rows in `order`) into micro-batches of `rows_per_micro_batch` rows,
+    all as wide as the whole batch. Here each run of `window` micro-batches (see `update_window`; 1
+    keeps TRL's rows per micro-batch) is regrouped by length: its rows sorted by unpadded length,
+    longest first, and cut into micro-batches of the same size. Each micro-batch is then trimmed to
+    its own prompt and completion widths, every per-token tensor with it.
+
+    Args:
+        batch: the scored generation batch (TRL's keys; VPPO's [B, T] advantages allowed).
+        order: a permutation of the batch's B rows (TRL: `torch.randperm(B)`).
+        rows_per_micro_batch: per_device_train_batch_size; B must be a multiple of it.
+        window: micro-batches whose rows may be regrouped together.
+        pad_token_id: the tokenizer's pad id.
+
+    Returns:
+        B / rows_per_micro_batch micro-batches in training order; `num_items_in_batch` stays the
+        generation batch's (TRL normalises the dapo-family losses by it).
+    """
+    rows = batch["prompt_ids"].size(0)
+    if len(order) != rows or rows % rows_per_micro_batch:
+        raise ValueError(f"update_micro_batches needs a permutation of {rows} rows in micro-batches of "
+                         f"{rows_per_micro_batch}; got {len(order)} rows.")
+    lengths = (batch["prompt_mask"].sum(-1) + batch["completion_mask"].sum(-1)).tolist()
+    span = rows_per_micro_batch * window
+    groups: list[list[int]] = []
+    for start in range(0, rows, span):
+        part = list(order[start : start + span])
+        if window > 1:
+            part.sort(key=lambda r: -lengths[r])  # stable: equal lengths keep the shuffled order
+        groups.extend(part[i : i + rows_per_micro_batch] for i in range(0, len(part), rows_per_micro_batch))
+    micro_batches = []
+    for group in groups:
+        micro = take_rows(batch, group, pad_token_id)
+        if "num_items_in_batch" in batch:
+            micro["num_items_in_batch"] = batch["num_items_in_batch"]
+        micro_batches.append(micro)
+    return micro_batches
 
 
 def take_rows(batch: dict[str, Any], rows: Sequence[int], pad_token_id: int) -> dict[str, Any]:

@@ -38,7 +38,13 @@ import torch
 from transformers import ProcessorMixin
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import RepeatSampler
+from trl.trainer.utils import (
+    RepeatSampler,
+    shuffle_sequence_dict,
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
+)
 
 from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
 from vppo.models import collapse_placeholder_runs, vision_layout
@@ -56,6 +62,8 @@ from vppo.trainer.batching import (
     select_rows,
     splits_by_row,
     take_rows,
+    update_micro_batches,
+    update_window,
 )
 from vppo.trainer.config import VPPOConfig
 from vppo.trainer.resume import (
@@ -361,8 +369,6 @@ class VPPOTrainer(GRPOTrainer):
         # Old log-probs TRL would compute per generation round are computed once on the kept rows.
         self._defer_old_logps = False
         self._old_logps_deferred = False
-        # No-grad passes sort rows by length and trim each chunk's padding (False: TRL's chunks, full widths).
-        self.skip_padding = True
         if args.dynamic_sampling:
             local_rows = args.per_device_train_batch_size * args.steps_per_generation
             if local_rows % self.num_generations != 0:
@@ -572,6 +578,43 @@ class VPPOTrainer(GRPOTrainer):
             nll = self._nll_term(logps, inputs)
             loss = loss + coef * nll
         return loss
+
+    def _prepare_inputs(self, generation_batch):
+        """TRL's buffering of a generation batch into update micro-batches, without its padding.
+
+        TRL shuffles the scored batch and cuts it into `steps_per_generation` micro-batches, each as
+        wide as the whole batch. The same shuffle (one `torch.randperm`, drawn as TRL draws it) decides
+        here which rows each optimizer step trains on; within an optimizer step the rows are regrouped
+        by length where the loss allows it (`_regroup_window`), and each micro-batch is trimmed to its
+        own widths. Every optimizer step's gradient equals TRL's (tests/test_trainer_update.py).
+        """
+        if not self.model.training:
+            return super()._prepare_inputs(generation_batch)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            output = self._generate_and_score_completions(generation_batch)
+            if splits_by_row(output):
+                order = torch.randperm(output["prompt_ids"].size(0)).tolist()
+                self._buffered_inputs = update_micro_batches(
+                    output, order, self.args.per_device_train_batch_size, self._regroup_window(),
+                    self._tokenizer.pad_token_id)
+            else:  # image layouts that cannot be cut by row: TRL's full-width micro-batches
+                output = shuffle_sequence_dict(split_pixel_values_by_grid(output))
+                self._buffered_inputs = [unsplit_pixel_values_by_grid(batch)
+                                         for batch in split_tensor_dict(output, self.args.steps_per_generation)]
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _regroup_window(self) -> int:
+        """Micro-batches whose rows may be regrouped by length (see `update_window`).
+
+        1 where a micro-batch's loss depends on which rows share it: bnpo divides by the micro-batch's
+        token count, TRL's entropy mask takes a quantile over the micro-batch, and its entropy bonus is
+        a per-micro-batch mean. The other losses divide by constants or by a row count that every
+        micro-batch shares.
+        """
+        if self.loss_type == "bnpo" or self.top_entropy_quantile < 1.0 or self._entropy_bonus_enabled:
+            return 1
+        return update_window(self.args.steps_per_generation, self.args.gradient_accumulation_steps)
 
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
@@ -867,7 +910,7 @@ class VPPOTrainer(GRPOTrainer):
                 perturbed_batch["pixel_values"] = perturbed_pixel_values
         real = old_logps or entropy or exact
         chunk_rows = args.per_device_train_batch_size
-        split = self.skip_padding and splits_by_row(output)
+        split = splits_by_row(output)
         if split:
             chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows)
             # Sharded engines need the same number of forwards on every process.

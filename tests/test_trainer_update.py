@@ -1,0 +1,145 @@
+"""The padding-free update: each optimizer step's gradient equals TRL's full-width one.
+
+TRL cuts a shuffled generation batch into micro-batches as wide as the whole batch. VPPOTrainer
+keeps the rows TRL gives each optimizer step, regroups them by length where the loss allows it and
+trims every micro-batch to its own widths (`update_micro_batches`). Here both are run through the
+real `compute_loss` + backward of a tiny float32 trainer (VPPO's [B, T] advantages with TGF zeros,
+the NLL term, clipped ratios from perturbed old log-probs) and the summed gradients are compared.
+Tolerance: 1e-5 of the largest gradient entry (float32 summation order; measured ~1e-7).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_trainer_scoring import _shorten
+from test_trainer_vppo import _trainer
+from trl import GRPOTrainer
+from trl.trainer.utils import (
+    shuffle_sequence_dict,
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
+)
+
+from vppo.trainer.batching import update_micro_batches, update_window
+
+pytestmark = pytest.mark.slow
+
+MICRO, STEPS = 2, 4  # 4 micro-batches of 2 rows: one optimizer step per generation batch
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A tiny VPPO trainer and one scored generation batch of 8 rows with varied completion lengths."""
+    trainer = _trainer(tmp_path_factory.mktemp("update"), per_device_train_batch_size=MICRO, num_generations=2,
+                       steps_per_generation=STEPS, gradient_accumulation_steps=STEPS, max_completion_length=10,
+                       nll_coef=0.1, disable_dropout=True)
+    trainer.model.train()
+    inputs = next(iter(trainer.get_train_dataloader()))
+    output = trainer._generate_and_score_completions(inputs)
+    output = _shorten(output, trainer._tokenizer.pad_token_id)
+    output["advantages"] = output["advantages"] * output["completion_mask"]
+    assert output["advantages"].dim() == 2 and (output["advantages"] == 0).any()  # TGF's zeros
+    # Old log-probs away from the current ones, so that some ratios fall outside the clip range.
+    noise = torch.randn(output["completion_mask"].shape, generator=torch.Generator().manual_seed(0))
+    current = trainer._scoring_pass(output, None, old_logps=True)["logps"]
+    output["old_per_token_logps"] = (current + 0.5 * noise) * output["completion_mask"]
+    return trainer, output
+
+
+def _trl_micro_batches(output, seed):
+    """TRL 1.16's `_prepare_inputs` split, verbatim."""
+    torch.manual_seed(seed)
+    batch = shuffle_sequence_dict(split_pixel_values_by_grid(dict(output)))
+    return [unsplit_pixel_values_by_grid(b) for b in split_tensor_dict(batch, STEPS)]
+
+
+def _ours(trainer, output, seed, window):
+    torch.manual_seed(seed)
+    order = torch.randperm(output["prompt_ids"].size(0)).tolist()
+    return update_micro_batches(output, order, MICRO, window, trainer._tokenizer.pad_token_id)
+
+
+def _gradient(trainer, micro_batches):
+    """The accumulated gradient of one optimizer step, flattened, and the tokens fed to the forwards."""
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    trainer.current_gradient_accumulation_steps = STEPS
+    tokens = 0
+    for micro in micro_batches:
+        trainer.compute_loss(model, micro).backward()
+        tokens += micro["prompt_ids"].numel() + micro["completion_ids"].numel()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return grads, tokens
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo", "bnpo"])
+def test_each_optimizer_step_gradient_equals_trls_full_width_one(scored, loss_type):
+    trainer, output = scored
+    trainer.loss_type = trainer.args.loss_type = loss_type
+    try:
+        window = trainer._regroup_window()
+        assert window == (1 if loss_type == "bnpo" else STEPS)
+        reference, full_tokens = _gradient(trainer, _trl_micro_batches(output, seed=3))
+        ours, trimmed_tokens = _gradient(trainer, _ours(trainer, output, seed=3, window=window))
+    finally:
+        trainer.loss_type = trainer.args.loss_type = "dapo"
+    assert reference.abs().max() > 0
+    assert (ours - reference).abs().max() <= 1e-5 * reference.abs().max()
+    assert trimmed_tokens < full_tokens
+
+
+def test_the_comparison_sees_a_wrong_regrouping(scored):
+    """bnpo divides by each micro-batch's token count: regrouping its rows changes the gradient."""
+    trainer, output = scored
+    trainer.loss_type = trainer.args.loss_type = "bnpo"
+    try:
+        reference, _ = _gradient(trainer, _trl_micro_batches(output, seed=3))
+        regrouped, _ = _gradient(trainer, _ours(trainer, output, seed=3, window=STEPS))
+    finally:
+        trainer.loss_type = trainer.args.loss_type = "dapo"
+    assert (regrouped - reference).abs().max() > 1e-3 * reference.abs().max()
+
+
+def test_micro_batches_keep_trls_rows_per_optimizer_step_and_trim_every_per_token_key(scored):
+    trainer, output = scored
+    trl = _trl_micro_batches(output, seed=5)
+    ours = _ours(trainer, output, seed=5, window=2)  # two optimizer steps of 2 micro-batches each
+    key = output["completion_ids"].sum(-1) * 1000 + output["prompt_ids"].sum(-1)  # a row fingerprint
+    assert key.unique().numel() == key.numel()
+
+    def rows(micro):
+        return sorted((micro["completion_ids"].sum(-1) * 1000 + micro["prompt_ids"].sum(-1)).tolist())
+
+    for step in range(2):
+        assert sorted(rows(trl[2 * step]) + rows(trl[2 * step + 1])) == \
+            sorted(rows(ours[2 * step]) + rows(ours[2 * step + 1]))
+    for micro in ours:
+        width = micro["completion_mask"].size(1)
+        assert micro["completion_mask"][:, -1].any() and micro["prompt_mask"][:, 0].any()  # trimmed
+        for name in ("completion_ids", "advantages", "old_per_token_logps"):
+            assert micro[name].shape == (MICRO, width), name
+        assert micro["num_items_in_batch"] == output["num_items_in_batch"]
+        assert micro["pixel_values"].size(0) == int(micro["image_grid_thw"].prod(-1).sum())
+
+
+def test_update_window_is_the_micro_batches_that_always_share_an_optimizer_step():
+    assert update_window(96, 32) == 32  # the 7B recipe: 3 updates per rollout
+    assert update_window(4, 8) == 4  # two generation batches per optimizer step
+    assert update_window(6, 4) == 1  # steps cross generation batches unevenly: trim only
+    assert update_window(1, 1) == 1
+
+
+def test_the_trainer_buffers_padding_free_micro_batches(scored):
+    trainer, _ = scored
+    trainer._step, trainer._buffered_inputs = 0, None
+    generation_batch = next(iter(trainer.get_train_dataloader()))
+    first = trainer._prepare_inputs(generation_batch)
+    buffered = trainer._buffered_inputs
+    assert len(buffered) == STEPS and first is buffered[0]
+    widths = [m["completion_ids"].size(1) for m in buffered]
+    assert all(m["completion_mask"][:, -1].any() for m in buffered), widths
+    # TRL's full-width alternative would hold every micro-batch at the generation batch's width.
+    assert GRPOTrainer._prepare_inputs is not type(trainer)._prepare_inputs
