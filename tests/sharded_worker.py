@@ -82,7 +82,7 @@ def init(self, *args, **kwargs):
     self.add_callback(_RecordSharding())
 
 
-def apply_vppo(self, output, inputs):
+def apply_vppo(self, output, inputs, **kwargs):
     first = self.state.global_step == 0 and "rank" not in _recorded
     if first:
         _recorded["rank"] = self.accelerator.process_index
@@ -91,7 +91,7 @@ def apply_vppo(self, output, inputs):
         for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
                     *_recorded["forward_keys"]):
             _recorded[key] = output[key].detach().clone()
-    result = _apply(self, output, inputs)
+    result = _apply(self, output, inputs, **kwargs)
     if first:
         torch.save(_recorded, os.path.join(DUMP, f"rank{_recorded['rank']}.pt"))
     return result

@@ -150,14 +150,14 @@ def test_exact_kl_equals_naive_full_logits_kl(scored):
 def test_dependency_and_advantages_equal_the_full_width_path(scored, monkeypatch, estimator):
     trainer, inputs, output = scored
     deps, advantages = [], []
-    original = trainer.compute_visual_dependency
+    original = trainer._dependency_scores
 
     def recording(*args, **kwargs):
-        dep, entropies = original(*args, **kwargs)
-        deps.append(dep)
-        return dep, entropies
+        scores = original(*args, **kwargs)
+        deps.append(scores["dependency"])
+        return scores
 
-    monkeypatch.setattr(trainer, "compute_visual_dependency", recording)
+    monkeypatch.setattr(trainer, "_dependency_scores", recording)
     trainer.args.dependency_estimator = estimator
     try:
         for split in (True, False):  # False: the full-width branch (layouts that cannot be cut by row)

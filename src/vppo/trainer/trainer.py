@@ -558,7 +558,7 @@ class VPPOTrainer(GRPOTrainer):
                                            **kwargs):
         if self._defer_old_logps:
             # TRL's first call while scoring is the old log-prob pass (tests/test_trainer_hooks.py checks
-            # the order): answer it with a placeholder; _score_generation_batch computes the real ones.
+            # the order): answer it with a placeholder; _apply_vppo computes the real ones on the kept rows.
             self._defer_old_logps = False
             self._old_logps_deferred = True
             return input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32), None, None
@@ -617,19 +617,21 @@ class VPPOTrainer(GRPOTrainer):
         return update_window(self.args.steps_per_generation, self.args.gradient_accumulation_steps)
 
     def _generate_and_score_completions(self, inputs):
-        mode = "train" if self.model.training else "eval"
+        """One rollout: generate and score (TRL; several rounds with dynamic sampling), then VPPO.
+
+        TRL's old log-prob pass is deferred while scoring (`_score_round`), so that it runs once, on
+        the kept rows, inside VPPO's own no-grad passes (`_apply_vppo`).
+        """
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
         self._old_logps_deferred = False
-        if mode == "train" and self.args.dynamic_sampling:
+        if self.args.dynamic_sampling:
             # The rows may come from several generation rounds: VPPO must see each row's own prompt (images).
             output, inputs = self._generate_with_dynamic_sampling(inputs)
         else:
-            output = self._score_round(inputs, defer=mode == "train")
-        if mode == "train":
-            output = self._apply_vppo(output, inputs)
-            if self._old_logps_deferred:
-                output["old_per_token_logps"] = self._scoring_pass(output, None, old_logps=True)["logps"]
-                self._old_logps_deferred = False
-        return output
+            output = self._score_round(inputs, defer=True)
+        deferred, self._old_logps_deferred = self._old_logps_deferred, False
+        return self._apply_vppo(output, inputs, old_logps=deferred)
 
     def _trl_needs_old_logps(self) -> bool:
         """TRL 1.16's condition for computing old log-probs while scoring (checked by the hook tests)."""
@@ -859,29 +861,29 @@ class VPPOTrainer(GRPOTrainer):
 
     def compute_visual_dependency(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
                                   need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old.
+        """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old."""
+        scores = self._dependency_scores(output, perturbed_pixel_values, need_entropy, old_logps=False)
+        return scores["dependency"], scores.get("entropies")
 
-        The real-image pass also yields the old log-probs when TRL's were deferred, so they cost no
-        extra pass; k3 reuses old log-probs TRL already has (vLLM importance sampling) when it can.
+    def _dependency_scores(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
+                           need_entropy: bool, old_logps: bool) -> dict[str, torch.Tensor]:
+        """`_scoring_pass` with the perturbed image: "dependency" [B, T], and "entropies" / "logps".
+
+        The real-image pass yields the old log-probs ("logps") when `old_logps`, so they cost no extra
+        pass; k3 reuses old log-probs TRL already has (vLLM importance sampling) when it can.
         """
         args = self.args
         mask = output["completion_mask"].bool()
         if args.dependency_estimator in ("k3", "top1_drop"):
-            reuse = output.get("old_per_token_logps")
-            reuse = None if self._old_logps_deferred or need_entropy else reuse
+            reuse = None if old_logps or need_entropy else output.get("old_per_token_logps")
             scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=reuse is None,
                                         entropy=need_entropy, dependency=True)
             logp_real = scores["logps"] if reuse is None else reuse
-            dep = token_dependency(logp_real, scores["logps_perturbed"], mask,
-                                   estimator=args.dependency_estimator, clip=args.dependency_clip)
-        else:
-            scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=self._old_logps_deferred,
-                                        entropy=need_entropy, dependency=True, exact=True)
-            dep = scores["dependency"]
-        if self._old_logps_deferred:
-            output["old_per_token_logps"] = scores["logps"]
-            self._old_logps_deferred = False
-        return dep, scores.get("entropies")
+            scores["dependency"] = token_dependency(logp_real, scores["logps_perturbed"], mask,
+                                                    estimator=args.dependency_estimator, clip=args.dependency_clip)
+            return scores
+        return self._scoring_pass(output, perturbed_pixel_values, old_logps=old_logps, entropy=need_entropy,
+                                  dependency=True, exact=True)
 
     def _scoring_pass(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None, *,
                       old_logps: bool = False, entropy: bool = False, dependency: bool = False,
@@ -991,39 +993,43 @@ class VPPOTrainer(GRPOTrainer):
         start = self.accelerator.process_index * traj.numel()
         return alpha[start : start + traj.numel()]
 
-    def _apply_vppo(self, output: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _apply_vppo(self, output: dict[str, Any], inputs: list[dict[str, Any]], old_logps: bool = False
+                    ) -> dict[str, Any]:
+        """VPPO on one scored batch: its no-grad passes, then TGF weights × TAS scale → token advantages.
+
+        With `old_logps` (TRL's old log-prob pass was deferred), the real-image pass also gives the old
+        log-probs: this is the one place VPPOTrainer writes `old_per_token_logps`.
+        """
         args = self.args
         selection = args.token_selection
         need_dep = args.needs_dependency
         need_entropy = selection in ("entropy", "union")
-        if not need_dep and selection in ("none",):
-            return output
         mask = output["completion_mask"].bool()
         if "tool_mask" in output:
             mask = mask & output["tool_mask"].bool()
         rows = mask.size(0)
         has_image = self._rows_with_images(output, rows)
-        any_image = self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
+        any_image = need_dep and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
         started = time.perf_counter()
-        dep = torch.zeros(mask.shape, device=mask.device)
-        entropies = None
+        scores: dict[str, torch.Tensor] = {}
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
-            if need_dep and any_image:
+            if any_image:
                 if "pixel_values" in output:
                     perturbed = self.perturb_pixel_values(output, inputs, self._perturbation_generator())
                 else:
                     # Sharded engines need the same number of forwards on every rank; a rank without
                     # images scores against its own (absent) pixels, which gives dependency 0.
                     perturbed = None
-                dep, entropies = self.compute_visual_dependency(output, perturbed, need_entropy)
-            elif need_entropy:
-                scores = self._scoring_pass(output, None, old_logps=self._old_logps_deferred, entropy=True)
-                entropies = scores["entropies"]
-                if self._old_logps_deferred:
-                    output["old_per_token_logps"] = scores["logps"]
-                    self._old_logps_deferred = False
+                scores = self._dependency_scores(output, perturbed, need_entropy, old_logps)
+            elif need_entropy or old_logps:
+                scores = self._scoring_pass(output, None, old_logps=old_logps, entropy=need_entropy)
         elapsed = time.perf_counter() - started
-        dep = dep * has_image[:, None]
+        if old_logps:
+            output["old_per_token_logps"] = scores["logps"]
+        if not need_dep and selection == "none":
+            return output
+        dep = scores.get("dependency", torch.zeros(mask.shape, device=mask.device)) * has_image[:, None]
+        entropies = scores.get("entropies")
         if need_dep and not bool(has_image.all()) and not self._warned_text_only:
             logger.warning(
                 "Some rows have no image: their visual dependency is 0, TAS leaves their advantage "
