@@ -143,3 +143,27 @@ def test_the_trainer_buffers_padding_free_micro_batches(scored):
     assert all(m["completion_mask"][:, -1].any() for m in buffered), widths
     # TRL's full-width alternative would hold every micro-batch at the generation batch's width.
     assert GRPOTrainer._prepare_inputs is not type(trainer)._prepare_inputs
+
+
+def test_per_token_ratios_are_trimmed_and_per_sequence_ones_kept():
+    def batch(ratio):
+        return {
+            "prompt_ids": torch.tensor([[0, 5, 6], [0, 0, 7], [4, 5, 6], [0, 0, 7]]),
+            "prompt_mask": torch.tensor([[0, 1, 1], [0, 0, 1], [1, 1, 1], [0, 0, 1]]),
+            "completion_ids": torch.tensor([[8, 9, 0, 0], [8, 0, 0, 0], [8, 9, 9, 9], [8, 0, 0, 0]]),
+            "completion_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+            "advantages": torch.arange(16.0).view(4, 4),
+            "importance_sampling_ratio": ratio,
+            "num_items_in_batch": torch.tensor(8),
+        }
+
+    per_token = torch.arange(16.0).view(4, 4) / 10
+    micro = update_micro_batches(batch(per_token), [0, 1, 2, 3], 2, 2, pad_token_id=0)
+    # longest first: rows 2 and 0 together (width 3 + 4), rows 1 and 3 (width 1 + 1)
+    assert micro[0]["importance_sampling_ratio"].tolist() == per_token[[2, 0]].tolist()
+    assert micro[1]["importance_sampling_ratio"].tolist() == per_token[[1, 3], :1].tolist()
+    assert micro[1]["advantages"].tolist() == [[4.0], [12.0]] and micro[1]["prompt_ids"].tolist() == [[7], [7]]
+    assert all(m["num_items_in_batch"] == 8 for m in micro)
+    per_sequence = torch.tensor([[0.5], [0.6], [0.7], [0.8]])
+    micro = update_micro_batches(batch(per_sequence), [0, 1, 2, 3], 2, 2, pad_token_id=0)
+    assert torch.equal(micro[1]["importance_sampling_ratio"], per_sequence[[1, 3]])
