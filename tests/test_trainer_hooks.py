@@ -120,3 +120,20 @@ def test_prepare_inputs_buffers_one_shuffled_generation_batch_as_vppo_restates()
     from trl.trainer.utils import shuffle_sequence_dict
 
     assert "permutation = torch.randperm(batch_size)" in inspect.getsource(shuffle_sequence_dict)
+
+
+def test_the_renamed_checkpointing_fields_are_one_without_a_warning(tmp_path):
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing and warns on the old
+    name, which TRL's GRPOConfig default and the recipes use; VPPOConfig takes both, silently."""
+    import warnings
+
+    from vppo.trainer import VPPOConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        default = VPPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+        old = VPPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                         gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert default.gradient_checkpointing is default.activation_checkpointing is True  # TRL's default
+    assert old.activation_checkpointing is False
+    assert old.activation_checkpointing_kwargs == {"use_reentrant": False}

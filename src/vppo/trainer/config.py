@@ -167,6 +167,12 @@ class VPPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        # transformers 5 renamed gradient_checkpointing(_kwargs) to activation_checkpointing(_kwargs) and
+        # warns on the old names, which TRL's own default and our recipes use: here both names are one.
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
         super().__post_init__()
 
         def check(ok: bool, name: str, message: str):
