@@ -29,10 +29,70 @@ def _data(tmp_path, rows=4):
     return path
 
 
-def _break(tmp_path, case, text_only_model):
+class _NotATensor:
+    """A pickled object that torch.load(weights_only=True) refuses to build."""
+
+
+@pytest.fixture(scope="module")
+def pickle_only_model(tmp_path_factory):
+    """A tiny Qwen2.5-VL folder whose only weights are a pytorch_model.bin holding more than tensors."""
+    import torch
+
+    from vppo.models import build_tiny_vlm
+
+    folder = tmp_path_factory.mktemp("pickle_model")
+    model, _ = build_tiny_vlm("qwen2_5_vl", save_dir=folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"state": model.state_dict(), "extra": _NotATensor()}, folder / "pytorch_model.bin")
+    return folder
+
+
+def _with_image(data, value):
+    """`data` with row 1's image replaced by `value`."""
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[1]["images"] = [value]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def _break(tmp_path, case, text_only_model, pickle_only_model=None):
     """Make the bad input of `case`; returns extra argv."""
-    data = _data(tmp_path)
+    data = _data(tmp_path, rows=1 if case == "dataset_smaller_than_one_rollout" else 4)
     out = str(tmp_path / "run")
+    if case.startswith("recipe_"):
+        recipe = tmp_path / "recipe.yaml"
+        content = {"recipe_bad_yaml": "learning_rate: 1e-6\n  bad indent: [\n",
+                   "recipe_unsafe_tag": "model_name_or_path: !!python/object/apply:os.system ['echo hi']\n",
+                   "recipe_not_a_mapping": "- learning_rate\n- 1e-6\n"}.get(case)
+        recipe.write_bytes(content.encode() if content else b"\x89PNG\r\n\x1a\n\x00\xff")
+        return ["--config", str(recipe), "--dataset_name", str(data), "--output_dir", out]
+    if case == "pickle_only_model":
+        return ["--dataset_name", str(data), "--output_dir", out, "--model_name_or_path", str(pickle_only_model)]
+    if case == "non_utf8_data_file":
+        lines = data.read_bytes().split(b"\n")
+        lines[1] = lines[1].replace(b"How", b"H\xffow")
+        data.write_bytes(b"\n".join(lines))
+    elif case == "jsonl_trailing_comma":
+        lines = data.read_text().splitlines()
+        lines[2] = lines[2][:-1] + ",}"
+        data.write_text("\n".join(lines))
+    elif case == "json_list_trailing_comma":
+        rows = [json.loads(line) for line in data.read_text().splitlines()]
+        listed = data.with_suffix(".json")
+        listed.write_text(json.dumps(rows, indent=1)[:-2] + ",\n]")
+        data.unlink()
+        return ["--dataset_name", str(listed), "--output_dir", out]
+    elif case == "empty_data_file":
+        data.write_text("")
+    elif case == "image_is_a_folder":
+        (data.parent / "pictures").mkdir()
+        _with_image(data, "pictures")
+    elif case == "image_is_a_device":
+        _with_image(data, "/dev/zero")
+    elif case == "image_is_a_url":
+        _with_image(data, "https://example.com/img1.png")
+    elif case == "sharegpt_file":
+        data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>How many?"},
+                                                 {"role": "assistant", "content": "1"}], "images": ["img0.png"]}))
     if case == "output_dir_is_file":
         (tmp_path / "file").write_text("x")
         return ["--dataset_name", str(data), "--output_dir", str(tmp_path / "file")]
@@ -99,15 +159,41 @@ BAD_INPUTS = {
     "placeholder_mismatch": r"placeholder",
     "missing_column": r"solution",
     "split_in_two_formats": r"data holds split 'train' in 2 formats \(train\.jsonl and train\.parquet\)",
+    # issue 19
+    "non_utf8_data_file": r"could not read data file .*train\.jsonl: line 2 is not UTF-8 \(byte 0xff\); save the "
+                          r"file as UTF-8\.$",
+    "jsonl_trailing_comma": r"could not read data file .*train\.jsonl: line 3 is not one JSON object \(Expecting "
+                            r"property name .*: a trailing comma at column 89; JSON allows no comma before a closing",
+    "json_list_trailing_comma": r"could not read data file .*train\.json: line 29 is not valid JSON \(a trailing comma "
+                                r"at column 3; JSON allows no comma before a closing \] or \}\)\.$",
+    "empty_data_file": r"could not read data file .*train\.jsonl: the file is empty\.$",
+    "recipe_bad_yaml": r"--config: recipe .*recipe\.yaml is not valid YAML at line 2, column \d+: .*; fix the YAML "
+                       r"syntax there\.$",
+    "recipe_unsafe_tag": r"--config: recipe .*recipe\.yaml is not valid YAML at line 1, .*; recipes hold plain "
+                         r"values only \(no !!python tags\)\.$",
+    "recipe_binary": r"--config: recipe .*recipe\.yaml is not a UTF-8 text file \(byte \d+\)",
+    "recipe_not_a_mapping": r"--config: recipe .*recipe\.yaml must be a mapping of field: value\.$",
+    "image_is_a_folder": r"row 1 of .*train\.jsonl, field 'images', image 0 names a folder, not an image file: "
+                         r".*pictures\.$",
+    "image_is_a_device": r"row 1 of .*train\.jsonl, field 'images', image 0 names /dev/zero, which is not a "
+                         r"regular file \(a device or a pipe\)\.$",
+    "image_is_a_url": r"row 1 of .*train\.jsonl, field 'images', image 0 is a URL .*; download the image",
+    "pickle_only_model": r"its pickle weights \(pytorch_model\*\.bin\) hold objects other than tensors, which are "
+                         r"never unpickled here .*convert the weights to safetensors",
+    "sharegpt_file": r"train\.jsonl is in ShareGPT form \(a 'messages' column of chat turns\), which vppo eval "
+                     r"reads but vppo train does not",
+    "dataset_smaller_than_one_rollout": r"train_dataset has 1 rows, fewer than one rollout needs: 2 prompts .*so "
+                                        r"training would run 0 steps",
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch, text_only_model):
+def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch, text_only_model, request):
     import re
 
     monkeypatch.delenv("VPPO_DEBUG", raising=False)
-    extra = _break(tmp_path, case, text_only_model)
+    pickled = request.getfixturevalue("pickle_only_model") if case == "pickle_only_model" else None
+    extra = _break(tmp_path, case, text_only_model, pickled)
     argv = ["train", *([] if "--config" in extra else RECIPE), *TINY, *extra]
     assert vppo_main(argv) == 2
     err = capsys.readouterr().err
@@ -115,6 +201,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypat
     lines = [line for line in err.splitlines() if line.startswith("vppo train:")]
     assert len(lines) == 1, err
     assert re.search(BAD_INPUTS[case], lines[0]), lines[0]
+    assert err.strip().splitlines()[-1] == lines[0], err  # the last thing said
     # nothing ran: no checkpoint, no model written
     assert not list(tmp_path.glob("run/checkpoint-*")) and not (tmp_path / "run" / "model.safetensors").exists()
 

@@ -168,6 +168,23 @@ def _shape_from_config(config, source: str) -> ModelShape:
     )
 
 
+def _read_json(file: Path) -> dict:
+    """A JSON object from `file`, or ValueError naming the file and the line."""
+    data = file.read_bytes()
+    try:
+        value = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{file}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file "
+                         "as UTF-8.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: line {err.lineno} is not valid JSON ({err.msg} at column "
+                         f"{err.colno}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{file} must hold a JSON object, not a {type(value).__name__}.")
+    return value
+
+
 def model_shape(name: str) -> ModelShape:
     """The shape of a built-in model (BUILTIN_MODELS) or of a local folder's config.json."""
     if name in BUILTIN_MODELS:
@@ -176,8 +193,7 @@ def model_shape(name: str) -> ModelShape:
     if file.is_file():
         from transformers import AutoConfig
 
-        with open(file) as f:
-            family = json.load(f).get("model_type")
+        family = _read_json(file).get("model_type")
         if family not in FAMILIES:
             raise ValueError(f"{file}: model_type {family!r} is not an architecture vppo plan knows "
                              f"({', '.join(FAMILIES)}).")
@@ -240,6 +256,32 @@ _FSDP_STRATEGIES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4
                     "5": "HYBRID_SHARD_ZERO2"}
 
 
+def _read_accelerate_yaml(path: Path) -> dict:
+    """An accelerate config's YAML (safe_load) as a mapping, or ValueError naming the file and line."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--accelerate-config {path} is not a UTF-8 text file (byte {err.start}); give "
+                         "an accelerate YAML config.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"--accelerate-config {path} is not valid YAML{where}: {problem}.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--accelerate-config {path} must be a mapping of field: value.")
+    return config
+
+
+def _config_int(path: Path, key: str, value) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--accelerate-config {path}: {key} must be an integer, got {value!r}.") from None
+
+
 def read_sharding(name: str) -> Sharding:
     """Parse an accelerate config (a shipped name in recipes/accelerate, or a path)."""
     path = Path(name)
@@ -248,19 +290,17 @@ def read_sharding(name: str) -> Sharding:
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
         raise ValueError(f"--accelerate-config: no file {name!r}; shipped configs are {shipped}.")
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
+    config = _read_accelerate_yaml(path)
     kind = str(config.get("distributed_type", "NO")).upper()
     label = path.stem
     if kind == "DEEPSPEED":
         ds = dict(config.get("deepspeed_config") or {})
         if ds.get("deepspeed_config_file"):  # a DeepSpeed JSON: read its zero_optimization block
-            with open(Path(ds["deepspeed_config_file"])) as f:
-                zero = json.load(f).get("zero_optimization", {})
+            zero = _read_json(Path(ds["deepspeed_config_file"])).get("zero_optimization") or {}
             ds = {"zero_stage": zero.get("stage", 0),
                   "offload_param_device": (zero.get("offload_param") or {}).get("device", "none"),
                   "offload_optimizer_device": (zero.get("offload_optimizer") or {}).get("device", "none")}
-        stage = int(ds.get("zero_stage", 0))
+        stage = _config_int(path, "zero_stage", ds.get("zero_stage", 0))
         offload_p = str(ds.get("offload_param_device", "none")).lower() not in ("none", "")
         offload_o = str(ds.get("offload_optimizer_device", "none")).lower() not in ("none", "")
         where = (f"offload: parameters {'cpu' if offload_p and stage == 3 else 'none'}, "
@@ -271,7 +311,7 @@ def read_sharding(name: str) -> Sharding:
         fsdp = config.get("fsdp_config") or {}
         strategy = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
         strategy = _FSDP_STRATEGIES.get(strategy, strategy)  # accelerate also writes them as numbers
-        if int(fsdp.get("fsdp_version", 1)) == 2:
+        if _config_int(path, "fsdp_version", fsdp.get("fsdp_version", 1)) == 2:
             strategy = "FULL_SHARD" if fsdp.get("fsdp_reshard_after_forward", True) else "SHARD_GRAD_OP"
         full = strategy in ("FULL_SHARD", "HYBRID_SHARD")
         offload = bool(fsdp.get("fsdp_offload_params", False))
@@ -350,6 +390,9 @@ _INTEGER_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps",
                    "max_completion_length", "max_pixels", "vllm_tensor_parallel_size", "kl_chunk_size",
                    "save_total_limit")
 _NUMBER_FIELDS = ("vllm_gpu_memory_utilization",)
+_BOOLEAN_FIELDS = ("use_vllm", "vllm_enable_sleep_mode", "gradient_checkpointing", "bf16", "use_tas")
+_BOOLEAN_WORDS = {"true": True, "yes": True, "y": True, "t": True, "1": True,
+                  "false": False, "no": False, "n": False, "f": False, "0": False}  # as transformers reads flags
 
 
 def _typed(recipe: dict) -> dict:
@@ -366,7 +409,17 @@ def _typed(recipe: dict) -> dict:
         except (TypeError, ValueError):
             wanted = "an integer" if kind is int else "a number"
             raise ValueError(f"{key} must be {wanted}, got {value!r}.") from None
+        if kind is int and key != "save_total_limit" and number < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}.")
+        if kind is float and not 0 < number <= 1:
+            raise ValueError(f"{key} must be a fraction in (0, 1], got {value!r}.")
         out[key] = number
+    for key in _BOOLEAN_FIELDS:
+        value = out.get(key)
+        if isinstance(value, str | int) and str(value).strip().lower() in _BOOLEAN_WORDS:
+            value = out[key] = _BOOLEAN_WORDS[str(value).strip().lower()]
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}.")
     return out
 
 

@@ -21,8 +21,9 @@ __all__ = ["build_parser", "main", "read_responses_file"]
 def build_parser() -> argparse.ArgumentParser:
     from vppo.analysis.scoring import ESTIMATORS, PERTURBATIONS
     from vppo.data.settings import accept_underscores
+    from vppo.evaluation.cli import OneLineParser
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="vppo analyze",
         description="Score every response token's visual dependency (how much the next-token "
         "distribution changes when the image is replaced by a perturbed copy) and write "
@@ -103,15 +104,23 @@ def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"responses file not found: {path}.")
+    from vppo.data.loading import _NO_TRAILING_COMMA, _trailing_comma, _utf8_problem
+
+    data = path.read_bytes()
+    problem = _utf8_problem(data)
+    if problem:
+        raise ValueError(f"responses file {path}: {problem}.")
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for number, line in enumerate(data.decode("utf-8-sig").splitlines()):
         if not line.strip():
             continue
         where = f"line {number + 1} of {path}"
         try:
             data = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{where} is not valid JSON ({err.msg}).") from err
+            comma = _trailing_comma(line, err)
+            why = f": a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA}" if comma else ""
+            raise ValueError(f"{where} is not valid JSON ({err.msg} at column {err.colno}{why}).") from err
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be a JSON object with a 'response' field.")
         if not isinstance(data.get("response"), str):
@@ -151,7 +160,16 @@ def _load_rows(args: argparse.Namespace, max_samples: int, seed: int | None, kee
 
         raw = make_synthetic_dataset(max_samples, split=args.split, seed=args.seed)
         return load_training_dataset(raw, **kwargs)
-    return load_training_dataset(args.dataset, max_samples=max_samples, seed=seed, **kwargs)
+    try:
+        return load_training_dataset(args.dataset, max_samples=max_samples, seed=seed, **kwargs)
+    except ValueError as err:
+        if "is in ShareGPT form" not in str(err):
+            raise
+        # The training loader's advice (rewrite the rows) is not needed here: benchmarks read ShareGPT.
+        raise ValueError(
+            f"{args.dataset} is in ShareGPT form (chat turns), which --dataset does not read; analyse it "
+            f"as a benchmark: --benchmark NAME --benchmark-path {args.dataset}."
+        ) from err
 
 
 def _load_dataset_with_responses(args: argparse.Namespace, max_samples: int, seed: int | None):
@@ -204,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from vppo.analysis.report import analyze_records, format_summary, write_report
         from vppo.analysis.scoring import generate_responses, score_responses
+        from vppo.evaluation.cli import check_output_dir
         from vppo.models import check_vision_language_model, load_model_and_processor
 
         if args.samples < 1:
@@ -213,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 < args.ratio <= 1.0:
             raise ValueError(f"--ratio must be in (0, 1], got {args.ratio}.")
         check_vision_language_model(args.model)  # one line for a text-only model, before any data
+        output_dir = Path(args.output_dir or Path("analysis_results") / (
+            Path(args.model.rstrip("/")).name or "model"))
+        check_output_dir(output_dir)  # before the work, not when the report is written
         progress = not args.no_progress
         print(f"prompts: {_apply_prompt_settings(args)}")
 
@@ -288,8 +310,6 @@ def main(argv: list[str] | None = None) -> int:
             **({"clip": args.clip} if sampled_estimator else {}),
             "temperature": args.temperature, "seed": args.seed,
         }
-        output_dir = Path(args.output_dir or Path("analysis_results") / (
-            Path(args.model.rstrip("/")).name or "model"))
         paths = write_report(records, stats, output_dir,
                              images=[rows[i]["images"] for i in row_ids],
                              html_max_responses=args.html_max_responses, html_order=args.html_order)

@@ -495,6 +495,21 @@ def _data_files(folder: Path, patterns: dict[str, list[str]]) -> dict[str, list[
     return {name: files for name, files in kept.items() if files}
 
 
+class _DropFailedJsonLoad(logging.Filter):
+    """datasets logs "Failed to load JSON from file ..." and then raises; we re-raise that failure in
+    one line naming the file and the line, so its log record would only say the same thing worse."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load JSON from file")
+
+
+def quiet_datasets_json_errors() -> None:
+    """Install `_DropFailedJsonLoad` on datasets' JSON builder logger (once)."""
+    json_logger = logging.getLogger("datasets.packaged_modules.json.json")
+    if not any(isinstance(f, _DropFailedJsonLoad) for f in json_logger.filters):
+        json_logger.addFilter(_DropFailedJsonLoad())
+
+
 def _utf8_problem(data: bytes) -> str | None:
     """ "line N is not UTF-8 (byte 0x..)" for the first undecodable byte of a text file, or None."""
     try:
@@ -503,6 +518,20 @@ def _utf8_problem(data: bytes) -> str | None:
         line = data[: err.start].count(b"\n") + 1
         return f"line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8"
     return None
+
+
+def _trailing_comma(text: str, err: Any) -> tuple[int, int] | None:
+    """(line, column) of the comma before a closing bracket that `err` (a JSONDecodeError) stopped
+    at, or None: Python's decoder reports the bracket after it, often on the next line."""
+    if not err.msg.startswith(("Expecting value", "Expecting property name")) or text[err.pos: err.pos + 1] not in ("]", "}"):
+        return None
+    before = text[: err.pos].rstrip()
+    if not before.endswith(","):
+        return None
+    return before.count("\n") + 1, len(before) - before.rfind("\n") - 1
+
+
+_NO_TRAILING_COMMA = "JSON allows no comma before a closing ] or }"
 
 
 def _json_problem(path: Path) -> str | None:
@@ -522,11 +551,16 @@ def _json_problem(path: Path) -> str | None:
             try:
                 json.loads(line)
             except json.JSONDecodeError as err:
-                return f"line {number} is not one JSON object ({err.msg} at column {err.colno})"
+                comma = _trailing_comma(line, err)
+                why = f": a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA}" if comma else ""
+                return f"line {number} is not one JSON object ({err.msg} at column {err.colno}{why})"
         return None
     try:
         json.loads(text)
     except json.JSONDecodeError as err:
+        comma = _trailing_comma(text, err)
+        if comma:
+            return f"line {comma[0]} is not valid JSON (a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA})"
         return f"line {err.lineno} is not valid JSON ({err.msg} at column {err.colno})"
     return None
 
@@ -577,9 +611,11 @@ def _read_file(path: Path, cache: str | None) -> _Part:
 
     if path.suffix.lower() in (".json", ".jsonl"):
         # pyarrow's JSON reader takes invalid UTF-8 into string columns and fails later, nameless.
-        problem = _utf8_problem(path.read_bytes())
+        data = path.read_bytes()
+        problem = _utf8_problem(data) or (None if data.strip() else "the file is empty")
         if problem:
             raise ValueError(f"could not read data file {path}: {problem}.")
+    quiet_datasets_json_errors()
     try:
         ds = datasets.load_dataset(
             _BUILDERS[path.suffix.lower()], data_files=str(path), split="train", cache_dir=cache

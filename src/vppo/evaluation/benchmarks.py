@@ -129,6 +129,8 @@ def _image_bytes(value: Any, base_dir: str | None) -> bytes:
         path = Path(value)
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
+        if not path.is_file():  # a folder, a device (/dev/zero would be read without end), a pipe
+            raise ValueError(f"image path {path} is not a regular file.")
         return b"file:" + path.read_bytes()
     if isinstance(value, Image.Image):
         return f"pixels:{value.mode}:{value.size}:".encode() + value.tobytes()
@@ -801,16 +803,34 @@ def _read_files(paths: Sequence[Path]) -> _Rows:
         raise ValueError(f"cannot mix file types {sorted(suffixes)} in one benchmark: {list(map(str, paths))}.")
     builder = "parquet" if suffixes == {".parquet"} else "json"
     files = [str(p) for p in paths]
+    if builder == "json":
+        from vppo.data.loading import _utf8_problem
+
+        for path in paths:  # pyarrow takes invalid UTF-8 into string columns and fails later, nameless
+            data = Path(path).read_bytes()
+            problem = _utf8_problem(data) or (None if data.strip() else "the file is empty")
+            if problem:
+                raise ValueError(f"could not read {path}: {problem}.")
+    from vppo.data.loading import quiet_datasets_json_errors
+
+    quiet_datasets_json_errors()
     try:
         dataset = datasets.load_dataset(builder, data_files=files, split="train")
         if builder == "json" and dataset.column_names == ["data"] and dataset.num_rows == len(files):
             dataset = datasets.load_dataset(builder, data_files=files, field="data", split="train")
     except Exception as err:  # pyarrow and datasets raise many types for unreadable files
+        if builder == "json":  # pyarrow's JSON errors name no line: Python's decoder does
+            from vppo.data.loading import _json_problem
+
+            for path in paths:
+                problem = _json_problem(Path(path))
+                if problem:
+                    raise ValueError(f"could not read {path}: {problem}.") from err
         while err.__cause__ is not None:
             err = err.__cause__
         raise ValueError(
             f"could not read {', '.join(files)} (expected parquet, a JSON list of row objects or "
-            f"JSON Lines): {str(err).strip().splitlines()[0]}."
+            f"JSON Lines): {(str(err).strip().splitlines() or [type(err).__name__])[0]}."
         ) from err
     return _dataset_to_rows(dataset) if builder == "parquet" else _ListRows(dataset.to_list())
 

@@ -25,11 +25,31 @@ from vppo.evaluation.runner import (
     format_table,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["OneLineParser", "build_parser", "check_output_dir", "main"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit status 2), as in `vppo train` and `vppo plan`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`).\n")
+
+
+def check_output_dir(path: str | Path, option: str = "--output-dir") -> None:
+    """Refuse an output folder that could not be created or written, before any work and without
+    creating it: the nearest existing folder on its path must be a writable folder."""
+    folder = Path(path).expanduser().absolute()
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{option} {path}: {existing} is a file, not a folder.")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{option} {path} is not writable ({existing}).")
+            return
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="vppo eval",
         description="Evaluate a model with the paper's protocol: k samples per question at "
         "temperature 1.0, scored by the last \\boxed{} (MathRuler grading), avg@k per benchmark.",
@@ -208,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = args.output_dir or os.path.join(
             "eval_results", Path(model_id.rstrip("/")).name or "model"
         )
+        check_output_dir(output_dir)
         backend = build_backend(
             backend_name,
             args.model,
