@@ -25,7 +25,7 @@ $(VLLM_STAMP): $(STAMP) tests/cpu_engines/install.py tests/cpu_engines/vppo_cpu_
 	touch $(VLLM_STAMP)
 
 test: $(VLLM_STAMP)
-	$(VENV)/bin/python -m pytest tests -q
+	VPPO_CPU_ENGINE_PATCHES=1 $(VENV)/bin/python -m pytest tests -q
 
 # The README's GPU install line resolves against the package index (pip's dry run, no download of
 # the large wheels); run by CI.

