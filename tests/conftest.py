@@ -164,3 +164,19 @@ def text_only_model(tmp_path):
     Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                 intermediate_size=64, vocab_size=100).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def benchmark_script():
+    """Import a script of benchmarks/ (not a package) by name: benchmark_script("gpu_check")."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

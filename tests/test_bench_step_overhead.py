@@ -8,34 +8,23 @@ update tokens <= 1.10 x floor and no-grad tokens <= 1.05 x floor. Timing is not 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_step_overhead.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_step_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reasoning_lengths_have_the_stated_spread():
+def test_reasoning_lengths_have_the_stated_spread(benchmark_script):
     import torch
 
-    bench = _bench()
+    bench = benchmark_script("bench_step_overhead")
     torch.manual_seed(0)
     lengths = torch.tensor(bench.reasoning_lengths(20_000, 300), dtype=torch.float)
     assert abs(lengths.median().item() - 100) <= 3
     assert 0.02 <= (lengths == 300).float().mean().item() <= 0.04
 
 
-def test_reasoning_configuration_meets_the_token_floors():
-    result = _bench().measure("reasoning", cycles=1, completion=48, memory=False)
+def test_reasoning_configuration_meets_the_token_floors(benchmark_script):
+    result = benchmark_script("bench_step_overhead").measure("reasoning", cycles=1, completion=48, memory=False)
     for method, row in result.items():
         assert row["update_tokens"] <= 1.10 * row["update_floor_tokens"], (method, row)
         assert row["nograd_tokens"] <= 1.05 * row["floor_tokens"], (method, row)

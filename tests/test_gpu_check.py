@@ -15,15 +15,6 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
-def _gpu_check():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_check_cpu_smoke_reports_phases_numerics_and_ratios(tmp_path, subprocess_env):
     out = tmp_path / "gpu_check.json"
     started = time.perf_counter()
@@ -76,7 +67,7 @@ def test_gpu_check_without_a_gpu_says_so():
 
 
 @pytest.mark.parametrize("size, layers", [("3b", 36), ("7b", 28)])
-def test_released_shapes_build_a_consistent_config(size, layers):
+def test_released_shapes_build_a_consistent_config(size, layers, benchmark_script):
     """The full-size configuration is valid at its own depth (the tiny model's per-layer lists
     must not leak into it: on the H100 the 3B build failed on `layer_types` of length 2)."""
     import torch
@@ -85,7 +76,7 @@ def test_released_shapes_build_a_consistent_config(size, layers):
     from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS
     from vppo.models import build_tiny_vlm
 
-    gpu_check = _gpu_check()
+    gpu_check = benchmark_script("gpu_check")
     tiny, _ = build_tiny_vlm("qwen2_5_vl", vocab_texts=SYNTHETIC_VOCAB_TEXTS)
     config = gpu_check.size_config(size, tiny.config)
     assert config.text_config.num_hidden_layers == layers
@@ -96,9 +87,9 @@ def test_released_shapes_build_a_consistent_config(size, layers):
     assert len(model.model.visual.blocks) == 32
 
 
-def test_the_gpu_scale_has_the_recipes_structure():
+def test_the_gpu_scale_has_the_recipes_structure(benchmark_script):
     """3 updates per rollout of whole groups, images of 256-1,280 tokens, the recipe's length cap."""
-    scale = _gpu_check().SCALES["gpu"]
+    scale = benchmark_script("gpu_check").SCALES["gpu"]
     rows = scale["per_device_train_batch_size"] * scale["gradient_accumulation_steps"] * 3
     assert rows % scale["num_generations"] == 0 and scale["gradient_accumulation_steps"] > 1
     tokens = [h * w for h, w in scale["grids"]]

@@ -14,7 +14,6 @@ import pytest
 import torch
 from test_trainer_scoring import _shorten
 from test_trainer_vppo import _trainer
-from trl import GRPOTrainer
 from trl.trainer.utils import (
     shuffle_sequence_dict,
     split_pixel_values_by_grid,
@@ -132,17 +131,26 @@ def test_update_window_is_the_micro_batches_that_always_share_an_optimizer_step(
     assert update_window(1, 1) == 1
 
 
-def test_the_trainer_buffers_padding_free_micro_batches(scored):
-    trainer, _ = scored
+def test_the_trainer_buffers_the_padding_free_micro_batches(scored, monkeypatch):
+    """`_prepare_inputs` draws TRL's permutation and buffers `update_micro_batches` of the scored batch."""
+    trainer, output = scored
+    monkeypatch.setattr(trainer, "_generate_and_score_completions", lambda batch: dict(output))
     trainer._step, trainer._buffered_inputs = 0, None
-    generation_batch = next(iter(trainer.get_train_dataloader()))
-    first = trainer._prepare_inputs(generation_batch)
+    torch.manual_seed(11)
+    first = trainer._prepare_inputs(None)
     buffered = trainer._buffered_inputs
+    expected = _ours(trainer, output, seed=11, window=trainer._regroup_window())
     assert len(buffered) == STEPS and first is buffered[0]
-    widths = [m["completion_ids"].size(1) for m in buffered]
-    assert all(m["completion_mask"][:, -1].any() for m in buffered), widths
-    # TRL's full-width alternative would hold every micro-batch at the generation batch's width.
-    assert GRPOTrainer._prepare_inputs is not type(trainer)._prepare_inputs
+    for micro, want in zip(buffered, expected, strict=True):
+        assert micro.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(micro[key], value), key
+    full = STEPS * MICRO * (output["prompt_ids"].size(1) + output["completion_ids"].size(1))
+    assert sum(m["prompt_ids"].numel() + m["completion_ids"].numel() for m in buffered) < full
+    trainer._step = 1
+    assert trainer._prepare_inputs(None) is buffered[1]  # no new rollout inside the generation batch
+    trainer._step, trainer._buffered_inputs = 0, None
 
 
 def test_per_token_ratios_are_trimmed_and_per_sequence_ones_kept():

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from vppo.data.settings import OneLineParser
+
 __all__ = ["BUILTIN_MODELS", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
            "model_shape", "parameter_counts", "read_sharding"]
 
@@ -584,15 +586,8 @@ def format_plan(plan: MemoryPlan) -> str:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"vppo plan: {message} (see `vppo plan --help`).\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vppo plan", description="Per-GPU memory budget of a recipe, with "
+    p = OneLineParser(prog="vppo plan", description="Per-GPU memory budget of a recipe, with "
                                 "the arithmetic shown. Exit status 0: fits; 1: does not fit; 2: bad input.")
     p.add_argument("--config", required=True, help="recipe name (e.g. qwen2_5_vl_7b_vppo) or YAML path")
     p.add_argument("--gpus", type=int, required=True, help="GPUs in total (the sharding world size)")

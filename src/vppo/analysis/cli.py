@@ -20,8 +20,7 @@ __all__ = ["build_parser", "main", "read_responses_file"]
 
 def build_parser() -> argparse.ArgumentParser:
     from vppo.analysis.scoring import ESTIMATORS, PERTURBATIONS
-    from vppo.data.settings import accept_underscores
-    from vppo.evaluation.cli import OneLineParser
+    from vppo.data.settings import OneLineParser, accept_underscores
 
     p = OneLineParser(
         prog="vppo analyze",
@@ -104,7 +103,7 @@ def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"responses file not found: {path}.")
-    from vppo.data.loading import _NO_TRAILING_COMMA, _trailing_comma, _utf8_problem
+    from vppo.data.loading import _utf8_problem, json_error_detail
 
     data = path.read_bytes()
     problem = _utf8_problem(data)
@@ -118,9 +117,7 @@ def read_responses_file(path: str | Path) -> list[dict[str, Any]]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as err:
-            comma = _trailing_comma(line, err)
-            why = f": a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA}" if comma else ""
-            raise ValueError(f"{where} is not valid JSON ({err.msg} at column {err.colno}{why}).") from err
+            raise ValueError(f"{where} is not valid JSON ({json_error_detail(line, err)}).") from err
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be a JSON object with a 'response' field.")
         if not isinstance(data.get("response"), str):

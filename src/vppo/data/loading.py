@@ -520,6 +520,18 @@ def _utf8_problem(data: bytes) -> str | None:
     return None
 
 
+def text_file_problem(data: bytes) -> str | None:
+    """What makes a JSON / JSON Lines file's bytes unreadable before parsing (not UTF-8, empty), or None."""
+    return _utf8_problem(data) or (None if data.strip() else "the file is empty")
+
+
+def json_error_detail(text: str, err: Any) -> str:
+    """A JSONDecodeError of `text` as "<msg> at column N", naming a trailing comma when that is the cause."""
+    comma = _trailing_comma(text, err)
+    why = f": a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA}" if comma else ""
+    return f"{err.msg} at column {err.colno}{why}"
+
+
 def _trailing_comma(text: str, err: Any) -> tuple[int, int] | None:
     """(line, column) of the comma before a closing bracket that `err` (a JSONDecodeError) stopped
     at, or None: Python's decoder reports the bracket after it, often on the next line."""
@@ -551,9 +563,7 @@ def _json_problem(path: Path) -> str | None:
             try:
                 json.loads(line)
             except json.JSONDecodeError as err:
-                comma = _trailing_comma(line, err)
-                why = f": a trailing comma at column {comma[1]}; {_NO_TRAILING_COMMA}" if comma else ""
-                return f"line {number} is not one JSON object ({err.msg} at column {err.colno}{why})"
+                return f"line {number} is not one JSON object ({json_error_detail(line, err)})"
         return None
     try:
         json.loads(text)
@@ -612,7 +622,7 @@ def _read_file(path: Path, cache: str | None) -> _Part:
     if path.suffix.lower() in (".json", ".jsonl"):
         # pyarrow's JSON reader takes invalid UTF-8 into string columns and fails later, nameless.
         data = path.read_bytes()
-        problem = _utf8_problem(data) or (None if data.strip() else "the file is empty")
+        problem = text_file_problem(data)
         if problem:
             raise ValueError(f"could not read data file {path}: {problem}.")
     quiet_datasets_json_errors()

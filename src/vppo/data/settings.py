@@ -13,6 +13,7 @@ numbers). The official training recipes set their own (256*28*28 to 1280*28*28) 
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,6 +122,13 @@ def write_prompt_settings(folder: str | Path, settings: PromptSettings) -> Path:
     values = {k: v for k, v in asdict(settings).items() if k != "source"}
     path.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit status 2): `<prog>: <message> (see `<prog> --help`)`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`).\n")
 
 
 def accept_underscores(parser: Any) -> Any:

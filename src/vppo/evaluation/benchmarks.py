@@ -804,11 +804,10 @@ def _read_files(paths: Sequence[Path]) -> _Rows:
     builder = "parquet" if suffixes == {".parquet"} else "json"
     files = [str(p) for p in paths]
     if builder == "json":
-        from vppo.data.loading import _utf8_problem
+        from vppo.data.loading import text_file_problem
 
         for path in paths:  # pyarrow takes invalid UTF-8 into string columns and fails later, nameless
-            data = Path(path).read_bytes()
-            problem = _utf8_problem(data) or (None if data.strip() else "the file is empty")
+            problem = text_file_problem(Path(path).read_bytes())
             if problem:
                 raise ValueError(f"could not read {path}: {problem}.")
     from vppo.data.loading import quiet_datasets_json_errors

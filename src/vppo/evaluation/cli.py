@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from vppo.data.settings import accept_underscores, resolve_prompt_settings
+from vppo.data.settings import OneLineParser, accept_underscores, resolve_prompt_settings
 from vppo.evaluation.benchmarks import BENCHMARKS, load_benchmark, resolve_benchmark_names
 from vppo.evaluation.generation import DEFAULT_SYSTEM_PROMPT, SamplingConfig, build_backend
 from vppo.evaluation.reference import REFERENCE_RESULTS, reference_row
@@ -25,14 +25,7 @@ from vppo.evaluation.runner import (
     format_table,
 )
 
-__all__ = ["OneLineParser", "build_parser", "check_output_dir", "main"]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (exit status 2), as in `vppo train` and `vppo plan`."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`).\n")
+__all__ = ["build_parser", "check_output_dir", "main"]
 
 
 def check_output_dir(path: str | Path, option: str = "--output-dir") -> None:
