@@ -65,7 +65,28 @@ def _write_rows(folder: Path, n: int = 2, name: str = "rows.jsonl") -> Path:
     return path
 
 
-def _with_image(path: Path, value: str) -> Path:
+def break_rows_file(path: Path, kind: str, line: int = 1) -> Path:
+    """Break a JSON Lines file of rows as `kind` says ('non_utf8' or 'jsonl_trailing_comma' at 0-based
+    `line`; 'json_list_trailing_comma' rewrites it as a JSON list); returns the file holding the rows."""
+    if kind == "non_utf8":
+        lines = path.read_bytes().split(b"\n")
+        lines[line] = lines[line].replace(b"How", b"H\xffow")
+        path.write_bytes(b"\n".join(lines))
+    elif kind == "jsonl_trailing_comma":
+        lines = path.read_text().splitlines()
+        lines[line] = lines[line][:-1] + ",}"
+        path.write_text("\n".join(lines))
+    elif kind == "json_list_trailing_comma":
+        rows = [json.loads(text) for text in path.read_text().splitlines()]
+        path.unlink()
+        path = path.with_suffix(".json")
+        path.write_text(json.dumps(rows, indent=1)[:-2] + ",\n]")
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+def with_image(path: Path, value: str) -> Path:
     """`path` (JSONL rows) with row 1's image replaced by `value`."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[1]["images"] = [value]
@@ -76,26 +97,15 @@ def _with_image(path: Path, value: str) -> Path:
 def _bad_file(tmp_path: Path, kind: str) -> Path:
     """A data file of two rows (images next to it), broken as `kind` says."""
     path = _write_rows(tmp_path)
-    if kind == "non_utf8":
-        lines = path.read_bytes().split(b"\n")
-        lines[1] = lines[1].replace(b"How", b"H\xffow")
-        path.write_bytes(b"\n".join(lines))
-    elif kind == "jsonl_trailing_comma":
-        lines = path.read_text().splitlines()
-        lines[1] = lines[1][:-1] + ",}"
-        path.write_text("\n".join(lines))
-    elif kind == "json_list_trailing_comma":
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        path.unlink()
-        path = path.with_suffix(".json")
-        path.write_text(json.dumps(rows, indent=1)[:-2] + ",\n]")
+    if kind in ("non_utf8", "jsonl_trailing_comma", "json_list_trailing_comma"):
+        path = break_rows_file(path, kind)
     elif kind == "empty":
         path.write_text("")
     elif kind == "image_is_a_folder":
         (tmp_path / "pictures").mkdir()
-        _with_image(path, "pictures")
+        with_image(path, "pictures")
     elif kind == "image_is_a_device":
-        _with_image(path, "/dev/zero")
+        with_image(path, "/dev/zero")
     elif kind == "missing_image":
         (tmp_path / "img1.png").unlink()
     elif kind == "not_an_image":

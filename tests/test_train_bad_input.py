@@ -7,6 +7,7 @@ import json
 
 import pytest
 from PIL import Image
+from test_bad_input_matrix import break_rows_file, with_image
 
 from vppo.cli import main as vppo_main
 
@@ -47,13 +48,6 @@ def pickle_only_model(tmp_path_factory):
     return folder
 
 
-def _with_image(data, value):
-    """`data` with row 1's image replaced by `value`."""
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    rows[1]["images"] = [value]
-    data.write_text("\n".join(json.dumps(r) for r in rows))
-
-
 def _break(tmp_path, case, text_only_model, pickle_only_model=None):
     """Make the bad input of `case`; returns extra argv."""
     data = _data(tmp_path, rows=1 if case == "dataset_smaller_than_one_rollout" else 4)
@@ -68,28 +62,20 @@ def _break(tmp_path, case, text_only_model, pickle_only_model=None):
     if case == "pickle_only_model":
         return ["--dataset_name", str(data), "--output_dir", out, "--model_name_or_path", str(pickle_only_model)]
     if case == "non_utf8_data_file":
-        lines = data.read_bytes().split(b"\n")
-        lines[1] = lines[1].replace(b"How", b"H\xffow")
-        data.write_bytes(b"\n".join(lines))
+        break_rows_file(data, "non_utf8", line=1)
     elif case == "jsonl_trailing_comma":
-        lines = data.read_text().splitlines()
-        lines[2] = lines[2][:-1] + ",}"
-        data.write_text("\n".join(lines))
+        break_rows_file(data, "jsonl_trailing_comma", line=2)
     elif case == "json_list_trailing_comma":
-        rows = [json.loads(line) for line in data.read_text().splitlines()]
-        listed = data.with_suffix(".json")
-        listed.write_text(json.dumps(rows, indent=1)[:-2] + ",\n]")
-        data.unlink()
-        return ["--dataset_name", str(listed), "--output_dir", out]
+        return ["--dataset_name", str(break_rows_file(data, case)), "--output_dir", out]
     elif case == "empty_data_file":
         data.write_text("")
     elif case == "image_is_a_folder":
         (data.parent / "pictures").mkdir()
-        _with_image(data, "pictures")
+        with_image(data, "pictures")
     elif case == "image_is_a_device":
-        _with_image(data, "/dev/zero")
+        with_image(data, "/dev/zero")
     elif case == "image_is_a_url":
-        _with_image(data, "https://example.com/img1.png")
+        with_image(data, "https://example.com/img1.png")
     elif case == "sharegpt_file":
         data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>How many?"},
                                                  {"role": "assistant", "content": "1"}], "images": ["img0.png"]}))
