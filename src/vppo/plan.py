@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from vppo.data.settings import OneLineParser
+from vppo.data.settings import OneLineParser, read_yaml_file
 
 __all__ = ["BUILTIN_MODELS", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
            "model_shape", "parameter_counts", "read_sharding"]
@@ -260,16 +260,7 @@ _FSDP_STRATEGIES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4
 
 def _read_accelerate_yaml(path: Path) -> dict:
     """An accelerate config's YAML (safe_load) as a mapping, or ValueError naming the file and line."""
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as err:
-        raise ValueError(f"--accelerate-config {path} is not a UTF-8 text file (byte {err.start}); give "
-                         "an accelerate YAML config.") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"--accelerate-config {path} is not valid YAML{where}: {problem}.") from None
+    config = read_yaml_file(path, f"--accelerate-config {path}", "give an accelerate YAML config") or {}
     if not isinstance(config, dict):
         raise ValueError(f"--accelerate-config {path} must be a mapping of field: value.")
     return config

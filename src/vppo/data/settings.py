@@ -124,6 +124,26 @@ def write_prompt_settings(folder: str | Path, settings: PromptSettings) -> Path:
     return path
 
 
+def read_yaml_file(path: Path, label: str, utf8_hint: str) -> Any:
+    """A YAML file's value (safe_load: plain values only), or ValueError starting with `label` that names
+    the line and column and says what to do."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{label} is not a UTF-8 text file (byte {err.start}); {utf8_hint}.") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        hint = ("; recipes hold plain values only (no !!python tags)" if "tag" in str(problem)
+                else "; fix the YAML syntax there")
+        raise ValueError(f"{label} is not valid YAML{where}: {problem}{hint}.") from err
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2): `<prog>: <message> (see `<prog> --help`)`."""
 

@@ -466,20 +466,9 @@ def recipe_path(name: str) -> Path:
 
 def _read_yaml(path: Path):
     """A recipe file's YAML (safe_load), or ValueError naming the file, the line and what to do."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"--config: recipe {path} is not a UTF-8 text file (byte {err.start}); give a "
-                         "YAML file of field: value lines.") from err
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        hint = ("; recipes hold plain values only (no !!python tags)" if "tag" in str(problem)
-                else "; fix the YAML syntax there")
-        raise ValueError(f"--config: recipe {path} is not valid YAML{where}: {problem}{hint}.") from err
+    from vppo.data.settings import read_yaml_file
+
+    return read_yaml_file(path, f"--config: recipe {path}", "give a YAML file of field: value lines")
 
 
 def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
