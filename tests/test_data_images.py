@@ -194,6 +194,8 @@ def test_geometry_checks_and_prepare_image():
     # no lower pixel bound: the 20x20 image stays below one patch and is refused
     with pytest.raises(ValueError, match="smaller than one 28-px patch"):
         prepare_image(tiny, min_pixels=None)
-    # with the official lower bound it is upscaled to 448x448 and accepted
-    img = prepare_image(tiny)
+    # with the official recipes' lower bound it is upscaled to 448x448 and accepted
+    img = prepare_image(tiny, min_pixels=256 * 28 * 28)
     assert img.mode == "RGB" and img.size == (448, 448)
+    # the default range is every command's (32^2 .. 768^2): upscaled to 32x32
+    assert prepare_image(tiny).size == (32, 32)

@@ -295,7 +295,7 @@ def test_images_are_resized_into_the_pixel_range_when_read():
             "answer": ["1", "2"],
         }
     )
-    ds = load_training_dataset(src)  # official defaults: 256*28*28 .. 1280*28*28
+    ds = load_training_dataset(src, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)  # the recipes' range
     big, small = ds[0]["images"][0], ds[1]["images"][0]
     assert big.size == (1416, 708)
     assert 256 * 28 * 28 <= small.width * small.height <= 1280 * 28 * 28
@@ -308,8 +308,9 @@ def test_images_are_resized_into_the_pixel_range_when_read():
             "answer": ["3"],
         }
     )
-    white = load_training_dataset(src)[0]["images"][0]
-    official = load_training_dataset(src, resize_rounding="official", alpha="drop")[0]["images"][0]
+    official_range = dict(min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
+    white = load_training_dataset(src, **official_range)[0]["images"][0]
+    official = load_training_dataset(src, resize_rounding="official", alpha="drop", **official_range)[0]["images"][0]
     assert white.size == (294, 685) and white.getpixel((5, 5)) == (255, 255, 255)
     assert official.size == (293, 684) and official.getpixel((5, 5)) == (0, 0, 0)
 
@@ -418,7 +419,7 @@ def test_image_smaller_than_a_patch(tmp_path, cache):
         match=r"row 0 of .*image 0 \(.*tiny\.png\) is 20x12 px after resizing, smaller than one 28-px patch",
     ):
         load_training_dataset(path, min_pixels=None, cache_dir=cache)
-    ds = load_training_dataset(path, cache_dir=cache)  # the official min_pixels upscales it
+    ds = load_training_dataset(path, min_pixels=256 * 28 * 28, cache_dir=cache)  # the recipes' min_pixels upscales it
     assert min(ds[0]["images"][0].size) >= 28
 
 

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# The one default pixel range of every command (train, eval, analyze, plan) and of the library's
+# loaders: PAPO-Eval's, which the paper's evaluation uses. The official training recipes set
+# 256 x 28^2 .. 1280 x 28^2 themselves. A model folder's recorded vppo_prompt.json wins over both.
+DEFAULT_MIN_PIXELS = 32 * 32
+DEFAULT_MAX_PIXELS = 768 * 768
+
 __all__ = [
     "ALPHA_MODES",
     "ROUNDING_MODES",
@@ -369,8 +375,8 @@ def check_image_geometry(
 def prepare_image(
     value: Any,
     *,
-    min_pixels: int | None = 256 * 28 * 28,
-    max_pixels: int | None = 1280 * 28 * 28,
+    min_pixels: int | None = DEFAULT_MIN_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_side: int | None = 28,
     max_aspect_ratio: float | None = 200.0,
     alpha: str = "white",

@@ -32,6 +32,8 @@ from typing import Any
 import pyarrow as pa
 
 from vppo.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
     ALPHA_MODES,
     ROUNDING_MODES,
     _check_limits,
@@ -123,8 +125,8 @@ def load_training_dataset(
     answer_column: str = "answer",
     prompt_template: str | os.PathLike | PromptTemplate | None = None,
     system_prompt: str | None = None,
-    min_pixels: int | None = 256 * 28 * 28,
-    max_pixels: int | None = 1280 * 28 * 28,
+    min_pixels: int | None = DEFAULT_MIN_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_image_side: int | None = 28,
     max_aspect_ratio: float | None = 200.0,
     alpha: str = "white",
@@ -165,8 +167,9 @@ def load_training_dataset(
         system_prompt: system message text; ``None`` adds none (Qwen2.5-VL's chat template then
             inserts "You are a helpful assistant.", as in the official runs).
         min_pixels, max_pixels: images are rescaled (aspect ratio kept) so that
-            min_pixels <= H*W <= max_pixels; ``None`` disables a bound. Defaults: 256*28*28 and
-            1280*28*28, the official training values.
+            min_pixels <= H*W <= max_pixels; ``None`` disables a bound. Defaults: DEFAULT_MIN_PIXELS
+            and DEFAULT_MAX_PIXELS (32^2 and 768^2, every command's); the official recipes set
+            256*28*28 and 1280*28*28.
         min_image_side: reject images whose short side is below this after resizing (one 28-px
             merged patch of Qwen2.5-VL); ``None`` disables the check.
         max_aspect_ratio: reject images whose long/short side ratio exceeds this (Qwen-VL

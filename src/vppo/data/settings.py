@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vppo.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from vppo.data.prompts import DEFAULT_TEMPLATE
 
 __all__ = [
@@ -39,8 +40,6 @@ _WARMSTART_FILE = "vppo_warmstart.json"
 DEFAULT_SYSTEM_PROMPT: str | None = None
 """No system message: the chat template's own (Qwen2.5-VL's inserts "You are a helpful
 assistant.", the message PAPO-Eval sends)."""
-DEFAULT_MIN_PIXELS = 32 * 32
-DEFAULT_MAX_PIXELS = 768 * 768
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from vppo.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,12 +54,12 @@ class TrainScriptArguments:
     min_pixels: int | None = field(
         default=None,
         metadata={"help": "Images are upscaled to at least this. None: the model folder's recorded value, "
-                  "else 1024 (as vppo eval; the official recipes set 200704)."},
+                  f"else {DEFAULT_MIN_PIXELS} (every command's default; the official recipes set 200704)."},
     )
     max_pixels: int | None = field(
         default=None,
         metadata={"help": "Images are downscaled to at most this. None: the model folder's recorded value, "
-                  "else 589824 (as vppo eval; the official recipes set 1003520)."},
+                  f"else {DEFAULT_MAX_PIXELS} (every command's default; the official recipes set 1003520)."},
     )
     max_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of N rows (seeded by --seed)."})
     synthetic_train_size: int = field(default=512, metadata={"help": "Rows of the synthetic task's train split."})
