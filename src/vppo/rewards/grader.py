@@ -36,6 +36,7 @@ __all__ = [
     "grade_answer",
     "grade_answer_math_verify",
     "normalize_response",
+    "unwrap_boxed",
 ]
 
 MISSING_ANSWER = "None"
@@ -86,6 +87,27 @@ def extract_boxed_content(text: str) -> str:
                 return text[body_start:pos].strip()
             depth -= 1
     return MISSING_ANSWER
+
+
+def unwrap_boxed(text: str) -> str:
+    """``\\boxed{17}`` -> ``17`` when the whole string is one box; else ``text`` unchanged.
+
+    For ground-truth answers stored boxed (ViRL39K does): the box must open at the start and its
+    matching brace must be the last character, so ``\\boxed{1}+\\boxed{2}`` and ``\\boxed{1} cm``
+    stay as they are. The content is stripped of surrounding whitespace.
+    """
+    if not (text.startswith(_BOX_OPENER) and text.endswith("}")):
+        return text
+    depth = 0
+    for pos in range(len(_BOX_OPENER) - 1, len(text)):
+        char = text[pos]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[len(_BOX_OPENER) : -1].strip() if pos == len(text) - 1 else text
+    return text
 
 
 _SPACED_TAG_CHAR = re.compile(r"\s*([<>/])\s*")
@@ -237,8 +259,22 @@ _PRM_REPLACEMENTS = (
 _UNIT_PATTERNS = tuple(
     re.compile(word + r"(es)?(s)? *(\^[0-9]+)?")
     for word in (
-        "degree", "cm", "centimeter", "meter", "mile", "second", "minute", "hour", "day",
-        "week", "month", "year", "foot", "feet", "inch", "yard",
+        "degree",
+        "cm",
+        "centimeter",
+        "meter",
+        "mile",
+        "second",
+        "minute",
+        "hour",
+        "day",
+        "week",
+        "month",
+        "year",
+        "foot",
+        "feet",
+        "inch",
+        "yard",
     )
 )
 _DEGREE_MARK = re.compile(r"\^ *\\circ")
@@ -250,7 +286,12 @@ _MIXED_NUMBER = re.compile(r"([0-9]) +([0-9])")
 _THOUSANDS_COMMA = re.compile(r"(\d),(\d{3})($|\D)")
 
 _LATEX_SYMBOL_WORDS = (
-    ("√", "sqrt"), ("π", "pi"), ("∞", "inf"), ("∪", "U"), ("·", "*"), ("×", "*"),
+    ("√", "sqrt"),
+    ("π", "pi"),
+    ("∞", "inf"),
+    ("∪", "U"),
+    ("·", "*"),
+    ("×", "*"),
 )
 
 
@@ -446,10 +487,43 @@ def _sympy_tools() -> tuple[Any, Any, tuple[Any, ...], dict[str, Any]]:
 # their arguments before anything is computed. Any other callable in the parse namespace (N, S,
 # ff, rf, factorial, frac, builtins, ...) may evaluate eagerly and is declined.
 _SAFE_FUNCTIONS = frozenset(
-    {"Abs", "im", "re", "sign", "arg", "conjugate", "sqrt", "cbrt", "exp", "ln", "log",
-     "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "acot", "asec", "acsc",
-     "sinh", "cosh", "tanh", "coth", "sech", "csch", "asinh", "acosh", "atanh", "acoth", "asech",
-     "acsch"}
+    {
+        "Abs",
+        "im",
+        "re",
+        "sign",
+        "arg",
+        "conjugate",
+        "sqrt",
+        "cbrt",
+        "exp",
+        "ln",
+        "log",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "asin",
+        "acos",
+        "atan",
+        "acot",
+        "asec",
+        "acsc",
+        "sinh",
+        "cosh",
+        "tanh",
+        "coth",
+        "sech",
+        "csch",
+        "asinh",
+        "acosh",
+        "atanh",
+        "acoth",
+        "asech",
+        "acsch",
+    }
 )
 _SAFE_OPERATORS = frozenset(
     {"+", "-", "*", "**", "/", "//", "(", ")", ",", "=", "==", "!=", "<", ">", "<=", ">="}
@@ -480,8 +554,13 @@ def _tokens_are_safe(py_expr: str) -> bool:
     depth = 0
     for token in tokens:
         kind, text = token.type, token.string
-        if kind in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT,
-                    tokenize.DEDENT):
+        if kind in (
+            tokenize.NEWLINE,
+            tokenize.NL,
+            tokenize.ENDMARKER,
+            tokenize.INDENT,
+            tokenize.DEDENT,
+        ):
             continue
         if kind == tokenize.NAME:
             if keyword.iskeyword(text):
