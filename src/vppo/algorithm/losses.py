@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from vppo.algorithm._checks import (
+from vppo._tensor_checks import (
     as_bool_mask,
     check_num_items,
     check_row_values,

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import torch
 
-from vppo.algorithm._checks import (
+from vppo._tensor_checks import (
     as_bool_mask,
     check_ratio,
     check_token_values,

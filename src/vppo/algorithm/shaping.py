@@ -11,7 +11,7 @@ import numbers
 
 import torch
 
-from vppo.algorithm._checks import (
+from vppo._tensor_checks import (
     as_bool_mask,
     as_bool_vector,
     check_ratio,

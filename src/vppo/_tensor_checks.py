@@ -1,7 +1,10 @@
-"""Input validation shared by the algorithm functions.
+"""Input validation shared by the two pure-torch layers, ``vppo.algorithm`` and ``vppo.perception``.
+
+Both layers sit at the bottom of the stack and import nothing from each other, so their common
+checks live here, beside them. This module imports only torch and the standard library.
 
 Every check raises ``ValueError`` with one sentence that names the offending argument (and the row
-or token where that helps), so a bad batch fails where it enters the algorithm, not deep inside.
+or token where that helps), so a bad batch fails where it enters the library, not deep inside.
 """
 
 from __future__ import annotations
