@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+import vppo.perception
+from vppo.algorithm import tgf_mask
 from vppo.perception import (
     DISTRIBUTION_ESTIMATORS,
     TOKEN_ESTIMATORS,
@@ -341,6 +346,85 @@ def test_distribution_dependency_handles_minus_inf_and_rejects_nan():
         distribution_dependency(torch.tensor([[[0.0, float("nan"), 0.0]]]), logits_pert, mask)
     with pytest.raises(ValueError, match=r"\[B, T, V\]"):
         distribution_dependency(logits_real[0], logits_pert[0], mask)
+
+
+# --------------------------------------------------------------------------------------------
+# One mask rule for perception and algorithm (vppo._tensor_checks)
+# --------------------------------------------------------------------------------------------
+
+
+def _every_estimator(mask):
+    """The four perception entry points that take a mask, on one small seeded problem."""
+    g = torch.Generator().manual_seed(11)
+    logp_real = torch.log(torch.rand(2, 5, generator=g))
+    logp_pert = torch.log(torch.rand(2, 5, generator=g))
+    logits_real, logits_pert = torch.randn(2, 2, 5, 7, generator=g)
+    h_real, h_pert, weight, bias, _ = _hidden_problem(2, 5, 4, 7, seed=12)
+    return {
+        "token": token_dependency(logp_real, logp_pert, mask),
+        "distribution": distribution_dependency(logits_real, logits_pert, mask),
+        "full_kl": full_kl_dependency(h_real, h_pert, weight, mask, lm_head_bias=bias),
+        "trajectory": trajectory_dependency(logp_real.exp(), mask),
+    }
+
+
+def test_bool_and_zero_one_masks_give_the_same_scores():
+    mask = _lengths_mask([5, 2], 5)
+    want = _every_estimator(mask)
+    for same in (mask.long(), mask.to(torch.uint8), mask.float(), mask.double()):
+        got = _every_estimator(same)
+        for name, value in want.items():
+            assert torch.equal(got[name], value), (name, same.dtype)
+
+
+@pytest.mark.parametrize("bad_value", [2.0, -1.0, 0.5, float("nan")])
+def test_masks_with_other_values_are_refused_like_in_the_algorithm_layer(bad_value):
+    mask = _lengths_mask([5, 2], 5).double()
+    mask[0, 1] = bad_value
+    message = "mask must be boolean or contain only 0 and 1"
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 5, generator=g), torch.rand(2, 5, generator=g)
+    h_real, h_pert, weight, _, _ = _hidden_problem(2, 5, 4, 7, seed=12)
+    calls = [
+        lambda m: token_dependency(x.log(), y.log(), m),
+        lambda m: distribution_dependency(
+            x[..., None].expand(2, 5, 3), y[..., None].repeat(1, 1, 3), m
+        ),
+        lambda m: full_kl_dependency(h_real, h_pert, weight, m),
+        lambda m: trajectory_dependency(x, m),
+        lambda m: tgf_mask(x, m, 0.4),  # the algorithm layer: the same rule and the same words
+    ]
+    for call in calls:
+        for m in (mask, mask.float()):
+            with pytest.raises(ValueError, match=message):
+                call(m)
+    integer = _lengths_mask([5, 2], 5).long()
+    integer[1, 0] = 3
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call(integer)
+    with pytest.raises(ValueError, match="complex"):
+        trajectory_dependency(x, _lengths_mask([5, 2], 5).to(torch.complex64))
+
+
+def test_perception_imports_no_trl_transformers_or_higher_vppo_layer():
+    package = Path(vppo.perception.__file__).parent
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module)
+    allowed = sys.stdlib_module_names | {"torch", "numpy", "PIL", "__future__"}
+    outside = {
+        name
+        for name in imported
+        if name.split(".")[0] not in allowed
+        and not name.startswith("vppo.perception")
+        and name != "vppo._tensor_checks"
+    }
+    assert not outside, f"vppo.perception imports {sorted(outside)}"
 
 
 @pytest.mark.gpu

@@ -5,6 +5,11 @@ checks live here, beside them. This module imports only torch and the standard l
 
 Every check raises ``ValueError`` with one sentence that names the offending argument (and the row
 or token where that helps), so a bad batch fails where it enters the library, not deep inside.
+
+Mask rule (both layers): a mask is a bool tensor, or an integer or floating tensor holding only 0
+and 1, read as False / True. Any other value (2, -1, 0.5, NaN) and any complex tensor raise
+ValueError: such a tensor is a count or a weight passed where a mask belongs, and reading it as
+"non-zero is True" would silently change which tokens count.
 """
 
 from __future__ import annotations
@@ -15,6 +20,14 @@ import numbers
 import torch
 
 _REAL_DTYPES_EXCLUDED = (torch.bool,)
+
+# Log-ratios log(p / q) of two probabilities are clamped to ±LOG_RATIO_LIMIT before exp (as EasyR1
+# and verl do), so one stale or near-zero log-prob cannot overflow exp (float32 overflows past 88)
+# and turn a loss or a score into inf or NaN. exp(±20) (4.9e8, 2.1e-9) lies far outside every range
+# the result is compared with: PPO clips the ratio to 1 ± eps, and the k3 score is clamped to
+# clip = 10 by default. Used by clipped_pg_loss (algorithm.losses; a token beyond the limit gets no
+# gradient from the ratio) and by the k3 estimator (perception.dependency).
+LOG_RATIO_LIMIT = 20.0
 
 
 def _shape(x: torch.Tensor) -> tuple[int, ...]:
@@ -32,15 +45,29 @@ def _first_bad_position(bad: torch.Tensor) -> tuple[int, ...]:
 
 
 def as_bool_mask(mask: object, name: str = "mask") -> torch.Tensor:
-    """Return ``mask`` [B, T] as a bool tensor; 0/1 integer or float masks are accepted too."""
+    """Return ``mask`` [B, T] as a bool tensor, by the mask rule: bool, or only 0 and 1."""
     mask = _require_tensor(mask, name)
     if mask.dim() != 2:
         raise ValueError(f"{name} must be a 2-D [B, T] tensor, got shape {_shape(mask)}.")
     return _as_bool(mask, name)
 
 
+def as_bool_mask_like(
+    mask: object, shape: torch.Size, device: torch.device, name: str = "mask"
+) -> torch.Tensor:
+    """Return ``mask`` as a bool tensor on ``device`` after checking it has the scores' ``shape``.
+
+    Same mask rule as :func:`as_bool_mask` (bool, or only 0 and 1); the shape is the one of the
+    tensors the mask selects from (e.g. [B, T] of log-probs, or [B, T] of [B, T, V] logits).
+    """
+    mask = _require_tensor(mask, name)
+    if mask.shape != shape:
+        raise ValueError(f"{name} has shape {_shape(mask)} but the scores have {tuple(shape)}.")
+    return _as_bool(mask, name).to(device)
+
+
 def as_bool_vector(x: object, size: int, name: str) -> torch.Tensor:
-    """Return ``x`` [B] as a bool tensor; 0/1 integer or float vectors are accepted too."""
+    """Return ``x`` [B] as a bool tensor, by the mask rule: bool, or only 0 and 1."""
     x = _require_tensor(x, name)
     if x.dim() != 1 or x.shape[0] != size:
         raise ValueError(f"{name} must be a 1-D tensor of length {size}, got shape {_shape(x)}.")
@@ -48,6 +75,7 @@ def as_bool_vector(x: object, size: int, name: str) -> torch.Tensor:
 
 
 def _as_bool(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The mask rule: bool passes; otherwise only 0 and 1 (any real dtype), read as x != 0."""
     if x.dtype == torch.bool:
         return x
     if x.is_complex():
@@ -119,6 +147,13 @@ def real_number(value: object, name: str) -> float:
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {value!r}.")
     return result
+
+
+def positive_int(value: object, name: str) -> int:
+    """Return ``value`` after checking it is an ``int`` >= 1 (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
 
 
 def check_ratio(ratio: object, name: str = "ratio") -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from vppo._tensor_checks import (
+    LOG_RATIO_LIMIT,
     as_bool_mask,
     check_num_items,
     check_row_values,
@@ -18,9 +19,8 @@ from vppo._tensor_checks import (
     real_number,
 )
 
-# Log-ratios are clamped to this range before exp (as EasyR1 and verl do) so a stale old_logp
-# cannot overflow the ratio to inf; a token beyond it gets no gradient from the ratio.
-LOG_RATIO_LIMIT = 20.0
+# clipped_pg_loss clamps log r to ±LOG_RATIO_LIMIT (20) so a stale old_logp cannot overflow r to
+# inf; the constant is shared with perception's k3 estimator and explained in vppo._tensor_checks.
 
 
 def _token_mean(per_token: torch.Tensor, mask: torch.Tensor, num_items: object) -> torch.Tensor:

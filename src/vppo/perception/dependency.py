@@ -8,6 +8,9 @@ the divergence between the policy's next-token distribution with the real image 
 perturbed, uninformative image I'. Shapes below: B responses, T response tokens (right-padded,
 ``mask`` True at real tokens, EOS included), V vocabulary entries, H hidden size.
 
+``mask`` follows the mask rule of the algorithm layer (``vppo._tensor_checks``): bool, or integer
+or float holding only 0 and 1; any other value raises ValueError.
+
 Estimators offered:
 
 * :func:`token_dependency` works from the sampled tokens' log-probabilities only ([B, T]), which
@@ -28,6 +31,8 @@ from collections.abc import Callable
 
 import torch
 
+from vppo._tensor_checks import LOG_RATIO_LIMIT, as_bool_mask_like, positive_int
+
 __all__ = [
     "DISTRIBUTION_ESTIMATORS",
     "TOKEN_ESTIMATORS",
@@ -37,8 +42,6 @@ __all__ = [
     "trajectory_dependency",
 ]
 
-_LOG_RATIO_BOUND = 20.0
-
 
 # --------------------------------------------------------------------------------------------
 # Estimator registries
@@ -47,8 +50,9 @@ _LOG_RATIO_BOUND = 20.0
 
 def _k3(logp_real: torch.Tensor, logp_perturbed: torch.Tensor) -> torch.Tensor:
     # With r = pi(o_t|I') / pi(o_t|I): r - 1 - log r >= 0, and E_{o_t ~ pi(.|I)}[.] = KL(I || I').
-    # expm1(d) - d is exp(d) - d - 1 without cancellation error for small d.
-    log_ratio = (logp_perturbed - logp_real).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)
+    # expm1(d) - d is exp(d) - d - 1 without cancellation error for small d. d is clamped to
+    # ±LOG_RATIO_LIMIT (20) first so exp cannot overflow (reason in vppo._tensor_checks).
+    log_ratio = (logp_perturbed - logp_real).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     return torch.expm1(log_ratio) - log_ratio
 
 
@@ -87,14 +91,6 @@ DISTRIBUTION_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _valid_mask(mask: torch.Tensor, shape: torch.Size, device: torch.device) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
-    if mask.shape != shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)} but the scores have {tuple(shape)}.")
-    return (mask != 0).to(device)
 
 
 def _check_2d_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -190,7 +186,7 @@ def token_dependency(
     if math.isnan(clip) or clip <= 0:
         raise ValueError(f"clip must be > 0, got {clip}.")
     _check_2d_pair(logp_real, logp_perturbed, "logp_real", "logp_perturbed")
-    valid = _valid_mask(mask, logp_real.shape, logp_real.device)
+    valid = as_bool_mask_like(mask, logp_real.shape, logp_real.device)
     _check_finite_at_valid(logp_real, valid, "logp_real")
     _check_finite_at_valid(logp_perturbed, valid, "logp_perturbed")
 
@@ -240,7 +236,7 @@ def distribution_dependency(
             f"logits_real and logits_perturbed must both have shape [B, T, V], got "
             f"{tuple(logits_real.shape)} and {tuple(logits_perturbed.shape)}."
         )
-    valid = _valid_mask(mask, logits_real.shape[:2], logits_real.device)
+    valid = as_bool_mask_like(mask, logits_real.shape[:2], logits_real.device)
     dtype = torch.promote_types(logits_real.dtype, torch.float32)
     real = logits_real[valid].to(dtype)
     perturbed = logits_perturbed[valid].to(dtype)
@@ -318,8 +314,7 @@ def full_kl_dependency(
     """
     divergence = _check_estimator(estimator, DISTRIBUTION_ESTIMATORS)
     temperature = _check_temperature(temperature)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    positive_int(chunk_size, "chunk_size")
     named = (
         (hidden_real, "hidden_real"),
         (hidden_perturbed, "hidden_perturbed"),
@@ -349,7 +344,7 @@ def full_kl_dependency(
             "hidden_real, hidden_perturbed and lm_head_weight must be on the same device, got "
             f"{hidden_real.device}, {hidden_perturbed.device} and {lm_head_weight.device}."
         )
-    valid = _valid_mask(mask, hidden_real.shape[:2], hidden_real.device)
+    valid = as_bool_mask_like(mask, hidden_real.shape[:2], hidden_real.device)
 
     dtype = torch.float32
     for tensor in (hidden_real, hidden_perturbed, lm_head_weight):
@@ -397,7 +392,7 @@ def trajectory_dependency(dep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
         raise ValueError("dep must be a floating-point torch.Tensor.")
     if dep.ndim != 2:
         raise ValueError(f"dep must have shape [B, T], got {tuple(dep.shape)}.")
-    valid = _valid_mask(mask, dep.shape, dep.device)
+    valid = as_bool_mask_like(mask, dep.shape, dep.device)
     _check_finite_at_valid(dep, valid, "dep")
     total = torch.where(valid, dep, torch.zeros((), dtype=dep.dtype, device=dep.device)).sum(-1)
     count = valid.sum(-1).clamp(min=1).to(dep.dtype)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from vppo._tensor_checks import positive_int
+
 __all__ = [
     "IMAGE_PERTURBATIONS",
     "LAYOUTS",
@@ -104,8 +106,7 @@ def qwen_row_positions(
     grid = torch.as_tensor(grid_thw, dtype=torch.long).cpu()
     if grid.ndim != 2 or grid.shape[1] != 3:
         raise ValueError(f"grid_thw must have shape [num_images, 3], got {tuple(grid.shape)}.")
-    if isinstance(merge_size, bool) or not isinstance(merge_size, int) or merge_size < 1:
-        raise ValueError(f"merge_size must be a positive integer, got {merge_size!r}.")
+    positive_int(merge_size, "merge_size")
     pieces = []
     for i, (t, h, w) in enumerate(grid.tolist()):
         if t < 1 or h < 1 or w < 1 or h % merge_size or w % merge_size:
@@ -145,12 +146,6 @@ def _check_prob(prob: float) -> float:
     return prob
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return value
-
-
 def _blacken_qwen_flat(
     pixel_values: torch.Tensor,
     black: torch.Tensor,
@@ -165,8 +160,8 @@ def _blacken_qwen_flat(
             "pixel_values for layout 'qwen_flat' must have shape [rows, C*T*P*P], got "
             f"{tuple(pixel_values.shape)}."
         )
-    num_channels = _check_positive_int(num_channels, "num_channels")
-    temporal = _check_positive_int(
+    num_channels = positive_int(num_channels, "num_channels")
+    temporal = positive_int(
         _DEFAULT_TEMPORAL_PATCH if temporal_patch_size is None else temporal_patch_size,
         "temporal_patch_size",
     )
@@ -180,7 +175,7 @@ def _blacken_qwen_flat(
                 f"num_channels*temporal_patch_size*P*P for any integer P "
                 f"(num_channels={num_channels}, temporal_patch_size={temporal})."
             )
-    patch_size = _check_positive_int(patch_size, "patch_size")
+    patch_size = positive_int(patch_size, "patch_size")
     expected = num_channels * temporal * patch_size * patch_size
     if expected != features:
         raise ValueError(
@@ -216,9 +211,7 @@ def _blacken_squares(
             f"pixel_values for layout '{layout}' must have shape {shape_name}, got "
             f"{tuple(pixel_values.shape)}."
         )
-    patch = _check_positive_int(
-        _DEFAULT_SQUARE_PATCH if patch_size is None else patch_size, "patch_size"
-    )
+    patch = positive_int(_DEFAULT_SQUARE_PATCH if patch_size is None else patch_size, "patch_size")
     *lead, channels, height, width = pixel_values.shape
     if black.numel() != channels:
         raise ValueError(
@@ -370,7 +363,7 @@ def blacken_image_patches(
     Returns:
         A new RGB image of the same size.
     """
-    patch_size = _check_positive_int(patch_size, "patch_size")
+    patch_size = positive_int(patch_size, "patch_size")
     prob = _check_prob(prob)
     pixels = np.array(_as_rgb(image), dtype=np.uint8)
     height, width = pixels.shape[:2]
@@ -531,10 +524,16 @@ def perturb_pixel_values(
                 "pixel-space blackening works on whole ViT patches, so use "
                 "perturbation='blacken_image' for squares of another size."
             )
+        temporal = vision.temporal_patch_size if vision.layout == "qwen_flat" else None
         perturbed, _ = blacken_patches(
-            pixel_values.detach(), vision.layout, vision.image_mean, vision.image_std,
-            prob=prob, generator=generator, patch_size=patch,
-            temporal_patch_size=vision.temporal_patch_size if vision.layout == "qwen_flat" else None,
+            pixel_values.detach(),
+            vision.layout,
+            vision.image_mean,
+            vision.image_std,
+            prob=prob,
+            generator=generator,
+            patch_size=patch,
+            temporal_patch_size=temporal,
             pixel_attention_mask=pixel_attention_mask,
         )
         return perturbed
@@ -547,9 +546,14 @@ def perturb_pixel_values(
     params: dict[str, Any] = {}
     if name == "blacken":
         params = {"patch_size": patch_size or 14, "prob": prob}
-    perturbed_images = [[perturb_image(img, name, generator=generator, **params) for img in row]
-                        for row in images]
-    batch = perturbed_images if vision.layout == "bnchw" else [i for row in perturbed_images for i in row]
+    perturbed_images = [
+        [perturb_image(img, name, generator=generator, **params) for img in row] for row in images
+    ]
+    batch = (
+        perturbed_images
+        if vision.layout == "bnchw"
+        else [i for row in perturbed_images for i in row]
+    )
     processed = image_processor(images=batch, return_tensors="pt")["pixel_values"]
     if processed.shape != pixel_values.shape:
         raise ValueError(
