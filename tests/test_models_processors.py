@@ -159,3 +159,53 @@ def test_smolvlm_tiling_when_enabled(built):
     assert len(grid_ids) == 4 and grid_ids <= set(layout.pad_token_ids_to_ban)
     with torch.no_grad():
         assert torch.isfinite(model(**enc).logits).all()
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_pixel_limits_are_set_read_and_handed_to_vllm(arch):
+    from vppo.models.processors import image_pixel_limits, set_image_pixel_limits, vllm_image_options
+
+    _, processor = build_tiny_vlm(arch)
+    unit = processor.image_processor.patch_size * processor.image_processor.merge_size
+    big = Image.new("RGB", (4 * unit, 4 * unit))
+    assert processor.image_processor(images=[big])["image_grid_thw"].prod() == 16 * 4  # 4x4 units
+    set_image_pixel_limits(processor, 1024, unit * unit)
+    assert image_pixel_limits(processor) == (1024, unit * unit)
+    # the processor now resizes the image down to one merged unit (2x2 patches)
+    assert processor.image_processor(images=[big])["image_grid_thw"].tolist() == [[1, 2, 2]]
+    set_image_pixel_limits(processor, None, 4 * unit * unit)  # None keeps that bound
+    assert image_pixel_limits(processor) == (1024, 4 * unit * unit)
+    assert vllm_image_options(processor) == {
+        "mm_processor_kwargs": {"size": {"shortest_edge": 1024, "longest_edge": 4 * unit * unit}},
+        "limit_mm_per_prompt": {"video": 0},
+    }
+
+
+def test_processors_without_a_pixel_range_are_left_alone(built):
+    from vppo.models.processors import image_pixel_limits, set_image_pixel_limits, vllm_image_options
+
+    _, processor = built["smolvlm"]
+    before = dict(processor.image_processor.size)
+    set_image_pixel_limits(processor, 1024, 4096)
+    assert image_pixel_limits(processor) is None and dict(processor.image_processor.size) == before
+    assert vllm_image_options(processor) == {} and vllm_image_options(None) == {}
+
+
+def test_trainer_builds_vllm_in_its_dtype_with_the_processors_range(monkeypatch):
+    import trl.generation.vllm_generation as vllm_generation
+
+    from vppo.models.processors import set_image_pixel_limits
+    from vppo.trainer.trainer import _vllm_engine_options
+
+    _, processor = build_tiny_vlm("qwen2_5_vl")
+    set_image_pixel_limits(processor, 3136, 3136)
+    seen = []
+    monkeypatch.setattr(vllm_generation, "LLM", lambda *a, **kw: seen.append(kw))
+    with _vllm_engine_options("float32", processor):
+        vllm_generation.LLM(model="m", dtype="bfloat16")  # TRL's own keywords win
+        vllm_generation.LLM(model="m")
+    assert seen[0]["dtype"] == "bfloat16" and seen[1]["dtype"] == "float32"
+    assert seen[1]["mm_processor_kwargs"] == {"size": {"shortest_edge": 3136, "longest_edge": 3136}}
+    assert seen[1]["limit_mm_per_prompt"] == {"video": 0}
+    vllm_generation.LLM(model="m")  # outside the block: untouched
+    assert seen[2] == {"model": "m"}

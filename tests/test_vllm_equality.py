@@ -254,3 +254,38 @@ def test_eval_backend_runs_the_processors_prompt_and_logprobs(tiny, close_vllm):
             logits = model(input_ids=ids, **forward).logits.float()[0, -len(completion) - 1 : -1]
         hf_logps = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
         assert (vllm_logps - hf_logps).abs().max() < TOLERANCE
+
+
+def test_colocate_vllm_resizes_images_with_the_trainers_processor(tmp_path, close_vllm):
+    """The trainer's processor resizes into the run's pixel range, narrower than the checkpoint's
+    saved one: vLLM must be handed that range (`vllm_image_options`), or it runs the 84x112 image
+    as 12 image tokens where the trainer scores 2, and the prompt check stops training."""
+    from vppo.models.processors import set_image_pixel_limits
+
+    folder = tmp_path / "tiny"
+    model, processor = build_tiny_vlm("qwen2_5_vl", save_dir=folder, min_pixels=56 * 56, max_pixels=112 * 112)
+    model.name_or_path = model.config._name_or_path = str(folder)
+    set_image_pixel_limits(processor, 56 * 56, 56 * 56)  # the run's range; the saved config keeps 112^2
+    image = {"type": "image"}
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": [image, {"type": "text", "text": "Colour?"}]}],
+                               "images": [Image.new("RGB", (112, 84), (1, 2, 250))]}])
+    args = VPPOConfig(
+        output_dir=str(tmp_path / "run"), use_vllm=True, vllm_mode="colocate", vllm_max_model_length=256,
+        per_device_train_batch_size=2, num_generations=2, max_completion_length=4, max_steps=1, bf16=False,
+        use_cpu=True, report_to="none", save_strategy="no", dynamic_sampling=False, seed=0,
+    )
+    trainer = VPPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          args=args, train_dataset=data, processing_class=processor)
+    close_vllm(trainer)
+    llm = trainer.vllm_generation.llm
+    ran, llm_generate = [], llm.generate
+
+    def recording_generate(prompts, *a, **kw):
+        outputs = llm_generate(prompts, *a, **kw)
+        ran.extend(list(out.prompt_token_ids) for out in outputs)
+        return outputs
+
+    llm.generate = recording_generate
+    trainer.train()  # the prompt check (check_vllm_prompts) raises on any difference
+    del llm.generate
+    assert [ids.count(trainer.vision.image_token_id) for ids in ran] == [2, 2]

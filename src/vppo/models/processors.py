@@ -519,3 +519,49 @@ def collapse_placeholder_runs(ids: Sequence[int], token_id: int) -> list[int]:
             continue
         out.append(token)
     return out
+
+
+def image_pixel_limits(processor: Any) -> tuple[int, int] | None:
+    """(min_pixels, max_pixels) a Qwen-VL image processor resizes every image into; None for
+    processors without such a range (SmolVLM sizes by its longest edge)."""
+    size = getattr(getattr(processor, "image_processor", processor), "size", None)
+    low, high = (getattr(size, "get", lambda _: None)(k) for k in ("shortest_edge", "longest_edge"))
+    if low is None or high is None or not hasattr(getattr(processor, "image_processor", processor), "merge_size"):
+        return None
+    return int(low), int(high)
+
+
+def set_image_pixel_limits(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Make a Qwen-VL image processor resize into [min_pixels, max_pixels] (None: keep that bound).
+
+    The trainer's processor and the colocated vLLM engine must resize alike, or the two see
+    different image-token counts for one prompt; vLLM is handed this processor's range
+    (`vllm_image_options`). A processor without a pixel range is left as it is.
+    """
+    current = image_pixel_limits(processor)
+    if current is None:
+        return
+    low = current[0] if min_pixels is None else int(min_pixels)
+    high = current[1] if max_pixels is None else int(max_pixels)
+    image_processor = getattr(processor, "image_processor", processor)
+    image_processor.size = {**dict(image_processor.size), "shortest_edge": low, "longest_edge": high}
+    for name, value in (("min_pixels", low), ("max_pixels", high)):
+        if hasattr(image_processor, name):
+            setattr(image_processor, name, value)
+
+
+def vllm_image_options(processor: Any) -> dict[str, Any]:
+    """`vllm.LLM` keywords that make vLLM resize images exactly as `processor` does.
+
+    Without them vLLM reads the checkpoint's own processor config: its pixel range can differ from
+    the trainer's (another image-token count, caught by the trainer's prompt check), and vLLM
+    profiles its encoder and sizes its KV cache for the checkpoint's largest image (12.8 MP for
+    Qwen2.5-VL) instead of the run's. Videos are switched off, which no vppo data holds.
+    """
+    limits = image_pixel_limits(processor)
+    if limits is None:
+        return {}
+    return {
+        "mm_processor_kwargs": {"size": {"shortest_edge": limits[0], "longest_edge": limits[1]}},
+        "limit_mm_per_prompt": {"video": 0},
+    }

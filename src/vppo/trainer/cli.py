@@ -255,6 +255,7 @@ def build_trainer(script_args, training_args, model_args):
     """Everything `vppo train` does before `trainer.train()`; returns the VPPOTrainer."""
     from trl import get_peft_config
 
+    from vppo.models.processors import set_image_pixel_limits
     from vppo.rewards import load_reward_function
     from vppo.trainer.trainer import VPPOTrainer
 
@@ -262,6 +263,8 @@ def build_trainer(script_args, training_args, model_args):
     check_dynamic_sampling_reward(training_args, [f.__name__ for f in rewards])
     apply_prompt_settings(script_args, model_args.model_name_or_path)
     model, processor = _load_model(model_args, script_args, training_args)
+    # The processor resizes into the run's pixel range (the loader's), and vLLM is handed the same.
+    set_image_pixel_limits(processor, script_args.min_pixels, script_args.max_pixels)
     cap = prompt_token_cap(script_args, training_args, model)
     train = _load_data(script_args, script_args.dataset_split, script_args.dataset_name,
                        script_args.synthetic_train_size, training_args.seed, processor, cap)

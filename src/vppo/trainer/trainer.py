@@ -48,6 +48,7 @@ from trl.trainer.utils import (
 
 from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
 from vppo.models import collapse_placeholder_runs, vision_layout
+from vppo.models.processors import vllm_image_options
 from vppo.perception import (
     full_kl_dependency,
     perturb_pixel_values,
@@ -211,20 +212,25 @@ def _trainer_dtype(model, args: VPPOConfig) -> str:
 
 
 @contextmanager
-def _vllm_engine_dtype(dtype: str | None) -> Iterator[None]:
-    """TRL 1.16 builds its colocated `vllm.LLM` without a dtype, and vLLM's "auto" casts a float32
-    checkpoint to bfloat16: a float32 trainer would score samples drawn from a bfloat16 policy
-    (|Δ log p| ~0.01 per token on the tiny models). Within this block TRL's engine gets `dtype`."""
+def _vllm_engine_options(dtype: str | None, processor: Any = None) -> Iterator[None]:
+    """Within this block TRL's colocated `vllm.LLM` gets `dtype` and the processor's image range.
+
+    TRL 1.16 builds its engine without a dtype, and vLLM's "auto" casts a float32 checkpoint to
+    bfloat16: a float32 trainer would score samples drawn from a bfloat16 policy (|Δ log p| ~0.01
+    per token on the tiny models). Nor does it pass image limits, so vLLM resizes with the
+    checkpoint's processor config and profiles its encoder for that config's largest image
+    (`vllm_image_options`). `dtype` None: no engine is built here, nothing is changed.
+    """
     if dtype is None:
         yield
         return
     import trl.generation.vllm_generation as vllm_generation
 
     engine = vllm_generation.LLM
+    options = {"dtype": dtype, **vllm_image_options(processor)}
 
     def build(*args, **kwargs):
-        kwargs.setdefault("dtype", dtype)
-        return engine(*args, **kwargs)
+        return engine(*args, **{**options, **kwargs})
 
     vllm_generation.LLM = build
     try:
@@ -344,7 +350,7 @@ class VPPOTrainer(GRPOTrainer):
                 "one repeated token; this model's (SmolVLM/Idefics3) image blocks would reach vLLM expanded "
                 "twice: set use_vllm=false."
             )
-        with _vllm_engine_dtype(_trainer_dtype(model, args) if args.use_vllm else None):
+        with _vllm_engine_options(_trainer_dtype(model, args) if args.use_vllm else None, processing_class):
             super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                              eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if args.freeze_vision_tower or args.freeze_projector:  # before the optimizer is built
