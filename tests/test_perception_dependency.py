@@ -170,6 +170,17 @@ def test_full_kl_validation():
         full_kl_dependency(h_real, h_pert, weight, mask, temperature=0.0)
     with pytest.raises(ValueError, match="valid estimators are jsd, kl"):
         full_kl_dependency(h_real, h_pert, weight, mask, estimator="k3")
+    # The tensor checks live in _check_hidden_inputs; each one still fires through the public call.
+    with pytest.raises(ValueError, match="hidden_perturbed must be a floating-point"):
+        full_kl_dependency(h_real, h_pert.long(), weight, mask)
+    with pytest.raises(ValueError, match=r"must both have shape \[B, T, H\]"):
+        full_kl_dependency(h_real, h_pert[:, :4], weight, mask)
+    with pytest.raises(ValueError, match=r"lm_head_bias must have shape \[10\]"):
+        full_kl_dependency(h_real, h_pert, weight, mask, lm_head_bias=torch.zeros(9))
+    with pytest.raises(ValueError, match="must be on the same device"):
+        full_kl_dependency(h_real, h_pert, weight.to("meta"), mask)
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 4\)"):
+        full_kl_dependency(h_real, h_pert, weight, mask[:, :4])
     bad = h_pert.clone()
     bad[1, 4] = float("nan")  # row 1 has length 2: position 4 is padding, ignored
     assert torch.isfinite(full_kl_dependency(h_real, bad, weight, mask)).all()

@@ -104,6 +104,44 @@ def _check_2d_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -
         )
 
 
+def _check_hidden_inputs(
+    hidden_real: torch.Tensor,
+    hidden_perturbed: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    lm_head_bias: torch.Tensor | None,
+) -> None:
+    """:func:`full_kl_dependency`'s tensors: float, [B, T, H] twice, [V, H], optional [V], one device."""
+    named = (
+        (hidden_real, "hidden_real"),
+        (hidden_perturbed, "hidden_perturbed"),
+        (lm_head_weight, "lm_head_weight"),
+    )
+    for tensor, name in named:
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point torch.Tensor.")
+    if hidden_real.ndim != 3 or hidden_real.shape != hidden_perturbed.shape:
+        raise ValueError(
+            f"hidden_real and hidden_perturbed must both have shape [B, T, H], got "
+            f"{tuple(hidden_real.shape)} and {tuple(hidden_perturbed.shape)}."
+        )
+    hidden_size = hidden_real.shape[-1]
+    if lm_head_weight.ndim != 2 or lm_head_weight.shape[1] != hidden_size:
+        raise ValueError(
+            f"lm_head_weight must have shape [V, {hidden_size}], got {tuple(lm_head_weight.shape)}."
+        )
+    vocab_size = lm_head_weight.shape[0]
+    if lm_head_bias is not None and tuple(lm_head_bias.shape) != (vocab_size,):
+        raise ValueError(
+            f"lm_head_bias must have shape [{vocab_size}], got {tuple(lm_head_bias.shape)}."
+        )
+    devices = {hidden_real.device, hidden_perturbed.device, lm_head_weight.device}
+    if len(devices) != 1:
+        raise ValueError(
+            "hidden_real, hidden_perturbed and lm_head_weight must be on the same device, got "
+            f"{hidden_real.device}, {hidden_perturbed.device} and {lm_head_weight.device}."
+        )
+
+
 def _check_finite_at_valid(x: torch.Tensor, valid: torch.Tensor, name: str) -> None:
     bad = int((~torch.isfinite(x) & valid).sum())
     if bad:
@@ -315,37 +353,11 @@ def full_kl_dependency(
     divergence = _check_estimator(estimator, DISTRIBUTION_ESTIMATORS)
     temperature = _check_temperature(temperature)
     positive_int(chunk_size, "chunk_size")
-    named = (
-        (hidden_real, "hidden_real"),
-        (hidden_perturbed, "hidden_perturbed"),
-        (lm_head_weight, "lm_head_weight"),
-    )
-    for tensor, name in named:
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point torch.Tensor.")
-    if hidden_real.ndim != 3 or hidden_real.shape != hidden_perturbed.shape:
-        raise ValueError(
-            f"hidden_real and hidden_perturbed must both have shape [B, T, H], got "
-            f"{tuple(hidden_real.shape)} and {tuple(hidden_perturbed.shape)}."
-        )
-    hidden_size = hidden_real.shape[-1]
-    if lm_head_weight.ndim != 2 or lm_head_weight.shape[1] != hidden_size:
-        raise ValueError(
-            f"lm_head_weight must have shape [V, {hidden_size}], got {tuple(lm_head_weight.shape)}."
-        )
-    vocab_size = lm_head_weight.shape[0]
-    if lm_head_bias is not None and tuple(lm_head_bias.shape) != (vocab_size,):
-        raise ValueError(
-            f"lm_head_bias must have shape [{vocab_size}], got {tuple(lm_head_bias.shape)}."
-        )
-    devices = {hidden_real.device, hidden_perturbed.device, lm_head_weight.device}
-    if len(devices) != 1:
-        raise ValueError(
-            "hidden_real, hidden_perturbed and lm_head_weight must be on the same device, got "
-            f"{hidden_real.device}, {hidden_perturbed.device} and {lm_head_weight.device}."
-        )
+    _check_hidden_inputs(hidden_real, hidden_perturbed, lm_head_weight, lm_head_bias)
     valid = as_bool_mask_like(mask, hidden_real.shape[:2], hidden_real.device)
 
+    hidden_size = hidden_real.shape[-1]
+    vocab_size = lm_head_weight.shape[0]
     dtype = torch.float32
     for tensor in (hidden_real, hidden_perturbed, lm_head_weight):
         dtype = torch.promote_types(dtype, tensor.dtype)
