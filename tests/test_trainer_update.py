@@ -150,6 +150,13 @@ def test_the_trainer_buffers_the_padding_free_micro_batches(scored, monkeypatch)
     assert sum(m["prompt_ids"].numel() + m["completion_ids"].numel() for m in buffered) < full
     trainer._step = 1
     assert trainer._prepare_inputs(None) is buffered[1]  # no new rollout inside the generation batch
+    # The next rollout generates with the previous one's micro-batches already released.
+    held = []
+    monkeypatch.setattr(trainer, "_generate_and_score_completions",
+                        lambda batch: held.append(trainer._buffered_inputs) or dict(output))
+    trainer._step = STEPS
+    trainer._prepare_inputs(None)
+    assert held == [None] and trainer._buffered_inputs is not buffered
     trainer._step, trainer._buffered_inputs = 0, None
 
 

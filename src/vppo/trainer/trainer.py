@@ -598,6 +598,9 @@ class VPPOTrainer(GRPOTrainer):
             return super()._prepare_inputs(generation_batch)
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every == 0 or self._buffered_inputs is None:
+            # Every micro-batch of the previous rollout is used: free them (their pixel_values too)
+            # before this rollout generates, so the generation peak holds one rollout, not two.
+            self._buffered_inputs = None
             output = self._generate_and_score_completions(generation_batch)
             if splits_by_row(output):
                 order = torch.randperm(output["prompt_ids"].size(0)).tolist()
