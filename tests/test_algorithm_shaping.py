@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vppo._tensor_checks import as_group_ids
 from vppo.algorithm import tas_scale, tgf_mask, token_advantages
 
 FAST = settings(max_examples=200, deadline=None)
@@ -127,6 +128,37 @@ def test_group_scope_is_independent_per_group():
 def test_tas_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tas_scale(torch.tensor([0.1, 0.2, 0.3, 0.4]), **kwargs)
+
+
+def test_as_group_ids_relabels_integer_labels_and_names_bad_ones():
+    labels = torch.tensor([7, -3, 7, 100, -3], dtype=torch.int32)
+    got = as_group_ids(labels, 5)
+    assert got.dtype == torch.long and got.tolist() == [1, 0, 1, 2, 0]
+    assert as_group_ids(torch.zeros(0, dtype=torch.long), 0).tolist() == []
+    bad = [
+        ([0, 1, 2, 3], "group_ids must be a torch.Tensor, got list"),
+        (torch.zeros(4), "group_ids must be an integer tensor, got dtype torch.float32"),
+        (
+            torch.zeros(4, dtype=torch.bool),
+            "group_ids must be an integer tensor, got dtype torch.bool",
+        ),
+        (torch.zeros(4, dtype=torch.complex64), "group_ids must be an integer tensor"),
+        (
+            torch.zeros(3, dtype=torch.long),
+            r"group_ids must be a 1-D tensor of length 4, got shape \(3,\)",
+        ),
+        (
+            torch.zeros(2, 2, dtype=torch.long),
+            r"must be a 1-D tensor of length 4, got shape \(2, 2\)",
+        ),
+    ]
+    for value, message in bad:
+        with pytest.raises(ValueError, match=message):
+            as_group_ids(value, 4)
+        with pytest.raises(ValueError, match=message):  # the same check, through tas_scale
+            tas_scale(torch.tensor([0.1, 0.2, 0.3, 0.4]), group_ids=value)
+    with pytest.raises(ValueError, match="prompt must be a torch.Tensor"):
+        as_group_ids(None, 4, name="prompt")
 
 
 def test_tas_rejects_nan_scores_naming_traj_dep():

@@ -85,6 +85,23 @@ def _as_bool(x: torch.Tensor, name: str) -> torch.Tensor:
     return x != 0
 
 
+def as_group_ids(group_ids: object, size: int, name: str = "group_ids") -> torch.Tensor:
+    """Return integer group labels [size] as long indices 0..G-1, on ``group_ids``' device.
+
+    Any integer labels are accepted (prompt indices, sparse or negative ones); index g is the g-th
+    smallest distinct label, so rows share an index exactly when they share a label. Float, bool
+    and complex tensors are refused: a label must compare exactly.
+    """
+    group_ids = _require_tensor(group_ids, name)
+    if group_ids.dim() != 1 or group_ids.shape[0] != size:
+        raise ValueError(
+            f"{name} must be a 1-D tensor of length {size}, got shape {_shape(group_ids)}."
+        )
+    if group_ids.is_floating_point() or group_ids.is_complex() or group_ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {group_ids.dtype}.")
+    return torch.unique(group_ids, return_inverse=True)[1]
+
+
 def check_token_values(x: object, mask: torch.Tensor, name: str) -> torch.Tensor:
     """Check that ``x`` is a real [B, T] tensor shaped like ``mask`` and finite where mask is True.
 

@@ -14,6 +14,7 @@ import torch
 from vppo._tensor_checks import (
     as_bool_mask,
     as_bool_vector,
+    as_group_ids,
     check_ratio,
     check_row_values,
     check_token_values,
@@ -96,16 +97,7 @@ def tas_scale(
     if group_ids is None:
         group = torch.zeros(size, dtype=torch.long, device=traj_dep.device)
     else:
-        if not isinstance(group_ids, torch.Tensor):
-            raise ValueError(f"group_ids must be a torch.Tensor, got {type(group_ids).__name__}.")
-        if group_ids.dim() != 1 or group_ids.shape[0] != size:
-            raise ValueError(
-                f"group_ids must be a 1-D tensor of length {size}, got shape "
-                f"{tuple(group_ids.shape)}."
-            )
-        if group_ids.is_floating_point() or group_ids.is_complex() or group_ids.dtype == torch.bool:
-            raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}.")
-        group = torch.unique(group_ids.to(traj_dep.device), return_inverse=True)[1]
+        group = as_group_ids(group_ids, size).to(traj_dep.device)
     out_dtype = float_dtype(traj_dep.dtype)
     if size == 0:
         return torch.ones(0, dtype=out_dtype, device=traj_dep.device)
