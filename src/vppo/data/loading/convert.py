@@ -53,7 +53,7 @@ from vppo.data.prompts import (
 
 __all__ = ["DATA_FILE_SUFFIXES", "OUTPUT_COLUMNS", "load_training_dataset"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vppo.data.loading")  # the package's logger (docs/data.md)
 
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow"}
 DATA_FILE_SUFFIXES = tuple(_BUILDERS)  # the datasets builder of each file type above
