@@ -303,6 +303,78 @@ def test_select_tokens_registry():
         )(lambda **_: mask.float())
 
 
+def _old_trainer_union(dep, entropies, mask, token_ratio, entropy_ratio):
+    """The special case VPPOTrainer._apply_vppo used for "union" before it went through select_tokens."""
+    entropy_ratio = entropy_ratio or token_ratio
+    return (
+        tgf_mask(dep, mask, token_ratio) | tgf_mask(entropies.float(), mask, entropy_ratio)
+    ).float()
+
+
+@FAST
+@given(
+    scored_batches(),
+    st.integers(0, 2**32 - 1),
+    st.one_of(st.none(), st.integers(1, 20)),
+    st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+)
+def test_union_through_select_tokens_equals_the_old_trainer_union(batch, seed, twentieths, dtype):
+    dep, mask, ratio = batch
+    # Entropies with ties too (a few levels), in the dtypes the trainer sees before .float().
+    generator = torch.Generator().manual_seed(seed)
+    entropies = torch.floor(torch.rand(dep.shape, generator=generator) * 4).to(dtype)
+    entropy_ratio = None if twentieths is None else twentieths / 20
+    want = _old_trainer_union(dep, entropies, mask, float(ratio), entropy_ratio)
+    got = select_tokens(
+        "union",
+        dep=dep,
+        mask=mask,
+        ratio=float(ratio),
+        entropy=entropies.float(),
+        generator=torch.Generator().manual_seed(0),
+        entropy_ratio=entropy_ratio,
+    )
+    assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_entropy_ratio_is_validated_and_used_only_by_union():
+    generator = torch.Generator().manual_seed(2)
+    dep = torch.rand(3, 10, generator=generator)
+    entropy = torch.rand(3, 10, generator=generator)
+    mask = torch.arange(10).unsqueeze(0) < torch.tensor([[10], [7], [0]])
+    kwargs = {"dep": dep, "mask": mask, "entropy": entropy}
+    wide = select_tokens("union", ratio=0.2, entropy_ratio=0.9, **kwargs)
+    assert wide.equal((tgf_mask(dep, mask, 0.2) | entropy_mask(entropy, mask, 0.9)).float())
+    assert not wide.equal(select_tokens("union", ratio=0.2, **kwargs))
+    for name in ("topk", "soft", "entropy", "random", "none"):
+        seeded = {"generator": torch.Generator().manual_seed(4)}
+        with_it = select_tokens(name, ratio=0.2, entropy_ratio=0.9, **kwargs, **seeded)
+        seeded = {"generator": torch.Generator().manual_seed(4)}
+        assert with_it.equal(select_tokens(name, ratio=0.2, **kwargs, **seeded)), name
+    for bad in (0.0, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="entropy_ratio must be"):
+            select_tokens("none", mask=mask, ratio=0.4, entropy_ratio=bad)
+
+
+def test_builders_take_every_input_by_keyword_and_ignore_the_rest():
+    generator = torch.Generator().manual_seed(3)
+    dep = torch.rand(2, 6, generator=generator)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    inputs = {
+        "dep": dep,
+        "mask": mask,
+        "ratio": 0.5,
+        "entropy": dep.flip(-1),
+        "generator": torch.Generator().manual_seed(1),
+        "entropy_ratio": 0.5,
+        "a_future_input": object(),
+    }
+    for selection in TOKEN_SELECTIONS.values():
+        assert selection.build(**inputs).shape == mask.shape
+        with pytest.raises(TypeError):
+            selection.build(dep, mask, 0.5)  # keyword-only
+
+
 def test_algorithm_package_imports_only_torch_and_the_standard_library():
     # vppo._tensor_checks is the checks module shared with vppo.perception; it is scanned too.
     package = Path(vppo.algorithm.__file__).parent

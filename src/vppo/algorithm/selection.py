@@ -261,7 +261,10 @@ class TokenSelection:
         needs_dependency: True if ``dep`` must be given.
         needs_entropy: True if ``entropy`` must be given.
         description: one line for help texts.
-        build: ``build(*, dep, mask, ratio, entropy, generator) -> float [B, T]`` in [0, 1].
+        build: ``build(*, dep, mask, ratio, entropy, generator, entropy_ratio, **_)`` ->
+            float [B, T] in [0, 1]. ``select_tokens`` passes all six keywords (``entropy_ratio``
+            already resolved to ``ratio`` when not given); a builder names the ones it reads and
+            takes ``**_`` for the rest, so a new input never breaks it.
     """
 
     name: str
@@ -294,20 +297,17 @@ def register_token_selection(
     return decorator
 
 
+# Each builder takes every input by keyword and names only the ones it reads; ``**_`` absorbs the
+# rest, so select_tokens passes one set of keywords to all of them.
+
+
 @register_token_selection(
     "topk",
     needs_dependency=True,
     needs_entropy=False,
     description="TGF: top-k tokens by visual dependency (the paper's default).",
 )
-def _build_topk(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def _build_topk(*, dep, mask, ratio, **_) -> torch.Tensor:
     return tgf_mask(dep, mask, ratio).to(torch.float32)
 
 
@@ -317,14 +317,7 @@ def _build_topk(
     needs_entropy=False,
     description="Soft TGF: sigmoid of the z-scored dependency with mean weight = ratio.",
 )
-def _build_soft(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def _build_soft(*, dep, mask, ratio, **_) -> torch.Tensor:
     return soft_tgf_weights(dep, mask, ratio)
 
 
@@ -334,14 +327,7 @@ def _build_soft(
     needs_entropy=True,
     description="Top-k tokens by policy entropy (Table 4 baseline).",
 )
-def _build_entropy(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def _build_entropy(*, entropy, mask, ratio, **_) -> torch.Tensor:
     return entropy_mask(entropy, mask, ratio).to(torch.float32)
 
 
@@ -351,14 +337,7 @@ def _build_entropy(
     needs_entropy=False,
     description="k uniformly random tokens per response (Table 4 baseline).",
 )
-def _build_random(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def _build_random(*, mask, ratio, generator, **_) -> torch.Tensor:
     return random_token_mask(mask, ratio, generator).to(torch.float32)
 
 
@@ -368,17 +347,10 @@ def _build_random(
     needs_entropy=True,
     description="Top-k by dependency OR top-k by entropy (official code with both flags on).",
 )
-def _build_union(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    return union_mask(tgf_mask(dep, mask, ratio), entropy_mask(entropy, mask, ratio)).to(
-        torch.float32
-    )
+def _build_union(*, dep, entropy, mask, ratio, entropy_ratio, **_) -> torch.Tensor:
+    by_dependency = tgf_mask(dep, mask, ratio)
+    by_entropy = entropy_mask(entropy, mask, entropy_ratio)
+    return union_mask(by_dependency, by_entropy).to(torch.float32)
 
 
 @register_token_selection(
@@ -387,14 +359,7 @@ def _build_union(
     needs_entropy=False,
     description="No filtering: every valid token has weight 1 (plain GRPO/DAPO).",
 )
-def _build_none(
-    *,
-    dep: torch.Tensor | None,
-    mask: torch.Tensor,
-    ratio: float,
-    entropy: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def _build_none(*, mask, **_) -> torch.Tensor:
     return as_bool_mask(mask).to(torch.float32)
 
 
@@ -406,6 +371,7 @@ def select_tokens(
     ratio: float,
     entropy: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    entropy_ratio: float | None = None,
 ) -> torch.Tensor:
     """Per-token weights of the selection variant ``name`` (see ``TOKEN_SELECTIONS``).
 
@@ -419,6 +385,9 @@ def select_tokens(
         ratio: keep ratio in (0, 1] (validated for every variant, used by all but "none").
         entropy: float [B, T] policy entropy; required by "entropy", "union".
         generator: torch.Generator for "random".
+        entropy_ratio: keep ratio in (0, 1] of the entropy half of "union"; None (default) means
+            ``ratio``. Validated whenever given; the other variants ignore it ("entropy" keeps
+            ``ratio``).
 
     Returns:
         float [B, T] in [0, 1] (float32; "soft" gives float64 for float64 ``dep``).
@@ -428,8 +397,19 @@ def select_tokens(
         raise ValueError(f"name {name!r} is not a known token selection; valid names: {valid}.")
     selection = TOKEN_SELECTIONS[name]
     check_ratio(ratio)
+    if entropy_ratio is None:
+        entropy_ratio = ratio
+    else:
+        check_ratio(entropy_ratio, "entropy_ratio")
     if selection.needs_dependency and dep is None:
         raise ValueError(f"dep is required by token selection {name!r} but was None.")
     if selection.needs_entropy and entropy is None:
         raise ValueError(f"entropy is required by token selection {name!r} but was None.")
-    return selection.build(dep=dep, mask=mask, ratio=ratio, entropy=entropy, generator=generator)
+    return selection.build(
+        dep=dep,
+        mask=mask,
+        ratio=ratio,
+        entropy=entropy,
+        generator=generator,
+        entropy_ratio=entropy_ratio,
+    )
