@@ -21,10 +21,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vppo.models.checkpoints import default_checkpoint
 from vppo.warmstart import (
     DEMO_IMAGE_SIZE,
     DEMO_PROMPT_TEMPLATE,
@@ -168,17 +168,6 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 # model, data, configuration
 # --------------------------------------------------------------------------------------------
-
-
-def default_checkpoint(family: str = "shapes") -> Path:
-    """The warm-started model shipped with the package for a synthetic task family:
-    ``vppo/assets/warmstart`` ("shapes") or ``vppo/assets/warmstart_reasoning`` ("reasoning")."""
-    from vppo.data.synthetic import TASK_FAMILIES
-
-    if family not in TASK_FAMILIES:
-        raise ValueError(f"family must be one of {list(TASK_FAMILIES)}, got {family!r}.")
-    folder = "warmstart" if family == "shapes" else f"warmstart_{family}"
-    return Path(str(resources.files("vppo") / "assets" / folder))
 
 
 def load_policy(checkpoint: str | Path | None = None) -> tuple[Any, Any]:

@@ -5,10 +5,12 @@ Example:
     >>> model, processor = build_tiny_vlm("qwen2_5_vl", "runs/tiny-qwen")
     >>> model, processor = load_model_and_processor("runs/tiny-qwen")
     >>> layout = vision_layout(processor, model.config)
+    >>> folder = default_checkpoint("shapes")  # the shipped warm start
 """
 
 from __future__ import annotations
 
+from vppo.models.checkpoints import default_checkpoint
 from vppo.models.loading import (
     check_vision_language_model,
     eos_token_ids,
@@ -39,6 +41,7 @@ __all__ = [
     "build_tiny_vlm",
     "collapse_placeholder_runs",
     "check_vision_language_model",
+    "default_checkpoint",
     "load_model_and_processor",
     "load_processor",
     "make_processor",

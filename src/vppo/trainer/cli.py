@@ -172,7 +172,7 @@ def resolve_model_name(name: str | None) -> str:
     if name is None:
         raise ValueError("model_name_or_path is required (a Hub name, a local folder or tiny:<arch>).")
     if name == "warmstart":
-        from vppo.demo import default_checkpoint
+        from vppo.models.checkpoints import default_checkpoint
 
         return str(default_checkpoint())
     return name
