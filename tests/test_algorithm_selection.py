@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vppo.algorithm
+import vppo.algorithm.selection
 from vppo.algorithm import (
     TOKEN_SELECTIONS,
     entropy_mask,
@@ -373,6 +374,19 @@ def test_builders_take_every_input_by_keyword_and_ignore_the_rest():
         assert selection.build(**inputs).shape == mask.shape
         with pytest.raises(TypeError):
             selection.build(dep, mask, 0.5)  # keyword-only
+
+
+def test_registry_is_exported_with_the_flags_the_trainer_retypes_today():
+    assert vppo.algorithm.TOKEN_SELECTIONS is vppo.algorithm.selection.TOKEN_SELECTIONS
+    assert vppo.algorithm.TokenSelection is vppo.algorithm.selection.TokenSelection
+    assert "TOKEN_SELECTIONS" in vppo.algorithm.__all__
+    # The sets config.py / trainer.py spell out as tuples: switching to the flags changes nothing.
+    needs_dependency = {n for n, s in TOKEN_SELECTIONS.items() if s.needs_dependency}
+    needs_entropy = {n for n, s in TOKEN_SELECTIONS.items() if s.needs_entropy}
+    assert needs_dependency == {"topk", "soft", "union"}
+    assert needs_entropy == {"entropy", "union"}
+    assert tuple(TOKEN_SELECTIONS) == ("topk", "soft", "entropy", "random", "union", "none")
+    assert all(s.description and s.name == n for n, s in TOKEN_SELECTIONS.items())
 
 
 def test_algorithm_package_imports_only_torch_and_the_standard_library():

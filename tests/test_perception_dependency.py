@@ -418,6 +418,19 @@ def test_masks_with_other_values_are_refused_like_in_the_algorithm_layer(bad_val
         trajectory_dependency(x, _lengths_mask([5, 2], 5).to(torch.complex64))
 
 
+def test_estimator_registries_are_exported_with_every_name_once():
+    assert set(vppo.perception.__all__) >= {
+        "DEPENDENCY_ESTIMATORS",
+        "DISTRIBUTION_ESTIMATORS",
+        "TOKEN_ESTIMATORS",
+    }
+    assert vppo.perception.DEPENDENCY_ESTIMATORS == ("k3", "top1_drop", "kl", "jsd")
+    assert set(vppo.perception.DEPENDENCY_ESTIMATORS) == set(TOKEN_ESTIMATORS) | set(
+        DISTRIBUTION_ESTIMATORS
+    )
+    assert not set(TOKEN_ESTIMATORS) & set(DISTRIBUTION_ESTIMATORS)
+
+
 def test_perception_imports_no_trl_transformers_or_higher_vppo_layer():
     package = Path(vppo.perception.__file__).parent
     imported = set()

@@ -2,6 +2,10 @@
 loss pieces. Pure torch; imports nothing from TRL or transformers.
 
 Shapes: B = responses, T = response tokens; ``mask`` is a [B, T] response mask.
+
+``TOKEN_SELECTIONS`` (name -> ``TokenSelection`` with ``needs_dependency``, ``needs_entropy``,
+``description``) is the registry of selection variants: build choices and need-checks from it, and
+get every variant's weights from ``select_tokens(name, ...)``.
 """
 
 from __future__ import annotations

@@ -2,11 +2,15 @@
 
 Nothing in this package imports transformers or TRL, so other RL stacks can reuse it on the
 tensors they already have. See ``docs/perception.md``.
+
+The estimator registries ``TOKEN_ESTIMATORS`` and ``DISTRIBUTION_ESTIMATORS`` (and their names in
+order, ``DEPENDENCY_ESTIMATORS``) are exported here so that callers build their choices from them.
 """
 
 from __future__ import annotations
 
 from vppo.perception.dependency import (
+    DEPENDENCY_ESTIMATORS,
     DISTRIBUTION_ESTIMATORS,
     TOKEN_ESTIMATORS,
     distribution_dependency,
@@ -30,6 +34,7 @@ from vppo.perception.perturbations import (
 )
 
 __all__ = [
+    "DEPENDENCY_ESTIMATORS",
     "DISTRIBUTION_ESTIMATORS",
     "IMAGE_PERTURBATIONS",
     "LAYOUTS",

@@ -34,6 +34,7 @@ import torch
 from vppo._tensor_checks import LOG_RATIO_LIMIT, as_bool_mask_like, positive_int
 
 __all__ = [
+    "DEPENDENCY_ESTIMATORS",
     "DISTRIBUTION_ESTIMATORS",
     "TOKEN_ESTIMATORS",
     "distribution_dependency",
@@ -86,6 +87,13 @@ DISTRIBUTION_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.
     "jsd": _jsd_from_log_probs,
 }
 """Full-distribution divergences ``fn(log_p_real [N,V], log_p_perturbed [N,V]) -> [N]``."""
+
+DEPENDENCY_ESTIMATORS: tuple[str, ...] = (*TOKEN_ESTIMATORS, *DISTRIBUTION_ESTIMATORS)
+"""Every estimator name, the sampled-token ones first: the choices for a config or a CLI.
+
+``name in TOKEN_ESTIMATORS`` tells which function scores it (:func:`token_dependency` from the
+sampled tokens' log-probs, else :func:`full_kl_dependency` / :func:`distribution_dependency`).
+"""
 
 
 # --------------------------------------------------------------------------------------------
