@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -14,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from vppo.data import load_training_dataset
+from vppo.data import TrainingDataOptions, load_template, load_training_dataset
+from vppo.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 INSTRUCTION = (
     "You first think through the reasoning process as an internal monologue, enclosed within "
@@ -258,10 +260,15 @@ def test_folder_with_one_split_in_two_formats_is_refused(tmp_path, cache):
         "one format in the folder or pass one file as the dataset."
     )
     # either file on its own, or another split in another format, is fine
-    _check_common_form(load_training_dataset(tmp_path / "train.parquet", cache_dir=cache,
-                                             **NO_RESIZE), ["red"], [["red"]])
+    _check_common_form(
+        load_training_dataset(tmp_path / "train.parquet", cache_dir=cache, **NO_RESIZE),
+        ["red"],
+        [["red"]],
+    )
     (tmp_path / "train.parquet").rename(tmp_path / "test.parquet")
-    _check_common_form(load_training_dataset(tmp_path, cache_dir=cache, **NO_RESIZE), ["red"], [["red"]])
+    _check_common_form(
+        load_training_dataset(tmp_path, cache_dir=cache, **NO_RESIZE), ["red"], [["red"]]
+    )
 
 
 def test_in_memory_dataset_without_placeholders_puts_images_first():
@@ -295,7 +302,8 @@ def test_images_are_resized_into_the_pixel_range_when_read():
             "answer": ["1", "2"],
         }
     )
-    ds = load_training_dataset(src, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)  # the recipes' range
+    # the recipes' range
+    ds = load_training_dataset(src, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
     big, small = ds[0]["images"][0], ds[1]["images"][0]
     assert big.size == (1416, 708)
     assert 256 * 28 * 28 <= small.width * small.height <= 1280 * 28 * 28
@@ -310,7 +318,9 @@ def test_images_are_resized_into_the_pixel_range_when_read():
     )
     official_range = dict(min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
     white = load_training_dataset(src, **official_range)[0]["images"][0]
-    official = load_training_dataset(src, resize_rounding="official", alpha="drop", **official_range)[0]["images"][0]
+    official = load_training_dataset(
+        src, resize_rounding="official", alpha="drop", **official_range
+    )[0]["images"][0]
     assert white.size == (294, 685) and white.getpixel((5, 5)) == (255, 255, 255)
     assert official.size == (293, 684) and official.getpixel((5, 5)) == (0, 0, 0)
 
@@ -419,7 +429,8 @@ def test_image_smaller_than_a_patch(tmp_path, cache):
         match=r"row 0 of .*image 0 \(.*tiny\.png\) is 20x12 px after resizing, smaller than one 28-px patch",
     ):
         load_training_dataset(path, min_pixels=None, cache_dir=cache)
-    ds = load_training_dataset(path, min_pixels=256 * 28 * 28, cache_dir=cache)  # the recipes' min_pixels upscales it
+    # the recipes' min_pixels upscales it
+    ds = load_training_dataset(path, min_pixels=256 * 28 * 28, cache_dir=cache)
     assert min(ds[0]["images"][0].size) >= 28
 
 
@@ -549,3 +560,239 @@ def test_bad_arguments_and_sources(tmp_path):
         FileNotFoundError, match="could not load the Hub dataset 'nobody/no_such_dataset'"
     ):
         load_training_dataset("nobody/no_such_dataset")
+
+
+# ----------------------------------------------------------------------------- TrainingDataOptions
+
+
+class _NotATokenizer:
+    pass
+
+
+# Every check of the options, with the message the keywords have always given.
+BAD_OPTIONS = [
+    (
+        {"on_error": "ignore"},
+        ValueError,
+        "on_error must be one of ('raise', 'skip'), got 'ignore'.",
+    ),
+    (
+        {"validate": "deep"},
+        ValueError,
+        "validate must be True, False, 'header', 'full' or 'none', got 'deep'.",
+    ),
+    (
+        {"validate": 1},
+        ValueError,
+        "validate must be True, False, 'header', 'full' or 'none', got 1.",
+    ),
+    ({"alpha": "black"}, ValueError, "alpha must be one of ('white', 'drop'), got 'black'."),
+    (
+        {"resize_rounding": "up"},
+        ValueError,
+        "resize_rounding must be one of ('bounded', 'official'), got 'up'.",
+    ),
+    ({"min_pixels": 0}, ValueError, "min_pixels must be a positive integer or None, got 0."),
+    ({"max_pixels": True}, ValueError, "max_pixels must be a positive integer or None, got True."),
+    (
+        {"min_pixels": 100, "max_pixels": 10},
+        ValueError,
+        "min_pixels (100) must not exceed max_pixels (10).",
+    ),
+    (
+        {"min_image_side": 2.5},
+        ValueError,
+        "min_image_side must be a positive integer or None, got 2.5.",
+    ),
+    (
+        {"max_aspect_ratio": 0.5},
+        ValueError,
+        "max_aspect_ratio must be a number >= 1 or None, got 0.5.",
+    ),
+    ({"problem_column": ""}, ValueError, "problem_column must be a non-empty column name, got ''."),
+    (
+        {"answer_column": None},
+        ValueError,
+        "answer_column must be a non-empty column name, got None.",
+    ),
+    (
+        {"image_column": ["a", ""]},
+        ValueError,
+        "image_column must be a column name, a list of names or None, got ['a', ''].",
+    ),
+    ({"keep_columns": [""]}, ValueError, "keep_columns must hold column names, got ''."),
+    (
+        {"keep_columns": "prompt"},
+        ValueError,
+        "keep_columns cannot include 'prompt': the loader writes that column itself.",
+    ),
+    (
+        {"keep_columns": ["id", "id"]},
+        ValueError,
+        "keep_columns lists a column twice: ['id', 'id'].",
+    ),
+    ({"system_prompt": 3}, ValueError, "system_prompt must be a string or None, got int."),
+    (
+        {"image_placeholder": ""},
+        ValueError,
+        "image_placeholder must be a non-empty string, got ''.",
+    ),
+    (
+        {"max_prompt_tokens": 0},
+        ValueError,
+        "max_prompt_tokens must be a positive integer or None, got 0.",
+    ),
+    (
+        {"max_prompt_tokens": 4},
+        ValueError,
+        "max_prompt_tokens needs a tokenizer (or processor) to count tokens; pass tokenizer=.",
+    ),
+    (
+        {"max_prompt_tokens": 4, "tokenizer": _NotATokenizer()},
+        ValueError,
+        "tokenizer must be a callable Hugging Face tokenizer, got _NotATokenizer.",
+    ),
+    (
+        {"image_dir": "/no/such/folder"},
+        FileNotFoundError,
+        "image_dir /no/such/folder is not an existing folder.",
+    ),
+    (
+        {"prompt_template": ""},
+        ValueError,
+        "prompt_template is an empty string; pass a template name, path or source.",
+    ),
+    (
+        {"max_samples": True},
+        ValueError,
+        "max_samples must be a positive integer or None, got True.",
+    ),
+    ({"seed": "1"}, ValueError, "seed must be an integer or None, got '1'."),
+    ({"split": ""}, ValueError, "split must be a non-empty string, got ''."),
+    # with two bad values, the one checked first is named, as before
+    (
+        {"split": "", "on_error": "x"},
+        ValueError,
+        "on_error must be one of ('raise', 'skip'), got 'x'.",
+    ),
+    (
+        {"max_samples": 0, "prompt_template": ""},
+        ValueError,
+        "prompt_template is an empty string; pass a template name, path or source.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), BAD_OPTIONS)
+def test_options_refuse_bad_values_as_the_keywords_do(kwargs, error, message):
+    src = datasets.Dataset.from_dict({"problem": ["q"], "answer": ["1"]})
+    with pytest.raises(error) as built:
+        TrainingDataOptions(**kwargs)
+    with pytest.raises(error) as loaded:
+        load_training_dataset(src, **kwargs)
+    assert str(built.value) == str(loaded.value) == message
+    # keywords that replace fields of a good options object are checked the same way
+    with pytest.raises(error) as replaced:
+        load_training_dataset(src, options=TrainingDataOptions(), **kwargs)
+    assert str(replaced.value) == message
+
+
+def test_options_and_keywords_give_identical_datasets(tmp_path, cache):
+    (tmp_path / "r.png").write_bytes(_png("red", size=(300, 40)))
+    (tmp_path / "g.png").write_bytes(_png("green"))
+    path = _jsonl(
+        tmp_path,
+        [
+            {"problem": "<image>a", "answer": "\\boxed{1}", "images": ["r.png"], "id": "x"},
+            {"problem": "<image>b", "answer": "2", "images": ["gone.png"], "id": "y"},
+            {"problem": "c <image><image>", "answer": "3", "images": ["g.png", "r.png"], "id": "z"},
+            {"problem": "<image>d", "answer": "4", "images": ["g.png"], "id": "w"},
+        ],
+    )
+    kwargs = dict(
+        on_error="skip",
+        keep_columns=["id"],
+        system_prompt="Be brief.",
+        min_pixels=28 * 28,
+        max_pixels=96 * 96,
+        resize_rounding="official",
+        max_samples=3,
+        seed=1,
+        cache_dir=cache,
+    )
+
+    def rows(ds):
+        return [{**r, "images": [(i.size, i.tobytes()) for i in r["images"]]} for r in ds]
+
+    by_keywords = load_training_dataset(path, **kwargs)
+    by_options = load_training_dataset(path, options=TrainingDataOptions(**kwargs))
+    assert by_keywords.column_names == by_options.column_names
+    assert by_keywords.features == by_options.features
+    assert rows(by_keywords) == rows(by_options) and len(by_keywords) >= 2
+    # keywords given with options= replace those fields
+    other_seed = TrainingDataOptions(**{**kwargs, "seed": 5})
+    assert rows(load_training_dataset(path, options=other_seed)) != rows(by_keywords)
+    assert rows(load_training_dataset(path, options=other_seed, seed=1)) == rows(by_keywords)
+
+
+def test_every_option_field_has_help_and_todays_default():
+    fields = {f.name: f for f in dataclasses.fields(TrainingDataOptions)}
+    for name, f in fields.items():
+        assert isinstance(f.metadata.get("help"), str) and len(f.metadata["help"]) > 20, name
+    defaults = {
+        "split": "train",
+        "image_column": "images",
+        "problem_column": "problem",
+        "answer_column": "answer",
+        "prompt_template": None,
+        "system_prompt": None,
+        "min_pixels": DEFAULT_MIN_PIXELS,
+        "max_pixels": DEFAULT_MAX_PIXELS,
+        "min_image_side": 28,
+        "max_aspect_ratio": 200.0,
+        "alpha": "white",
+        "resize_rounding": "bounded",
+        "image_dir": None,
+        "max_samples": None,
+        "seed": 0,
+        "validate": True,
+        "on_error": "raise",
+        "max_prompt_tokens": None,
+        "tokenizer": None,
+        "skip_long_prompts": False,
+        "keep_columns": (),
+        "unwrap_boxed_answer": True,
+        "image_placeholder": "<image>",
+        "cache_dir": None,
+    }
+    assert {name: f.default for name, f in fields.items()} == defaults
+
+
+def test_options_are_normalised_once_and_frozen(tmp_path):
+    options = TrainingDataOptions(
+        image_column="pic",
+        keep_columns="id",
+        validate=False,
+        prompt_template="plain",
+        image_dir=tmp_path,
+        skip_long_prompts=1,
+    )
+    assert options.image_column == ("pic",) and options.keep_columns == ("id",)
+    assert options.validate == "none" and options.prompt_template == load_template("plain")
+    assert options.image_dir == tmp_path.resolve() and options.skip_long_prompts is True
+    assert TrainingDataOptions(image_column=None).image_column is None
+    assert dataclasses.replace(options) == options  # normalising again changes nothing
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.on_error = "skip"
+
+
+def test_unknown_keywords_and_options_of_the_wrong_type():
+    src = datasets.Dataset.from_dict({"problem": ["q"], "answer": ["1"]})
+    # the internal names of three knobs are not keywords
+    with pytest.raises(
+        TypeError,
+        match=r"^load_training_dataset\(\) got an unexpected keyword argument 'min_side'$",
+    ):
+        load_training_dataset(src, min_side=28)
+    with pytest.raises(ValueError, match="^options must be a TrainingDataOptions, got dict.$"):
+        load_training_dataset(src, options={"on_error": "skip"})

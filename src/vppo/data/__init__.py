@@ -13,7 +13,7 @@ from vppo.data.images import (
     resize_to_pixel_limits,
     to_rgb_image,
 )
-from vppo.data.loading import load_training_dataset
+from vppo.data.loading import TrainingDataOptions, load_training_dataset
 from vppo.data.prompts import (
     DEFAULT_TEMPLATE,
     IMAGE_PLACEHOLDER,
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "IMAGE_PLACEHOLDER",
     "PromptTemplate",
+    "TrainingDataOptions",
     "available_templates",
     "build_prompt_messages",
     "check_image_geometry",

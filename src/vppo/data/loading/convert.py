@@ -24,7 +24,7 @@ from vppo.data.images import (
     image_size,
     pixel_limited_size,
 )
-from vppo.data.loading.options import _Options
+from vppo.data.loading.options import TrainingDataOptions
 from vppo.data.loading.sources import _Part
 from vppo.data.prompts import build_prompt_messages
 
@@ -79,20 +79,20 @@ def _missing_column(
     )
 
 
-def _image_columns(part: _Part, opts: _Options) -> list[str]:
+def _image_columns(part: _Part, opts: TrainingDataOptions) -> list[str]:
     columns = part.dataset.column_names
-    if opts.image_columns is None:
+    if opts.image_column is None:
         return []
     aliases = _imagefolder_aliases(columns) if part.is_metadata else {}
     resolved = []
-    for name in opts.image_columns:
+    for name in opts.image_column:
         if name in columns:
             resolved.append(name)
         elif name in aliases:
             resolved.append(aliases[name])
-        elif opts.image_columns == ("images",) and "image" in columns:
+        elif opts.image_column == ("images",) and "image" in columns:
             resolved.append("image")
-        elif opts.image_columns == ("images",) and part.is_metadata and aliases:
+        elif opts.image_column == ("images",) and part.is_metadata and aliases:
             resolved.extend(aliases.values())
         else:
             raise _missing_column(
@@ -186,7 +186,7 @@ class _PartPlan:
     template_vars: list[str]
 
 
-def _plan(part: _Part, opts: _Options) -> _PartPlan:
+def _plan(part: _Part, opts: TrainingDataOptions) -> _PartPlan:
     ds = part.dataset
     columns = ds.column_names
     chat = next((c for c in ("messages", "conversations") if c in columns), None)
@@ -205,11 +205,11 @@ def _plan(part: _Part, opts: _Options) -> _PartPlan:
         if name not in columns:
             raise _missing_column("keep", name, part, columns)
     image_cols = _image_columns(part, opts)
-    extra_vars = sorted(opts.template.variables - {"problem", "content"})
+    extra_vars = sorted(opts.prompt_template.variables - {"problem", "content"})
     for name in extra_vars:
         if name not in columns:
             raise ValueError(
-                f"prompt template {opts.template.name} uses variable '{name}', which is not a column of "
+                f"prompt template {opts.prompt_template.name} uses variable '{name}', which is not a column of "
                 f"{part.label}; available columns: {', '.join(columns)}."
             )
     schema = ds.data.schema
@@ -221,7 +221,7 @@ def _plan(part: _Part, opts: _Options) -> _PartPlan:
     return _PartPlan(image_cols, by_reference, extra_vars)
 
 
-def _convert_part(part: _Part, rows: list[int] | None, opts: _Options):
+def _convert_part(part: _Part, rows: list[int] | None, opts: TrainingDataOptions):
     """Check and convert one part; returns (dataset, [(row, field, message), ...] of skipped rows)."""
     import datasets
     from datasets import Features, Image, List, Value
@@ -358,17 +358,17 @@ def _convert_row(batch, j, row, part, plan, opts, base_dir):
     entries = _row_images(batch, j, plan.image_cols, where_row)
     variables = {name: batch[name][j] for name in plan.template_vars}
     try:
-        text = opts.template.render(problem, **variables)
+        text = opts.prompt_template.render(problem, **variables)
     except Exception as exc:  # jinja raises assorted errors on bad values
         raise _RowError(
-            f"{where_row}: rendering prompt template {opts.template.name} failed ({exc}).",
+            f"{where_row}: rendering prompt template {opts.prompt_template.name} failed ({exc}).",
             "prompt",
         ) from exc
-    count = text.count(opts.placeholder)
+    count = text.count(opts.image_placeholder)
     if count and count != len(entries):
         fields = "+".join(plan.image_cols) if plan.image_cols else "images"
         raise _RowError(
-            f"{where_row}: field '{opts.problem_column}' has {count} '{opts.placeholder}' "
+            f"{where_row}: field '{opts.problem_column}' has {count} '{opts.image_placeholder}' "
             f"placeholder{'s' * (count != 1)} but field '{fields}' holds {len(entries)} "
             f"image{'s' * (len(entries) != 1)}.",
             "images",
@@ -387,14 +387,16 @@ def _convert_row(batch, j, row, part, plan, opts, base_dir):
                     source=part.label,
                     index=index,
                 )
-                tw, th = pixel_limited_size(w, h, opts.min_pixels, opts.max_pixels, opts.rounding)
+                tw, th = pixel_limited_size(
+                    w, h, opts.min_pixels, opts.max_pixels, opts.resize_rounding
+                )
                 path = value if isinstance(value, str) else None
                 if isinstance(value, dict) and not value.get("bytes"):
                     path = value.get("path")
                 check_image_geometry(
                     tw,
                     th,
-                    min_side=opts.min_side,
+                    min_side=opts.min_image_side,
                     max_aspect_ratio=opts.max_aspect_ratio,
                     row=row,
                     field=col,
@@ -409,19 +411,21 @@ def _convert_row(batch, j, row, part, plan, opts, base_dir):
             materialized.append(_materialize(value, base_dir))
 
     messages = build_prompt_messages(
-        text, len(entries), system_prompt=opts.system_prompt, placeholder=opts.placeholder
+        text, len(entries), system_prompt=opts.system_prompt, placeholder=opts.image_placeholder
     )
     for message in messages:
         message["content"] = [
             {"type": p["type"], "text": p.get("text")} for p in message["content"]
         ]
-    token_text = text.replace(opts.placeholder, "")
+    token_text = text.replace(opts.image_placeholder, "")
     if opts.system_prompt:
         token_text = opts.system_prompt + "\n" + token_text
     return messages, answer, materialized, token_text
 
 
-def _check_token_counts(out: dict, texts: list[str | None], part: _Part, opts: _Options) -> None:
+def _check_token_counts(
+    out: dict, texts: list[str | None], part: _Part, opts: TrainingDataOptions
+) -> None:
     todo = [i for i, t in enumerate(texts) if t is not None]
     if not todo:
         return

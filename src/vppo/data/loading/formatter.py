@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from vppo.data.images import prepare_image
+from vppo.data.loading.options import TrainingDataOptions
 
 logger = logging.getLogger("vppo.data.loading")  # the package's logger (docs/data.md)
 
@@ -16,19 +18,17 @@ class _RowFormatter:
     A top-level class (not a closure) so that datasets with it can be pickled to DataLoader workers.
     """
 
-    def __init__(
-        self, *, base_dir, min_pixels, max_pixels, min_side, max_aspect_ratio, alpha, rounding
-    ):
+    def __init__(self, *, base_dir: Path | None, options: TrainingDataOptions):
         self.base_dir = base_dir
         self.source = None  # the untransformed rows; set by load_training_dataset
         self._fallback_row: dict | None = None
-        self.image_kwargs = {
-            "min_pixels": min_pixels,
-            "max_pixels": max_pixels,
-            "min_side": min_side,
-            "max_aspect_ratio": max_aspect_ratio,
-            "alpha": alpha,
-            "rounding": rounding,
+        self.image_kwargs = {  # the image options, under prepare_image's names
+            "min_pixels": options.min_pixels,
+            "max_pixels": options.max_pixels,
+            "min_side": options.min_image_side,
+            "max_aspect_ratio": options.max_aspect_ratio,
+            "alpha": options.alpha,
+            "rounding": options.resize_rounding,
         }
 
     def _images(self, value: Any) -> list:
