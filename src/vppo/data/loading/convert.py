@@ -27,13 +27,14 @@ from vppo.data.images import (
 from vppo.data.loading.options import TrainingDataOptions
 from vppo.data.loading.sources import _Part
 from vppo.data.prompts import build_prompt_messages
+from vppo.rewards.grader import unwrap_boxed
 
 logger = logging.getLogger("vppo.data.loading")  # the package's logger (docs/data.md)
 
 _ERROR, _ROW = "__vppo_error__", "__vppo_row__"
 
 
-class _RowError(ValueError):
+class _BadRow(ValueError):
     """A bad row; ``field`` feeds the skip report."""
 
     def __init__(self, message: str, field: str):
@@ -108,36 +109,22 @@ def _image_columns(part: _Part, opts: TrainingDataOptions) -> list[str]:
 # --------------------------------------------------------------------------- conversion
 
 
-def _unwrap_boxed(text: str) -> str:
-    prefix = "\\boxed{"
-    if not (text.startswith(prefix) and text.endswith("}")):
-        return text
-    depth = 0
-    for i in range(len(prefix) - 1, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[len(prefix) : -1].strip() if i == len(text) - 1 else text
-    return text
-
-
 def _clean_answer(value: Any, where: str, unwrap: bool) -> str:
     if value is None:
-        raise _RowError(
-            f"{where} is null; every training row needs a ground-truth answer.", "answer"
-        )
+        raise _BadRow(f"{where} is null; every training row needs a ground-truth answer.", "answer")
     if isinstance(value, float) and not math.isfinite(value):
-        raise _RowError(f"{where} is {value}, not a usable ground-truth answer.", "answer")
+        raise _BadRow(f"{where} is {value}, not a usable ground-truth answer.", "answer")
     if isinstance(value, (bool, int, float)):
         value = str(value)
     if not isinstance(value, str):
-        raise _RowError(
+        raise _BadRow(
             f"{where} must be a string or a number, got {type(value).__name__}.", "answer"
         )
     text = value.strip()
     if unwrap:
-        text = _unwrap_boxed(text)
+        text = unwrap_boxed(text)
     if not text:
-        raise _RowError(
+        raise _BadRow(
             f"{where} is empty; every training row needs a ground-truth answer.", "answer"
         )
     return text
@@ -155,7 +142,7 @@ def _row_images(
         if isinstance(value, list):
             for k, item in enumerate(value):
                 if item is None:
-                    raise _RowError(f"{where_row}, field '{col}', image {k} is null.", "images")
+                    raise _BadRow(f"{where_row}, field '{col}', image {k} is null.", "images")
                 entries.append((col, k, item))
         else:
             entries.append((col, None, value))
@@ -257,7 +244,7 @@ def _convert_part(part: _Part, rows: list[int] | None, opts: TrainingDataOptions
                     batch, j, row, part, plan, opts, base_dir
                 )
                 error = None
-            except (_RowError, ValueError, FileNotFoundError) as exc:
+            except (_BadRow, ValueError, FileNotFoundError) as exc:
                 if opts.on_error == "raise":
                     raise
                 prompt, answer, images, text = [], "", [], None
@@ -337,17 +324,17 @@ def _undecoded(features, columns: list[str]):
 
 
 def _convert_row(batch, j, row, part, plan, opts, base_dir):
-    """Prompt messages, answer, materialized images and prompt text of one row (or _RowError)."""
+    """Prompt messages, answer, materialized images and prompt text of one row (or _BadRow)."""
     where_row = describe_location(row, part.label)
 
     problem = batch[opts.problem_column][j]
     where = describe_location(row, part.label, opts.problem_column)
     if problem is None:
-        raise _RowError(f"{where} is null; every training row needs a problem text.", "problem")
+        raise _BadRow(f"{where} is null; every training row needs a problem text.", "problem")
     if not isinstance(problem, str):
-        raise _RowError(f"{where} must be a string, got {type(problem).__name__}.", "problem")
+        raise _BadRow(f"{where} must be a string, got {type(problem).__name__}.", "problem")
     if not problem.strip():
-        raise _RowError(f"{where} is empty.", "problem")
+        raise _BadRow(f"{where} is empty.", "problem")
 
     answer = _clean_answer(
         batch[opts.answer_column][j],
@@ -360,14 +347,14 @@ def _convert_row(batch, j, row, part, plan, opts, base_dir):
     try:
         text = opts.prompt_template.render(problem, **variables)
     except Exception as exc:  # jinja raises assorted errors on bad values
-        raise _RowError(
+        raise _BadRow(
             f"{where_row}: rendering prompt template {opts.prompt_template.name} failed ({exc}).",
             "prompt",
         ) from exc
     count = text.count(opts.image_placeholder)
     if count and count != len(entries):
         fields = "+".join(plan.image_cols) if plan.image_cols else "images"
-        raise _RowError(
+        raise _BadRow(
             f"{where_row}: field '{opts.problem_column}' has {count} '{opts.image_placeholder}' "
             f"placeholder{'s' * (count != 1)} but field '{fields}' holds {len(entries)} "
             f"image{'s' * (len(entries) != 1)}.",

@@ -79,7 +79,7 @@ def _load_parts(source: Any, split: str, cache_dir) -> list[_Part]:
     path = Path(os.path.expanduser(text))
     if path.exists():
         path = path.resolve()
-        return _load_local(path, split, cache)
+        return _local_parts(path, split, cache)
     if (
         not _HUB_NAME_RE.match(text)
         or text.lower().endswith(DATA_FILE_SUFFIXES)
@@ -97,7 +97,7 @@ def _load_parts(source: Any, split: str, cache_dir) -> list[_Part]:
     return [_Part(ds, f"Hub dataset '{text}' (split '{split}')", None)]
 
 
-def _load_local(path: Path, split: str, cache: str | None) -> list[_Part]:
+def _local_parts(path: Path, split: str, cache: str | None) -> list[_Part]:
     import datasets
 
     if path.is_file():
