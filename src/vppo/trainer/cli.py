@@ -15,9 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from vppo.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
+# Recipe loading and scaling down live in recipes.py; these names stay importable from here.
+from vppo.trainer.recipes import (  # noqa: F401
+    RECIPES_DIR,
+    SCALED_DOWN,
+    SCALED_DOWN_MODELS,
+    load_recipe,
+    parse_with_recipe,
+    recipe_from_argv,
+    recipe_path,
+    scale_down,
+)
+from vppo.trainer.recipes import flag_value as _flag_value
+from vppo.trainer.recipes import truthy as _truthy
 
 logger = logging.getLogger(__name__)
 
@@ -103,55 +116,11 @@ class TrainScriptArguments:
         default=False,
         metadata={
             "help": "Run the recipe at CPU scale: only the size fields listed in "
-            "vppo.trainer.cli.SCALED_DOWN change (model -> a tiny model of the same family, batch "
+            "vppo.trainer.recipes.SCALED_DOWN change (model -> a tiny model of the same family, batch "
             "sizes, lengths, steps, data -> synthetic, device -> CPU); every algorithm and engine "
             "switch (vLLM, dynamic sampling, estimator, selection, TAS, delta, NLL) stays."
         },
     )
-
-
-# The one list of what `--scaled_down` changes. Keys are recipe fields; everything else in the
-# recipe (every algorithm and engine switch) is kept. Ratios that define the official structure
-# survive: steps_per_generation = 3 x gradient_accumulation_steps (3 updates per rollout).
-SCALED_DOWN: dict[str, object] = {
-    # model: a tiny one of the recipe's family (SCALED_DOWN_MODELS), float32, PyTorch attention
-    "dtype": "float32",
-    "attn_implementation": "sdpa",
-    # data: the synthetic visual task, its 56-px pictures, bare questions (what the demo model knows)
-    "dataset_name": "synthetic",
-    "dataset_split": "train",
-    "eval_dataset_name": None,
-    "synthetic_train_size": 64,
-    "prompt_template": "plain",
-    "min_pixels": 3136,
-    "max_pixels": 3136,
-    # batch sizes and lengths
-    "num_generations": 2,
-    "per_device_train_batch_size": 2,
-    "gradient_accumulation_steps": 1,
-    "steps_per_generation": 3,
-    "max_completion_length": 48,
-    "vllm_max_model_length": 1024,
-    "vllm_gpu_memory_utilization": 0.1,
-    # GPU memory only: vLLM's sleep mode needs the CUDA/ROCm/XPU allocator; on CPU vLLM refuses to
-    # start ("Sleep mode is not supported on current platform.", vllm/config/model.py)
-    "vllm_enable_sleep_mode": False,
-    "dynamic_sampling_max_rounds": 2,
-    # steps and bookkeeping: 4 optimizer steps = 2 rollouts, the second by the updated policy
-    "max_steps": 4,
-    "save_strategy": "no",
-    "eval_strategy": "no",
-    "logging_steps": 1,
-    "report_to": "none",
-    # device: one CPU process (vLLM tensor parallelism needs as many GPUs per engine)
-    "vllm_tensor_parallel_size": 1,
-    "bf16": False,
-    "use_cpu": True,
-}
-# model family (a substring of the recipe's model name) -> the tiny model that stands in for it.
-# "warmstart" is the demo's warm-started Qwen2.5-VL: its rewards are mixed, so dynamic sampling
-# keeps some groups and refills others, as in real training.
-SCALED_DOWN_MODELS = {"Qwen3-VL": "tiny:qwen3_vl", "Qwen2.5-VL": "warmstart", "tiny:": None}
 
 
 def check_output_dir(path: str) -> None:
@@ -453,70 +422,6 @@ def _process_alive(owner: dict) -> bool:
     return True
 
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def recipe_path(name: str) -> Path:
-    """A recipe file from a path, or a built-in name such as `qwen2_5_vl_7b_vppo` or `ablations/tas_only`."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml")
-                   if p.parent.name != "accelerate")
-    raise FileNotFoundError(f"--config: no recipe file {name!r}; built-in recipes are {', '.join(known)}.")
-
-
-def _read_yaml(path: Path):
-    """A recipe file's YAML (safe_load), or ValueError naming the file, the line and what to do."""
-    from vppo.data.settings import read_yaml_file
-
-    return read_yaml_file(path, f"--config: recipe {path}", "give a YAML file of field: value lines")
-
-
-def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
-    """A recipe as a dict, with `base:` recipes (paths relative to the file) merged underneath."""
-    path = recipe_path(name).resolve()
-    if path in _seen:
-        raise ValueError(f"--config: recipe {path} includes itself through `base:`.")
-    values = _read_yaml(path) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"--config: recipe {path} must be a mapping of field: value.")
-    base = values.pop("base", None)
-    if base is None:
-        return values
-    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-    return {**load_recipe(str(base_path), (*_seen, path)), **values}
-
-
-def scale_down(recipe: dict) -> dict:
-    """`recipe` with the SCALED_DOWN size fields replaced (and its model by a tiny one)."""
-    model = str(recipe.get("model_name_or_path", ""))
-    family = next((f for f in SCALED_DOWN_MODELS if f in model), None)
-    if family is None:
-        raise ValueError(f"--scaled_down: no tiny model stands in for model_name_or_path={model!r}; "
-                         f"known families: {', '.join(f for f in SCALED_DOWN_MODELS if f != 'tiny:')}.")
-    tiny = SCALED_DOWN_MODELS[family]
-    scaled = {**recipe, **SCALED_DOWN, **({"model_name_or_path": tiny} if tiny else {})}
-    # Never into the full run's folder (its checkpoints, its `--resume_from_checkpoint last`).
-    scaled["output_dir"] = f"{recipe.get('output_dir', 'runs/recipe')}_scaled_down"
-    return scaled
-
-
-def _flag_value(argv: list[str], name: str) -> tuple[str | None, list[str]]:
-    """The value of `--name value` / `--name=value` / bare `--name`, and argv without it."""
-    for i, arg in enumerate(argv):
-        if arg == name:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                return argv[i + 1], argv[:i] + argv[i + 2:]
-            return "true", argv[:i] + argv[i + 1:]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
-    return None, argv
-
-
 USAGE = ("vppo train [--accelerate_config NAME] [--config RECIPE] [--scaled_down] [--debug] "
          "[--FIELD VALUE ...]")
 DESCRIPTION = """\
@@ -586,10 +491,6 @@ def format_help() -> str:
     return formatter.format_help() + "\nall options:\n" + full
 
 
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
-
-
 def _quiet_parser_errors(parser) -> None:
     """argparse errors as one line (its usage line would list ~450 TRL flags)."""
     def error(message: str):
@@ -611,26 +512,12 @@ def build_parser():
 
 def parse(argv: list[str] | None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    scaled, argv = _flag_value(argv, "--scaled_down")
-    scaled = _truthy(scaled)
-    if scaled and "--config" not in argv:
-        raise ValueError("--scaled_down scales a recipe: give one with --config.")
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ValueError("--config needs a recipe name or path.")
-        merged = load_recipe(argv[i + 1])
-        if scaled:
-            merged = {**scale_down(merged), "scaled_down": True}
-        handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="vppo_recipe_", delete=False)
-        with handle:
-            yaml.safe_dump(merged, handle)
-        argv[i + 1] = handle.name
+    recipe, argv = recipe_from_argv(argv)
     if not torch.cuda.is_available() and not any(a.split("=")[0] in ("--bf16", "--use_cpu") for a in argv):
         # TrainingArguments refuses its bf16 default (and the recipes' bf16: true) without a GPU.
         logger.warning("No CUDA device: training in float32 on CPU (bf16=False, use_cpu=True).")
         argv += ["--bf16", "false", "--use_cpu", "true"]
-    return build_parser().parse_args_and_config(argv)
+    return parse_with_recipe(build_parser(), recipe, argv)
 
 
 def _interrupted_message(trainer, output_dir: str, argv: list[str], how: str = "interrupted") -> str:
