@@ -147,8 +147,8 @@ def split_reward(completions, **kwargs):
 
 def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int,
                  device: str = "cpu"):
-    from vppo.demo import load_policy, synthetic_split, training_dataset
     from vppo.rewards import accuracy_reward
+    from vppo.toy.demo import load_policy, synthetic_split, training_dataset
     from vppo.trainer import VPPOConfig, VPPOTrainer
 
     model, processor = load_policy()

@@ -192,9 +192,9 @@ def test_family_arguments_are_checked(tmp_path):
 def test_shipped_reasoning_checkpoint_loads_and_generates():
     import torch
 
-    from vppo.demo import default_checkpoint, synthetic_split
     from vppo.models import load_model_and_processor
-    from vppo.warmstart import prompt_messages, read_warmstart_info
+    from vppo.toy.demo import default_checkpoint, synthetic_split
+    from vppo.toy.warmstart import prompt_messages, read_warmstart_info
 
     folder = default_checkpoint("reasoning")
     assert folder == Path(str(resources.files("vppo") / "assets" / "warmstart_reasoning"))
@@ -218,7 +218,7 @@ def test_shipped_reasoning_checkpoint_loads_and_generates():
 
 
 def test_warm_start_config_family_defaults():
-    from vppo.warmstart import WarmStartConfig, build_parser
+    from vppo.toy.warmstart import WarmStartConfig, build_parser
 
     shapes = WarmStartConfig()
     assert (shapes.family, shapes.vocab_size, shapes.max_new_tokens) == ("shapes", 512, 48)

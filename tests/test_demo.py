@@ -8,7 +8,7 @@ import re
 import pytest
 
 from vppo.analysis import ResponseRecord
-from vppo.demo import (
+from vppo.toy.demo import (
     METHODS,
     QUICK_SETTINGS,
     DemoSettings,
@@ -56,7 +56,7 @@ def test_every_method_shares_the_cpu_setup_and_keeps_vppo_defaults(tmp_path):
 
 
 def test_highlight_brackets_the_tgf_selected_tokens():
-    from vppo.demo import _highlight
+    from vppo.toy.demo import _highlight
 
     tokens = ["<think>", "I", " see", " 3", " shapes", "</think>", " \\boxed{", "3", "}"]
     dep = [0.0, 0.0, 0.1, 4.0, 0.5, 0.0, 0.0, 2.0, 0.0]
@@ -69,7 +69,7 @@ def test_highlight_brackets_the_tgf_selected_tokens():
 
 
 def test_curve_keeps_the_steps_with_a_reward():
-    from vppo.demo import _curve
+    from vppo.toy.demo import _curve
 
     history = [{"step": 1, "reward": 0.5, "loss": 0.1, "vppo/dependency_mean": 0.2, "note": "x"},
                {"step": 2, "loss": 0.05},

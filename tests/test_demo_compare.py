@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from vppo import compare as compare_module
-from vppo.compare import (
+from vppo.toy import compare as compare_module
+from vppo.toy.compare import (
     COMPARE_DEFAULTS,
     aggregate,
     bootstrap_ci,
@@ -158,7 +158,7 @@ def test_fingerprint_of_the_stored_shapes_runs_is_unchanged():
 
 def test_the_task_sets_the_response_length():
     from vppo.data.synthetic import TASK_FAMILIES
-    from vppo.demo import TASK_MAX_COMPLETION_LENGTH
+    from vppo.toy.demo import TASK_MAX_COMPLETION_LENGTH
 
     assert set(TASK_MAX_COMPLETION_LENGTH) == set(TASK_FAMILIES)
     parse = build_parser().parse_args
@@ -262,8 +262,8 @@ def test_quick_reasoning_comparison_from_the_command_line(tmp_path, monkeypatch)
 def test_device_reaches_the_trainer_and_the_fingerprint(tmp_path):
     """`--device cuda` makes GPU runs (use_cpu off) under their own fingerprint; a bad device is
     one line naming the field."""
-    from vppo.compare import build_parser, run_fingerprint, settings_from_args
-    from vppo.demo import rl_config
+    from vppo.toy.compare import build_parser, run_fingerprint, settings_from_args
+    from vppo.toy.demo import rl_config
 
     cpu = settings_from_args(build_parser().parse_args([]))
     gpu = settings_from_args(build_parser().parse_args(["--device", "cuda"]))

@@ -14,7 +14,7 @@ import vppo
 from vppo.data.settings import resolve_prompt_settings
 from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS, make_synthetic_dataset, reference_solution
 from vppo.models import build_tiny_vlm, load_model_and_processor
-from vppo.warmstart import (
+from vppo.toy.warmstart import (
     WarmStartConfig,
     choose_num_threads,
     collate_sft,
@@ -66,7 +66,7 @@ def test_collate_puts_labels_on_response_tokens_only(tiny, rows):
 
 def test_sft_prompt_is_the_prompt_the_trainer_sees(tiny, rows):
     """The warm start must train on exactly the token layout RL later samples from."""
-    from vppo.demo import training_dataset
+    from vppo.toy.demo import training_dataset
 
     _, processor = tiny
     trl_rows = training_dataset(rows)

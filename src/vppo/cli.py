@@ -11,8 +11,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vppo.trainer.cli", "train a VLM with VPPO / DAPO / GRPO from a YAML recipe"),
     "eval": ("vppo.evaluation.cli", "evaluate a model on the paper's benchmarks (avg@k)"),
     "analyze": ("vppo.analysis.cli", "token-perception analysis: statistics, plots, HTML"),
-    "demo": ("vppo.demo", "train a small VLM with VPPO on CPU in minutes"),
-    "compare": ("vppo.compare", "GRPO vs DAPO vs VPPO on the synthetic task, several seeds"),
+    "demo": ("vppo.toy.demo", "train a small VLM with VPPO on CPU in minutes"),
+    "compare": ("vppo.toy.compare", "GRPO vs DAPO vs VPPO on the synthetic task, several seeds"),
     "plan": ("vppo.plan", "per-GPU memory budget of a recipe on N GPUs, arithmetic shown"),
 }
 

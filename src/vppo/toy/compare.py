@@ -3,7 +3,7 @@
 Every (method, seed) run starts from the same warm-started model of the task family (``--task``),
 trains for the same number of steps with the same prompts per step through the same
 `VPPOTrainer` (only the method's switches differ, read from the recipes by
-`vppo.demo.method_overrides`), and is scored by test avg@k. The command writes a markdown table
+`vppo.toy.demo.method_overrides`), and is scored by test avg@k. The command writes a markdown table
 in the style of the paper's Tables 1/2 — per method the mean over seeds with a 95% bootstrap
 confidence interval, and the difference to DAPO paired by seed with its own interval — plus a
 per-seed table, and a training-curve plot in the style of its Figure 5 (training reward per step,
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vppo.data.synthetic import TASK_FAMILIES
-from vppo.demo import (
+from vppo.toy.demo import (
     METHODS,
     TASK_MAX_COMPLETION_LENGTH,
     DemoSettings,
@@ -43,7 +43,7 @@ from vppo.demo import (
     train_rl,
     training_dataset,
 )
-from vppo.warmstart import (
+from vppo.toy.warmstart import (
     choose_num_threads,
     evaluate_pass_rate,
     synthetic_benchmark,

@@ -1,8 +1,8 @@
 """`vppo demo`: VPPO visibly improves a small VLM on the synthetic visual task, on a laptop CPU.
 
 The model is the warm-started tiny Qwen2.5-VL shipped in ``vppo/assets/warmstart`` (see
-`vppo.warmstart`); the data is `vppo.data.synthetic`; the trainer is the real `VPPOTrainer` with a
-`VPPOConfig`. The demo measures validation avg@k before and after training with the evaluation
+`vppo.toy.warmstart`); the data is `vppo.data.synthetic`; the trainer is the real `VPPOTrainer`
+with a `VPPOConfig`. The demo measures validation avg@k before and after training with the evaluation
 layer, then scores a few fresh responses with `vppo.analysis` and prints which tokens depend on
 the image.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vppo.models.checkpoints import default_checkpoint
-from vppo.warmstart import (
+from vppo.toy.warmstart import (
     DEMO_IMAGE_SIZE,
     DEMO_PROMPT_TEMPLATE,
     choose_num_threads,
