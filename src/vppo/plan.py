@@ -2,21 +2,27 @@
 
     vppo plan --config qwen2_5_vl_7b_vppo --gpus 8
     vppo plan --config qwen2_5_vl_32b_vppo --gpus 32 --nodes 4
-    vppo plan --config my_recipe.yaml --gpus 8 --model /path/to/checkpoint --gpu-memory-gb 141
+    vppo plan --config my_recipe.yaml --gpus 8 --model /path/to/checkpoint --gpu-memory-gb 150
 
-The budget adds up what one GPU holds in each phase of a training step:
+The budget adds up what one GPU holds in each phase of a training step, as the trainer runs it:
 
 - **generation**: the sharded model states, the colocated vLLM engine (its whole
-  `vllm_gpu_memory_utilization` share of the card) and the buffered `pixel_values`;
+  `vllm_gpu_memory_utilization` share of the card's total memory, which is what vLLM reserves)
+  and the rollout's `pixel_values`; with dynamic sampling, also the refill round being generated
+  beside the rounds kept so far. The previous rollout's micro-batches are freed before it starts.
+- **merge** (dynamic sampling): the kept rows of every round gathered into one batch while the
+  rounds are still alive (three rollouts' worth of `pixel_values` at most).
 - **scoring**: the no-grad forwards for old and perturbed-image log-probs (VPPO) at the micro-batch;
-- **update**: a forward/backward with gradient checkpointing at the micro-batch, including the
-  logits and log-softmax over the vocabulary.
+- **update**: a forward/backward with gradient checkpointing at the micro-batch, with TRL's fused
+  LM head, which scores the vocabulary in tiles and never builds [B, T, V] logits.
 
 The peak is the largest phase. Everything is plain arithmetic on the recipe and the model's
-config (no torch). GB = 10^9 bytes; an "80 GB" H100 has 85.5 x 10^9 bytes (79.6 GiB), so the
-plan errs on the safe side. It is an estimate: allocator fragmentation is not modelled, hence the
-recipes keep a margin below the card. The exit status is 0 when the peak fits, 1 when it does not,
-2 on bad input.
+config (no torch). The image size is the one `vppo train` resolves: the recipe's `max_pixels`,
+else the model folder's recorded one, else vppo's default. GB = 10^9 bytes, and `--gpu-memory-gb`
+is the card's total memory as CUDA reports it (an "80 GB" H100 or A100 reports 85.0 x 10^9
+bytes, 79.2 GiB; an H200 150). It is an estimate: allocator fragmentation is not modelled, hence
+the recipes keep a margin below the card (tests/test_plan.py asks for 8%). The exit status is 0
+when the peak fits, 1 when it does not, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ from pathlib import Path
 
 import yaml
 
+from vppo.data.images import DEFAULT_MAX_PIXELS
 from vppo.data.settings import OneLineParser, read_yaml_file
 
-__all__ = ["BUILTIN_MODELS", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
-           "model_shape", "parameter_counts", "read_sharding"]
+__all__ = ["BUILTIN_MODELS", "CARD_GB", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
+           "model_shape", "parameter_counts", "read_sharding", "recipe_max_pixels"]
 
 GB = 1e9
+# Total memory of an "80 GB" H100 or A100 as CUDA reports it (torch.cuda.mem_get_info): 79.2 GiB.
+# vLLM's share is a fraction of this total.
+CARD_GB = 85.0
 ACCELERATE_DIR = Path(__file__).resolve().parent / "recipes" / "accelerate"
 
 # Fixed per-GPU costs that do not scale with the model: CUDA context and kernels (~1 GB), NCCL
@@ -48,12 +58,11 @@ VLLM_SLEEP_RESIDUAL_GB = 2.0
 # Text tokens of a prompt besides the image: the official template (~70 tokens) plus a ViRL39K
 # question (TRL 1.16 has no prompt-length field to read; see max_prompt_tokens for vppo's cap).
 PROMPT_TEXT_TOKENS = 300
-# Full-vocabulary tensors alive at the update's peak, each [micro-batch, completion, vocab] in
-# bf16: the (temperature-scaled) logits, the per-row log-softmax outputs TRL saves for backward,
-# and the logits' gradient in backward.
-LOGITS_COPIES_UPDATE = 3
-# In the no-grad scoring forwards: the logits and their temperature-scaled copy.
-LOGITS_COPIES_SCORING = 2
+# TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) projects [tokens, vocabulary] tiles of
+# at most TOKEN_CHUNK_SIZE x _CHUNKED_LOGPROB_CHUNK_SIZE; its backward accumulates the head's
+# weight gradient [V, H] and the hidden states' gradient [N, H] in float32.
+HEAD_TILE_TOKENS = 4096
+HEAD_TILE_VOCAB = 32768
 # Sharded engines gather whole modules: the current one, the prefetched next one, and (backward)
 # the full gradient before its reduce-scatter.
 GATHERED_MODULES = 3
@@ -65,8 +74,6 @@ RECIPE_DEFAULTS = {
     "gradient_accumulation_steps": 1,
     "steps_per_generation": None,  # None: gradient_accumulation_steps
     "max_completion_length": 2048,
-    # vppo train's default comes from the model folder; a recipe without it is planned at the official value
-    "max_pixels": 1280 * 28 * 28,
     "use_vllm": False,
     "vllm_mode": "colocate",
     "vllm_gpu_memory_utilization": 0.3,
@@ -79,6 +86,7 @@ RECIPE_DEFAULTS = {
     "use_tas": True,
     "dependency_estimator": "k3",
     "kl_chunk_size": 1024,
+    "dynamic_sampling": True,
 }
 
 
@@ -318,7 +326,7 @@ def read_sharding(name: str) -> Sharding:
 # ---------------------------------------------------------------------------------------------
 # The budget
 # ---------------------------------------------------------------------------------------------
-PHASES = ("generation", "scoring", "update")
+PHASES = ("generation", "merge", "scoring", "update")
 
 
 @dataclass
@@ -383,7 +391,8 @@ _INTEGER_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps",
                    "max_completion_length", "max_pixels", "vllm_tensor_parallel_size", "kl_chunk_size",
                    "save_total_limit")
 _NUMBER_FIELDS = ("vllm_gpu_memory_utilization",)
-_BOOLEAN_FIELDS = ("use_vllm", "vllm_enable_sleep_mode", "gradient_checkpointing", "bf16", "use_tas")
+_BOOLEAN_FIELDS = ("use_vllm", "vllm_enable_sleep_mode", "gradient_checkpointing", "bf16", "use_tas",
+                   "dynamic_sampling")
 _BOOLEAN_WORDS = {"true": True, "yes": True, "y": True, "t": True, "1": True,
                   "false": False, "no": False, "n": False, "f": False, "0": False}  # as transformers reads flags
 
@@ -416,9 +425,25 @@ def _typed(recipe: dict) -> dict:
     return out
 
 
+def recipe_max_pixels(recipe: dict, model: str | None = None) -> int:
+    """The `max_pixels` `vppo train` resizes images to for `recipe` (and `model`, its
+    model_name_or_path unless given): the recipe's, else the model folder's recorded value
+    (vppo_prompt.json), else vppo's default. The same resolution as `vppo train`'s."""
+    from vppo.data.settings import resolve_prompt_settings
+
+    model = recipe.get("model_name_or_path") if model is None else model
+    given = _typed({"max_pixels": recipe.get("max_pixels")})["max_pixels"]
+    resolved = resolve_prompt_settings(model, max_pixels=given).max_pixels
+    if resolved is None:
+        raise ValueError("max_pixels is null (no upper bound): vppo plan needs an image size to plan for; "
+                         "set max_pixels in the recipe.")
+    return int(resolved)
+
+
 def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_gb: float,
                nodes: int = 1, name: str = "recipe") -> MemoryPlan:
-    """The per-GPU memory budget of `recipe` (a merged recipe dict) for model `m` on `gpus` cards."""
+    """The per-GPU memory budget of `recipe` (a merged recipe dict) for model `m` on `gpus` cards
+    of `card_gb` total memory. A recipe without `max_pixels` is planned at vppo's default."""
     r = _typed({**RECIPE_DEFAULTS, **recipe})
     counts = parameter_counts(m)
     n = counts["total"]
@@ -426,9 +451,10 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
     ga = int(r["gradient_accumulation_steps"])
     spg = int(r["steps_per_generation"] or ga)
     completion = int(r["max_completion_length"])
+    max_pixels = int(r.get("max_pixels") or DEFAULT_MAX_PIXELS)
     patch_px = m.patch_size * m.spatial_merge_size
-    patches = int(r["max_pixels"]) // m.patch_size**2  # ViT patches of one image at max_pixels
-    image_tokens = int(r["max_pixels"]) // patch_px**2  # after the 2 x 2 merge
+    patches = max_pixels // m.patch_size**2  # ViT patches of one image at max_pixels
+    image_tokens = max_pixels // patch_px**2  # after the 2 x 2 merge
     text_tokens = PROMPT_TEXT_TOKENS
     seq = image_tokens + text_tokens + completion
     mixed = bool(r["bf16"])
@@ -438,8 +464,10 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
     h, kv_width = m.hidden_size, m.num_kv_heads * m.head_dim
     colocate = bool(r["use_vllm"]) and r["vllm_mode"] == "colocate"
     sleep = colocate and bool(r["vllm_enable_sleep_mode"])
+    refills = bool(r["dynamic_sampling"])
     tp = int(r["vllm_tensor_parallel_size"])
-    all_phases, train_phases = PHASES, ("scoring", "update")
+    all_phases = PHASES
+    after_generation = ("merge", "scoring", "update")
     lines: list[Line] = []
 
     def states(label: str, nbytes: int, sharded: bool, offloaded: bool, what: str) -> None:
@@ -462,31 +490,47 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
 
     if colocate:
         util = float(r["vllm_gpu_memory_utilization"])
-        lines.append(Line("vLLM engine (generating)", f"{util} x {card_gb:g} GB (weights/TP + KV cache)",
+        lines.append(Line("vLLM engine (generating)", f"{util} x {card_gb:g} GB total (weights/TP + KV cache)",
                           util * card_gb, ("generation",)))
         if sleep:
             lines.append(Line("vLLM asleep (level 2)", "CUDA-graph pool and buffers (assumed)",
-                              VLLM_SLEEP_RESIDUAL_GB, train_phases))
+                              VLLM_SLEEP_RESIDUAL_GB, after_generation))
         else:
             lines.append(Line("vLLM engine (awake)", f"{util} x {card_gb:g} GB, no sleep mode",
-                              util * card_gb, train_phases))
+                              util * card_gb, after_generation))
     elif not r["use_vllm"]:
         kv = rows * seq * 2 * m.num_layers * kv_width * act_bytes
         lines.append(Line("KV cache (transformers generate)", f"{rows} rows x {seq} tok x 2 x {m.num_layers} "
                           f"x {kv_width} x {act_bytes} B", kv / GB, ("generation",)))
 
+    # pixel_values: float32 as the processor makes them; HF Trainer casts inputs to bf16 under DeepSpeed.
     pixel_width = m.in_channels * m.temporal_patch_size * m.patch_size**2
     pixel_bytes = 2 if (sharding.deepspeed and mixed) else 4
     pixels = rows * patches * pixel_width * pixel_bytes / GB
-    lines.append(Line("pixel_values buffer", f"{b} x {spg} rows x {patches} patches x {pixel_width} x "
+    lines.append(Line("pixel_values (the rollout)", f"{b} x {spg} rows x {patches} patches x {pixel_width} x "
                       f"{pixel_bytes} B", pixels, all_phases))
+    if refills:
+        # Kept rounds are pruned to at most one batch of rows; the round being generated is whole;
+        # merging them builds the batch once more before the rounds are released.
+        lines.append(Line("refill round (dynamic sampling)", "one more rollout's pixel_values", pixels,
+                          ("generation", "merge")))
+        lines.append(Line("merged batch (dynamic sampling)", "one more rollout's pixel_values", pixels, ("merge",)))
     if _needs_dependency(r):
-        lines.append(Line("perturbed pixel_values (VPPO)", "same as the buffer", pixels, ("scoring",)))
+        lines.append(Line("perturbed pixel_values (VPPO)", "same as the rollout's", pixels, ("scoring",)))
 
-    # No-grad scoring forwards (old and perturbed-image log-probs), micro-batched at b.
-    logits_row = b * completion * m.vocab_size * act_bytes
-    lines.append(Line("scoring logits", f"{LOGITS_COPIES_SCORING} x {b} x {completion} x {m.vocab_size} x "
-                      f"{act_bytes} B", LOGITS_COPIES_SCORING * logits_row / GB, ("scoring",)))
+    # No-grad scoring forwards (old and perturbed-image log-probs), chunks of b rows: one layer's
+    # activations at a time, and the fused head's tile over the completion's positions.
+    layer_text = _layer_elements(h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True)
+    layer_vision = _layer_elements(m.vision_hidden_size, 3 * m.vision_hidden_size, m.vision_intermediate_size,
+                                   gated=m.family != "qwen3_vl")
+    scored = b * completion  # completion positions the head scores per chunk
+    tile_tokens = min(scored, HEAD_TILE_TOKENS)
+    tile = tile_tokens * HEAD_TILE_VOCAB * act_bytes
+    lines.append(Line("scoring forward (one layer)", f"{b} x ({seq} tok x {layer_text} + {patches} patches x "
+                      f"{layer_vision}) x {act_bytes} B",
+                      b * (seq * layer_text + patches * layer_vision) * act_bytes / GB, ("scoring",)))
+    lines.append(Line("fused LM head (no grad)", f"{tile_tokens} x {HEAD_TILE_VOCAB} x {act_bytes} B tile + "
+                      f"{scored} tok x {h} x {act_bytes} B", (tile + scored * h * act_bytes) / GB, ("scoring",)))
     if _needs_dependency(r) and r["dependency_estimator"] in ("kl", "jsd"):
         chunk = int(r["kl_chunk_size"])
         exact = 2 * rows * completion * h * act_bytes + 4 * chunk * m.vocab_size * 4
@@ -494,9 +538,6 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
                           f" + 4 x {chunk} x {m.vocab_size} x 4 B", exact / GB, ("scoring",)))
 
     # Update: forward/backward with gradient checkpointing at micro-batch b.
-    layer_text = _layer_elements(h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True)
-    layer_vision = _layer_elements(m.vision_hidden_size, 3 * m.vision_hidden_size, m.vision_intermediate_size,
-                                   gated=m.family != "qwen3_vl")
     if r["gradient_checkpointing"]:
         lines.append(Line("text checkpoints", f"{m.num_layers} layers x {b} x {seq} tok x {h} x {act_bytes} B",
                           m.num_layers * b * seq * h * act_bytes / GB, ("update",)))
@@ -511,8 +552,9 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
     lines.append(Line("vision block recompute", f"{vision_layers} x {b} x {patches} patches x {layer_vision} x "
                       f"{act_bytes} B x 2", vision_layers * b * patches * layer_vision * act_bytes * 2 / GB,
                       ("update",)))
-    lines.append(Line("logits + log-softmax + grad", f"{LOGITS_COPIES_UPDATE} x {b} x {completion} x "
-                      f"{m.vocab_size} x {act_bytes} B", LOGITS_COPIES_UPDATE * logits_row / GB, ("update",)))
+    head_grads = scored * h * (4 + act_bytes) + m.vocab_size * h * (4 + p_bytes)
+    lines.append(Line("fused LM head + its grads", f"tile + {scored} tok x {h} x {4 + act_bytes} B + "
+                      f"{m.vocab_size} x {h} x {4 + p_bytes} B (fp32 grads)", (tile + head_grads) / GB, ("update",)))
     lines.append(Line("CUDA / NCCL overhead", "context, communicators, buckets (fixed)", CUDA_OVERHEAD_GB,
                       all_phases))
 
@@ -522,10 +564,11 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
         f" + {counts['vision'] / 1e9:.2f} B vision",
         f"sharding  {sharding.name}: {sharding.description}; over {gpus} GPUs ({nodes} node"
         f"{'s' if nodes > 1 else ''} x {per_node})",
-        f"sequence  {seq:,} tokens = {image_tokens:,} image ({int(r['max_pixels']):,} px / {patch_px}^2) + "
+        f"sequence  {seq:,} tokens = {image_tokens:,} image ({max_pixels:,} px / {patch_px}^2) + "
         f"{text_tokens} text + {completion:,} completion; micro-batch {b}",
         f"rollout   {rows * gpus:,} responses = {b} x {spg} steps_per_generation x {gpus} GPUs; "
-        f"{spg / ga:g} updates of {b * ga * gpus:,} ({b} x {ga} accumulation x {gpus})",
+        f"{spg / ga:g} updates of {b * ga * gpus:,} ({b} x {ga} accumulation x {gpus})"
+        + ("; dynamic sampling refills" if refills else ""),
     ]
     # A checkpoint holds the weights as saved (parameters' dtype) and the optimizer state (fp32 master
     # weights and Adam's two moments when mixed), summed over all shards; save_total_limit of them are kept.
@@ -560,13 +603,13 @@ def format_plan(plan: MemoryPlan) -> str:
     """The budget as a table; the last line is `peak per GPU: X GB of Y GB`."""
     width = max(len(line.formula) for line in plan.lines)
     out = [f"vppo plan: {plan.recipe} on {plan.gpus} x {plan.card_gb:g} GB GPUs", *plan.header, "",
-           f"{'component':<32} {'arithmetic':<{width}} {'GB':>7}  phases (g s u)"]
+           f"{'component':<32} {'arithmetic':<{width}} {'GB':>7}  phases (g m s u)"]
     for line in plan.lines:
         marks = " ".join("x" if p in line.phases else "." for p in PHASES)
         out.append(f"{line.name:<32} {line.formula:<{width}} {line.gb:>7.2f}  {marks}")
     out.append("")
     out.append("phases: " + ", ".join(f"{p} {plan.phase_gb(p):.1f} GB" for p in PHASES)
-               + f" (g = generation, s = scoring, u = update; peak: {plan.peak_phase})")
+               + f" (g = generation, m = merge, s = scoring, u = update; peak: {plan.peak_phase})")
     out += [f"note: {note}" for note in plan.notes]
     if not plan.fits:
         out.append(f"does NOT fit: {plan.peak_gb - plan.card_gb:.1f} GB over the card in the {plan.peak_phase} phase.")
@@ -583,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="recipe name (e.g. qwen2_5_vl_7b_vppo) or YAML path")
     p.add_argument("--gpus", type=int, required=True, help="GPUs in total (the sharding world size)")
     p.add_argument("--nodes", type=int, default=1, help="nodes the GPUs are spread over (default 1)")
-    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one card in GB (default 80)")
+    p.add_argument("--gpu-memory-gb", type=float, default=CARD_GB, help="total memory of one card in 10^9 bytes, "
+                   f"as CUDA reports it (default {CARD_GB:g}: an 80 GB H100 or A100; an H200 reports 150)")
     p.add_argument("--accelerate-config", "--accelerate_config", help="accelerate config: a shipped name or a path "
                    "(default: zero3_<gpus>gpu, as the README launches; none for 1 GPU)")
     p.add_argument("--model", help="model to plan for instead of the recipe's: a built-in name or a "
@@ -612,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--gpu-memory-gb must be a positive number, got {args.gpu_memory_gb}.")
         recipe = load_recipe(args.config)
         shape = model_shape(args.model or str(recipe.get("model_name_or_path", "")))
+        recipe = {**recipe, "max_pixels": recipe_max_pixels(recipe, args.model)}
         sharding = read_sharding(args.accelerate_config) if args.accelerate_config else _default_sharding(args.gpus)
         plan = build_plan(recipe, shape, sharding, args.gpus, args.gpu_memory_gb, args.nodes,
                           name=Path(args.config).stem if Path(args.config).suffix else args.config)
