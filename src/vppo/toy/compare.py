@@ -51,13 +51,16 @@ from vppo.toy.warmstart import (
 )
 
 __all__ = [
+    "BASELINE",
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
-    "COMPARE_DEFAULTS",
     "CI_LEVEL",
+    "COMPARE_DEFAULTS",
+    "FEW_SEEDS",
     "METHOD_TITLES",
     "aggregate",
     "bootstrap_ci",
+    "build_parser",
     "format_table",
     "main",
     "mean_std",

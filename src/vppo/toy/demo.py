@@ -37,11 +37,12 @@ from vppo.toy.warmstart import (
 )
 
 __all__ = [
+    "DemoSettings",
     "METHODS",
     "QUICK_SETTINGS",
-    "DemoSettings",
     "RunResult",
     "TASK_MAX_COMPLETION_LENGTH",
+    "build_parser",
     "default_checkpoint",
     "load_policy",
     "main",

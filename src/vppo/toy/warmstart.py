@@ -42,6 +42,7 @@ __all__ = [
     "WARMSTART_INFO_FILE",
     "WarmStartConfig",
     "WarmStartResult",
+    "build_parser",
     "choose_num_threads",
     "collate_sft",
     "encode_sft_example",
