@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from vppo.cli import main as vppo_main
-from vppo.plan import (
+from vppo.trainer.plan import (
     ACCELERATE_DIR,
     BUILTIN_MODELS,
     CARD_GB,
@@ -26,7 +26,7 @@ from vppo.plan import (
     read_sharding,
     recipe_max_pixels,
 )
-from vppo.plan import _needs_dependency as needs_dependency
+from vppo.trainer.plan import _needs_dependency as needs_dependency
 from vppo.trainer.cli import RECIPES_DIR, load_recipe, parse
 
 GPU_RECIPES = sorted(

@@ -13,7 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("vppo.analysis.cli", "token-perception analysis: statistics, plots, HTML"),
     "demo": ("vppo.toy.demo", "train a small VLM with VPPO on CPU in minutes"),
     "compare": ("vppo.toy.compare", "GRPO vs DAPO vs VPPO on the synthetic task, several seeds"),
-    "plan": ("vppo.plan", "per-GPU memory budget of a recipe on N GPUs, arithmetic shown"),
+    "plan": ("vppo.trainer.plan", "per-GPU memory budget of a recipe on N GPUs, arithmetic shown"),
 }
 
 
