@@ -175,50 +175,86 @@ class VPPOConfig(GRPOConfig):
                 setattr(self, new, getattr(self, old))
         super().__post_init__()
 
-        def check(ok: bool, name: str, message: str):
-            if not ok:
-                raise ValueError(f"VPPOConfig.{name} {message}")
-
-        check(self.dependency_estimator in DEPENDENCY_ESTIMATORS, "dependency_estimator",
-              f"is {self.dependency_estimator!r}; choose one of {', '.join(DEPENDENCY_ESTIMATORS)}.")
-        check(self.perturbation in PERTURBATIONS, "perturbation",
-              f"is {self.perturbation!r}; choose one of {', '.join(PERTURBATIONS)}.")
-        check(self.token_selection in TOKEN_SELECTIONS, "token_selection",
-              f"is {self.token_selection!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
-        check(self.tas_scope in TAS_SCOPES, "tas_scope",
-              f"is {self.tas_scope!r}; choose one of {', '.join(TAS_SCOPES)}.")
-        check(self.dependency_clip > 0, "dependency_clip", f"must be positive, got {self.dependency_clip}.")
-        check(self.kl_chunk_size >= 1, "kl_chunk_size", f"must be at least 1, got {self.kl_chunk_size}.")
-        check(0.0 <= self.perturbation_prob <= 1.0, "perturbation_prob",
-              f"must be in [0, 1], got {self.perturbation_prob}.")
-        check(self.perturbation_patch_size is None or self.perturbation_patch_size >= 1,
-              "perturbation_patch_size", f"must be a positive integer, got {self.perturbation_patch_size}.")
-        check(0.0 < self.token_ratio <= 1.0, "token_ratio", f"must be in (0, 1], got {self.token_ratio}.")
-        check(self.entropy_ratio is None or 0.0 < self.entropy_ratio <= 1.0, "entropy_ratio",
-              f"must be in (0, 1], got {self.entropy_ratio}.")
-        check(0.0 < self.tas_beta_min <= 1.0, "tas_beta_min", f"must be in (0, 1], got {self.tas_beta_min}.")
+        if self.dependency_estimator not in DEPENDENCY_ESTIMATORS:
+            raise ValueError(
+                f"VPPOConfig.dependency_estimator is {self.dependency_estimator!r}; "
+                f"choose one of {', '.join(DEPENDENCY_ESTIMATORS)}."
+            )
+        if self.perturbation not in PERTURBATIONS:
+            raise ValueError(
+                f"VPPOConfig.perturbation is {self.perturbation!r}; "
+                f"choose one of {', '.join(PERTURBATIONS)}."
+            )
+        if self.token_selection not in TOKEN_SELECTIONS:
+            raise ValueError(
+                f"VPPOConfig.token_selection is {self.token_selection!r}; "
+                f"choose one of {', '.join(TOKEN_SELECTIONS)}."
+            )
+        if self.tas_scope not in TAS_SCOPES:
+            raise ValueError(
+                f"VPPOConfig.tas_scope is {self.tas_scope!r}; choose one of {', '.join(TAS_SCOPES)}."
+            )
+        if not self.dependency_clip > 0:
+            raise ValueError(f"VPPOConfig.dependency_clip must be positive, got {self.dependency_clip}.")
+        if not self.kl_chunk_size >= 1:
+            raise ValueError(f"VPPOConfig.kl_chunk_size must be at least 1, got {self.kl_chunk_size}.")
+        if not 0.0 <= self.perturbation_prob <= 1.0:
+            raise ValueError(
+                f"VPPOConfig.perturbation_prob must be in [0, 1], got {self.perturbation_prob}."
+            )
+        if not (self.perturbation_patch_size is None or self.perturbation_patch_size >= 1):
+            raise ValueError(
+                "VPPOConfig.perturbation_patch_size must be a positive integer, "
+                f"got {self.perturbation_patch_size}."
+            )
+        if not 0.0 < self.token_ratio <= 1.0:
+            raise ValueError(f"VPPOConfig.token_ratio must be in (0, 1], got {self.token_ratio}.")
+        if not (self.entropy_ratio is None or 0.0 < self.entropy_ratio <= 1.0):
+            raise ValueError(f"VPPOConfig.entropy_ratio must be in (0, 1], got {self.entropy_ratio}.")
+        # β_min is TAS's smallest advantage scale; 'dynamic' β_max makes the mean scale 1, which
+        # needs β_min ≤ 1 (vppo.algorithm.tas_scale refuses more).
+        if not 0.0 < self.tas_beta_min <= 1.0:
+            raise ValueError(f"VPPOConfig.tas_beta_min must be in (0, 1], got {self.tas_beta_min}.")
+        # A str field, so that the CLI takes 'dynamic' or a number; a YAML recipe may give a float.
         self.tas_beta_max = str(self.tas_beta_max)
         if self.tas_beta_max != "dynamic":
             try:
                 beta_max = float(self.tas_beta_max)
             except ValueError:
-                beta_max = float("nan")
-            check(beta_max > self.tas_beta_min, "tas_beta_max",
-                  f"must be 'dynamic' or a number greater than tas_beta_min={self.tas_beta_min}, "
-                  f"got {self.tas_beta_max!r}.")
-        check(self.nll_coef >= 0, "nll_coef", f"must be non-negative, got {self.nll_coef}.")
-        check(self.nll_coef == 0 or self.loss_type in NLL_LOSS_TYPES, "nll_coef",
-              f"is only supported with loss_type in {', '.join(NLL_LOSS_TYPES)}, got {self.loss_type!r}.")
-        check(0.0 <= self.dynamic_sampling_low < self.dynamic_sampling_high <= 1.0, "dynamic_sampling_low",
-              f"and dynamic_sampling_high must satisfy 0 ≤ low < high ≤ 1, got "
-              f"{self.dynamic_sampling_low} and {self.dynamic_sampling_high}.")
-        check(self.dynamic_sampling_max_rounds >= 0, "dynamic_sampling_max_rounds",
-              f"must be non-negative, got {self.dynamic_sampling_max_rounds}.")
+                beta_max = float("nan")  # fails the comparison below, with the same message
+            if not beta_max > self.tas_beta_min:
+                raise ValueError(
+                    "VPPOConfig.tas_beta_max must be 'dynamic' or a number greater than "
+                    f"tas_beta_min={self.tas_beta_min}, got {self.tas_beta_max!r}."
+                )
+        if not self.nll_coef >= 0:
+            raise ValueError(f"VPPOConfig.nll_coef must be non-negative, got {self.nll_coef}.")
+        # The NLL term is normalised the way TRL normalises the policy loss (VPPOTrainer._nll_term),
+        # which is written for these loss types only.
+        if not (self.nll_coef == 0 or self.loss_type in NLL_LOSS_TYPES):
+            raise ValueError(
+                "VPPOConfig.nll_coef is only supported with loss_type in "
+                f"{', '.join(NLL_LOSS_TYPES)}, got {self.loss_type!r}."
+            )
+        # Accuracies are in [0, 1]; with low >= high every group would be dropped, and
+        # dynamic sampling would fill every batch with dropped groups.
+        if not 0.0 <= self.dynamic_sampling_low < self.dynamic_sampling_high <= 1.0:
+            raise ValueError(
+                "VPPOConfig.dynamic_sampling_low and dynamic_sampling_high must satisfy "
+                f"0 ≤ low < high ≤ 1, got {self.dynamic_sampling_low} and {self.dynamic_sampling_high}."
+            )
+        if not self.dynamic_sampling_max_rounds >= 0:
+            raise ValueError(
+                "VPPOConfig.dynamic_sampling_max_rounds must be non-negative, "
+                f"got {self.dynamic_sampling_max_rounds}."
+            )
         # -1 is transformers' "unset" (train num_train_epochs); other values <= 0 were silently
         # read as "unset" too, so --max_steps -3 trained for 3 epochs.
-        check(self.max_steps > 0 or self.max_steps == -1, "max_steps",
-              f"must be a positive number of optimizer steps, or -1 (the default) to train for "
-              f"num_train_epochs; got {self.max_steps}.")
+        if not (self.max_steps > 0 or self.max_steps == -1):
+            raise ValueError(
+                "VPPOConfig.max_steps must be a positive number of optimizer steps, or -1 (the default) "
+                f"to train for num_train_epochs; got {self.max_steps}."
+            )
         # A checkpoint between two updates of one rollout cannot be resumed exactly (TRL does not save
         # the buffered rollout): save at rollout boundaries unless asked otherwise.
         per_rollout = self.updates_per_rollout
