@@ -163,7 +163,11 @@ def test_smolvlm_tiling_when_enabled(built):
 
 @pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
 def test_pixel_limits_are_set_read_and_handed_to_vllm(arch):
-    from vppo.models.processors import image_pixel_limits, set_image_pixel_limits, vllm_image_options
+    from vppo.models.processors import (
+        image_pixel_limits,
+        set_image_pixel_limits,
+        vllm_image_options,
+    )
 
     _, processor = build_tiny_vlm(arch)
     unit = processor.image_processor.patch_size * processor.image_processor.merge_size
@@ -182,7 +186,11 @@ def test_pixel_limits_are_set_read_and_handed_to_vllm(arch):
 
 
 def test_processors_without_a_pixel_range_are_left_alone(built):
-    from vppo.models.processors import image_pixel_limits, set_image_pixel_limits, vllm_image_options
+    from vppo.models.processors import (
+        image_pixel_limits,
+        set_image_pixel_limits,
+        vllm_image_options,
+    )
 
     _, processor = built["smolvlm"]
     before = dict(processor.image_processor.size)

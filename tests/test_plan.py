@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from vppo.cli import main as vppo_main
+from vppo.trainer.cli import RECIPES_DIR, load_recipe, parse
 from vppo.trainer.plan import (
     ACCELERATE_DIR,
     BUILTIN_MODELS,
@@ -27,7 +28,6 @@ from vppo.trainer.plan import (
     recipe_max_pixels,
 )
 from vppo.trainer.plan import _needs_dependency as needs_dependency
-from vppo.trainer.cli import RECIPES_DIR, load_recipe, parse
 
 GPU_RECIPES = sorted(
     str(p.relative_to(RECIPES_DIR).with_suffix(""))

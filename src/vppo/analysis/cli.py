@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             answers=[rows[i]["answer"] for i in row_ids], rows=row_ids, samples=samples,
             progress=progress,
         )
-        sampled_estimator = args.estimator in ("k3", "top1_drop")
+        from vppo.perception import TOKEN_ESTIMATORS
+
+        sampled_estimator = args.estimator in TOKEN_ESTIMATORS
         stats = analyze_records(records, ratio=args.ratio, clip=args.clip if sampled_estimator else None)
         stats["settings"] = {
             "model": args.model,

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vppo.perception import DEPENDENCY_ESTIMATORS as ESTIMATORS
+from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
 from vppo.perception import (
-    PIXEL_PERTURBATIONS as PERTURBATIONS,
-)
-from vppo.perception import (
+    TOKEN_ESTIMATORS,
     full_kl_dependency,
     perturb_pixel_values,
     token_dependency,
@@ -46,7 +46,6 @@ __all__ = [
     "token_strings",
 ]
 
-ESTIMATORS: tuple[str, ...] = ("k3", "kl", "jsd", "top1_drop")
 # Processor outputs that are per-token and must be extended with zeros over the response.
 _TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
 
@@ -636,7 +635,7 @@ def score_responses(
                 logp_pert, _ = token_logprobs_and_entropy(
                     hidden_pert, head.weight, completion, mask, temperature=temperature,
                     chunk_size=kl_chunk_size, lm_head_bias=getattr(head, "bias", None))
-                if estimator in ("k3", "top1_drop"):
+                if estimator in TOKEN_ESTIMATORS:
                     dep = token_dependency(logp_real, logp_pert, mask, estimator=estimator, clip=clip)
                 else:
                     dep = full_kl_dependency(

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from vppo.algorithm import TOKEN_SELECTIONS
+from vppo.perception import DEPENDENCY_ESTIMATORS
 from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
 
-DEPENDENCY_ESTIMATORS = ("k3", "kl", "jsd", "top1_drop")
-
-TOKEN_SELECTIONS = ("topk", "soft", "entropy", "random", "union", "none")
 TAS_SCOPES = ("global", "local", "group")
 NLL_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 
@@ -280,4 +279,4 @@ class VPPOConfig(GRPOConfig):
     @property
     def needs_dependency(self) -> bool:
         """Whether a step needs the perturbed forward pass at all (False for DAPO/GRPO baselines)."""
-        return self.use_tas or self.token_selection in ("topk", "soft", "union")
+        return self.use_tas or TOKEN_SELECTIONS[self.token_selection].needs_dependency

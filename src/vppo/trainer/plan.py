@@ -36,8 +36,10 @@ from pathlib import Path
 
 import yaml
 
+from vppo.algorithm import TOKEN_SELECTIONS
 from vppo.data.images import DEFAULT_MAX_PIXELS
 from vppo.data.settings import OneLineParser, read_yaml_file
+from vppo.perception import DISTRIBUTION_ESTIMATORS
 from vppo.trainer.recipes import RECIPES_DIR, load_recipe
 
 __all__ = ["BUILTIN_MODELS", "CARD_GB", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
@@ -375,7 +377,7 @@ def _b(n: float) -> str:
 
 def _needs_dependency(recipe: dict) -> bool:
     """VPPOConfig.needs_dependency on the raw recipe: whether the perturbed forward runs at all."""
-    return bool(recipe["use_tas"]) or recipe["token_selection"] in ("topk", "soft", "union")
+    return bool(recipe["use_tas"]) or TOKEN_SELECTIONS[recipe["token_selection"]].needs_dependency
 
 
 def _layer_elements(hidden: int, qkv_width: int, intermediate: int, gated: bool) -> int:
@@ -532,7 +534,7 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
                       b * (seq * layer_text + patches * layer_vision) * act_bytes / GB, ("scoring",)))
     lines.append(Line("fused LM head (no grad)", f"{tile_tokens} x {HEAD_TILE_VOCAB} x {act_bytes} B tile + "
                       f"{scored} tok x {h} x {act_bytes} B", (tile + scored * h * act_bytes) / GB, ("scoring",)))
-    if _needs_dependency(r) and r["dependency_estimator"] in ("kl", "jsd"):
+    if _needs_dependency(r) and r["dependency_estimator"] in DISTRIBUTION_ESTIMATORS:
         chunk = int(r["kl_chunk_size"])
         exact = 2 * rows * completion * h * act_bytes + 4 * chunk * m.vocab_size * 4
         lines.append(Line("exact-KL hidden states + chunk", f"2 x {rows} x {completion} x {h} x {act_bytes} B"

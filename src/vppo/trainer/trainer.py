@@ -46,10 +46,11 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from vppo.algorithm import select_tokens, tas_scale, tgf_mask, token_advantages
+from vppo.algorithm import TOKEN_SELECTIONS, select_tokens, tas_scale, token_advantages
 from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.models.processors import vllm_image_options
 from vppo.perception import (
+    TOKEN_ESTIMATORS,
     full_kl_dependency,
     perturb_pixel_values,
     token_dependency,
@@ -883,7 +884,7 @@ class VPPOTrainer(GRPOTrainer):
         """
         args = self.args
         mask = output["completion_mask"].bool()
-        if args.dependency_estimator in ("k3", "top1_drop"):
+        if args.dependency_estimator in TOKEN_ESTIMATORS:
             reuse = None if old_logps or need_entropy else output.get("old_per_token_logps")
             scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=reuse is None,
                                         entropy=need_entropy, dependency=True)
@@ -1012,7 +1013,7 @@ class VPPOTrainer(GRPOTrainer):
         args = self.args
         selection = args.token_selection
         need_dep = args.needs_dependency
-        need_entropy = selection in ("entropy", "union")
+        need_entropy = TOKEN_SELECTIONS[selection].needs_entropy
         mask = output["completion_mask"].bool()
         if "tool_mask" in output:
             mask = mask & output["tool_mask"].bool()
@@ -1046,15 +1047,11 @@ class VPPOTrainer(GRPOTrainer):
             self._warned_text_only = True
 
         valid_rows = has_image & (mask.sum(-1) > 0)
-        if selection == "union":
-            entropy_ratio = args.entropy_ratio or args.token_ratio
-            weights = (tgf_mask(dep, mask, args.token_ratio)
-                       | tgf_mask(entropies.float(), mask, entropy_ratio)).float()
-        else:
-            weights = select_tokens(selection, dep=dep, mask=mask, ratio=args.token_ratio,
-                                    entropy=None if entropies is None else entropies.float(),
-                                    generator=self._perturbation_generator("random_selection"))
-        if selection in ("topk", "soft", "union"):
+        weights = select_tokens(selection, dep=dep, mask=mask, ratio=args.token_ratio,
+                                entropy=None if entropies is None else entropies.float(),
+                                generator=self._perturbation_generator("random_selection"),
+                                entropy_ratio=args.entropy_ratio)
+        if TOKEN_SELECTIONS[selection].needs_dependency:
             # Without an image there is nothing to select by: every token keeps its gradient.
             weights = torch.where(has_image[:, None], weights, mask.float())
         traj = trajectory_dependency(dep, mask)
