@@ -23,9 +23,12 @@ os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
 # variable in every process a test starts (vLLM's engine, accelerate's ranks).
 os.environ["VPPO_CPU_ENGINE_PATCHES"] = "1"
 try:
-    import vppo_cpu_engine_patches  # noqa: E402, F401  (on sys.path through the .pth file)
+    import vppo_cpu_engine_patches  # noqa: E402  (on sys.path through the .pth file)
 except ImportError:  # not installed: the vLLM tests say how (vllm_engine_ready)
     pass
+else:
+    # The .pth loaded it at start-up, before the switch was set here: add the engine patches now.
+    vppo_cpu_engine_patches.install(engines=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

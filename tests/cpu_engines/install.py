@@ -10,10 +10,11 @@ Run by ``make test`` (through ``.ci/run`` in CI) with the virtual environment's 
 2. removes torchaudio and torchcodec, which arrive as CUDA builds that cannot load beside the CPU
    torch; nothing on vppo's paths (images and text) uses them;
 3. writes ``vppo_cpu_engine_patches.pth`` into site-packages, so that every interpreter of this
-   environment started with ``VPPO_CPU_ENGINE_PATCHES=1`` (set by tests/conftest.py, and so
-   inherited by the processes vLLM and accelerate spawn for a test) loads
-   ``tests/cpu_engines/vppo_cpu_engine_patches.py``; without it (``make demo``, a user's
-   ``vppo train`` from the same environment) nothing is patched;
+   environment loads ``tests/cpu_engines/vppo_cpu_engine_patches.py``: its torchvision repair
+   always (without it nothing that imports transformers starts, ``make demo`` included), its
+   engine patches only with ``VPPO_CPU_ENGINE_PATCHES=1`` (set by tests/conftest.py, and so
+   inherited by the processes vLLM and accelerate spawn for a test); a user's ``vppo train``
+   from the same environment runs vLLM and accelerate unpatched;
 4. checks, in a fresh interpreter, that vLLM, transformers' Qwen2-VL image processor and the
    patches import.
 
@@ -31,8 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SWITCH = "VPPO_CPU_ENGINE_PATCHES"
-# A .pth file runs its `import` lines at interpreter start-up; the patches load only under the switch.
-PTH = "{folder}\nimport os; os.environ.get('" + SWITCH + "') == '1' and __import__('{module}')\n"
+# A .pth file runs its `import` lines at interpreter start-up; the module applies its engine
+# patches only under the switch.
+PTH = "{folder}\nimport {module}\n"
 ROOT = HERE.parent.parent
 PATCHES = "vppo_cpu_engine_patches"
 CUDA_ONLY = ("torchaudio", "torchcodec")

@@ -1,8 +1,17 @@
 """Patches that let real vLLM run on this project's CPU test machines. Test environment only.
 
 Loaded at interpreter start-up by the ``vppo_cpu_engine_patches.pth`` file that
-``tests/cpu_engines/install.py`` writes into the test virtual environment, so they also reach the
-processes vLLM spawns (its engine core, evaluation workers) and every ``accelerate launch`` rank.
+``tests/cpu_engines/install.py`` writes into the test virtual environment. Two kinds:
+
+- the torchvision repair (1) applies in every interpreter of that environment: the test install
+  brings a torchvision wheel that cannot import, and without the repair nothing that imports
+  transformers would start (``make demo`` and a user's ``vppo train`` included). It declares two
+  operator schemas and changes no computation;
+- the engine patches (2, 3) change what vLLM and accelerate do, so they apply only in test
+  processes: when ``VPPO_CPU_ENGINE_PATCHES=1`` (tests/conftest.py sets it, so it reaches the
+  processes vLLM spawns and every ``accelerate launch`` rank) or when ``install(engines=True)`` is
+  called.
+
 Nothing here is imported by the library; a GPU install needs none of it. Each patch is applied
 lazily, when its target module is imported, and checks what it patches: when upstream changes,
 the import fails with a message pointing here instead of the tests passing for the wrong reason.
@@ -38,6 +47,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import inspect
+import os
 import sys
 
 _TORCHVISION_FAKE_OPS = {
@@ -132,14 +142,20 @@ class _Loader(importlib.abc.Loader):
             self.after(module)
 
 
+SWITCH = "VPPO_CPU_ENGINE_PATCHES"
+# Module name -> (hook before, hook after) its execution.
+REPAIRS = {"torchvision._meta_registrations": (_before_torchvision_meta_registrations, None)}
+ENGINE_PATCHES = {
+    _VLLM_GEMM_MODULE: (None, _after_vllm_layer_utils),
+    "accelerate.state": (None, _after_accelerate_state),
+}
+
+
 class _PatchFinder(importlib.abc.MetaPathFinder):
     """Wraps the loader of a few named modules with a hook before and/or after their execution."""
 
-    hooks = {
-        "torchvision._meta_registrations": (_before_torchvision_meta_registrations, None),
-        _VLLM_GEMM_MODULE: (None, _after_vllm_layer_utils),
-        "accelerate.state": (None, _after_accelerate_state),
-    }
+    def __init__(self):
+        self.hooks = dict(REPAIRS)
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in self.hooks:
@@ -151,9 +167,22 @@ class _PatchFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-def install() -> None:
-    if not any(isinstance(f, _PatchFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchFinder())
+def engine_patches_on() -> bool:
+    """Whether this process has the engine patches (2, 3), not only the torchvision repair."""
+    return any(isinstance(f, _PatchFinder) and _VLLM_GEMM_MODULE in f.hooks for f in sys.meta_path)
+
+
+def install(engines: bool | None = None) -> None:
+    """Put the finder first on ``sys.meta_path``: the repair always, the engine patches if ``engines``
+    (default: ``VPPO_CPU_ENGINE_PATCHES=1``). Call before the patched modules are imported."""
+    if engines is None:
+        engines = os.environ.get(SWITCH) == "1"
+    finder = next((f for f in sys.meta_path if isinstance(f, _PatchFinder)), None)
+    if finder is None:
+        finder = _PatchFinder()
+        sys.meta_path.insert(0, finder)
+    if engines:
+        finder.hooks.update(ENGINE_PATCHES)
 
 
 install()
