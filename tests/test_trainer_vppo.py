@@ -250,6 +250,17 @@ def test_config_rejects_bad_values_naming_the_field():
         VPPOConfig(output_dir="x", nll_coef=0.06, loss_type="cispo", use_cpu=True, bf16=False)
 
 
+def test_config_refuses_dynamic_sampling_over_partial_groups_per_process(monkeypatch):
+    # Two processes of 2 rows: the global batch (4) holds one group of 4, each process half of one.
+    monkeypatch.setattr(VPPOConfig, "world_size", property(lambda self: 2))
+    settings = dict(output_dir="x", use_cpu=True, bf16=False, per_device_train_batch_size=2,
+                    steps_per_generation=1, num_generations=4, gradient_accumulation_steps=1)
+    with pytest.raises(ValueError, match=r"VPPOConfig.dynamic_sampling needs each process's generation batch "
+                                         r"\(2 rows"):
+        VPPOConfig(**settings)
+    assert VPPOConfig(**settings, dynamic_sampling=False).generation_batch_size == 4
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """One scored generation batch of a tiny Qwen2.5-VL trainer (before VPPO shaping), in train mode."""

@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main", "read_responses_file"]
 
 def build_parser() -> argparse.ArgumentParser:
     from vppo.analysis.scoring import ESTIMATORS, PERTURBATIONS
+    from vppo.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
     from vppo.data.settings import OneLineParser, accept_underscores
 
     p = OneLineParser(
@@ -86,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "one, else the chat template's)")
     p.add_argument("--min-pixels", type=int,
                    help="images are upscaled to at least this many pixels (default: the model "
-                   "folder's recorded value, else 1024, as vppo eval and vppo train)")
+                   f"folder's recorded value, else {DEFAULT_MIN_PIXELS}, as vppo eval and vppo train)")
     p.add_argument("--max-pixels", type=int,
                    help="images are downscaled to at most this many pixels (default: the model "
-                   "folder's recorded value, else 589824)")
+                   f"folder's recorded value, else {DEFAULT_MAX_PIXELS})")
     p.add_argument("--html-max-responses", type=int, default=200,
                    help="responses shown on the HTML page (default 200)")
     p.add_argument("--html-order", choices=("index", "dependency", "dependency_asc"),

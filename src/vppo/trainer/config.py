@@ -242,6 +242,14 @@ class VPPOConfig(GRPOConfig):
                 "VPPOConfig.dynamic_sampling_low and dynamic_sampling_high must satisfy "
                 f"0 ≤ low < high ≤ 1, got {self.dynamic_sampling_low} and {self.dynamic_sampling_high}."
             )
+        # Groups are dropped and refilled per process: a process's rows must be whole groups.
+        local_rows = self.per_device_train_batch_size * self.steps_per_generation
+        if self.dynamic_sampling and local_rows % self.num_generations != 0:
+            raise ValueError(
+                f"VPPOConfig.dynamic_sampling needs each process's generation batch ({local_rows} rows = "
+                "per_device_train_batch_size × steps_per_generation) to hold whole groups of "
+                f"num_generations={self.num_generations}; change one of them or set dynamic_sampling=False."
+            )
         if not self.dynamic_sampling_max_rounds >= 0:
             raise ValueError(
                 "VPPOConfig.dynamic_sampling_max_rounds must be non-negative, "

@@ -377,13 +377,6 @@ class VPPOTrainer(GRPOTrainer):
         self._defer_old_logps = False
         self._old_logps_deferred = False
         if args.dynamic_sampling:
-            local_rows = args.per_device_train_batch_size * args.steps_per_generation
-            if local_rows % self.num_generations != 0:
-                raise ValueError(
-                    f"dynamic_sampling needs each process's generation batch ({local_rows} rows = "
-                    "per_device_train_batch_size × steps_per_generation) to hold whole groups of "
-                    f"num_generations={self.num_generations}; change one of them or set dynamic_sampling=False."
-                )
             if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
                 raise ValueError("dynamic_sampling needs an indexable train_dataset, not an IterableDataset.")
         self._refuse_a_dataset_smaller_than_one_rollout()
@@ -681,8 +674,10 @@ class VPPOTrainer(GRPOTrainer):
             term = nll.sum() / mask.sum().clamp(min=1.0) / accumulation
         elif loss_type == "grpo":
             term = (nll.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-        else:  # dr_grpo
+        elif loss_type == "dr_grpo":
             term = nll.sum() / (nll.size(0) * self.max_completion_length) / accumulation
+        else:  # VPPOConfig refuses nll_coef > 0 with any other loss_type (NLL_LOSS_TYPES)
+            raise ValueError(f"the NLL term has no normalisation for loss_type {loss_type!r}.")
         mean_nll = self.accelerator.reduce(torch.stack([nll.sum(), mask.sum()]).detach(), reduction="sum")
         self._metrics[mode]["vppo/nll"].append((mean_nll[0] / mean_nll[1].clamp(min=1.0)).item())
         return term
