@@ -15,8 +15,10 @@ from torch.utils._pytree import tree_leaves
 import vppo.perception
 from vppo.algorithm import tgf_mask
 from vppo.perception import (
+    DEPENDENCY_ESTIMATORS,
     DISTRIBUTION_ESTIMATORS,
     TOKEN_ESTIMATORS,
+    dependency_from_passes,
     distribution_dependency,
     full_kl_dependency,
     token_dependency,
@@ -429,6 +431,83 @@ def test_estimator_registries_are_exported_with_every_name_once():
         DISTRIBUTION_ESTIMATORS
     )
     assert not set(TOKEN_ESTIMATORS) & set(DISTRIBUTION_ESTIMATORS)
+
+
+# --------------------------------------------------------------------------------------------
+# the shared estimator dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def _passes(seed=3):
+    """Both passes' log-probs and hidden states of one problem, plus its LM head and mask."""
+    h_real, h_pert, weight, bias, mask = _hidden_problem(
+        3, 11, 8, 50, seed=seed, lengths=[11, 4, 0]
+    )
+    ids = torch.randint(0, 50, (3, 11), generator=torch.Generator().manual_seed(seed))
+
+    def logp(hidden):
+        logits = (hidden @ weight.T + bias) / 0.7
+        return torch.log_softmax(logits, -1).gather(-1, ids[..., None]).squeeze(-1)
+
+    return {
+        "mask": mask,
+        "logp_real": logp(h_real),
+        "logp_perturbed": logp(h_pert),
+        "hidden_real": h_real,
+        "hidden_perturbed": h_pert,
+        "lm_head_weight": weight,
+        "lm_head_bias": bias,
+    }
+
+
+@pytest.mark.parametrize("estimator", DEPENDENCY_ESTIMATORS)
+def test_dependency_from_passes_equals_the_estimators_own_function(estimator):
+    passes = _passes()
+    options = {"clip": 0.5, "temperature": 0.7, "chunk_size": 3}
+    got = dependency_from_passes(estimator, **passes, **options)
+    if estimator in TOKEN_ESTIMATORS:
+        want = token_dependency(
+            passes["logp_real"], passes["logp_perturbed"], passes["mask"], estimator, clip=0.5
+        )
+    else:
+        want = full_kl_dependency(
+            passes["hidden_real"],
+            passes["hidden_perturbed"],
+            passes["lm_head_weight"],
+            passes["mask"],
+            temperature=0.7,
+            chunk_size=3,
+            estimator=estimator,
+            lm_head_bias=passes["lm_head_bias"],
+        )
+    assert float(want.max()) > 0  # the comparison is not between zeros
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("estimator", DEPENDENCY_ESTIMATORS)
+def test_dependency_from_passes_needs_only_the_estimators_inputs(estimator):
+    passes = _passes()
+    if estimator in TOKEN_ESTIMATORS:
+        needed = ("mask", "logp_real", "logp_perturbed")
+    else:
+        needed = ("mask", "hidden_real", "hidden_perturbed", "lm_head_weight", "lm_head_bias")
+    alone = dependency_from_passes(estimator, **{k: passes[k] for k in needed})
+    assert torch.equal(alone, dependency_from_passes(estimator, **passes))
+    for missing in needed[1:]:
+        if missing == "lm_head_bias":
+            continue  # optional: a head without bias
+        inputs = {k: passes[k] for k in needed if k != missing}
+        with pytest.raises(ValueError, match=f"estimator '{estimator}' needs .*{missing}"):
+            dependency_from_passes(estimator, **inputs)
+
+
+def test_dependency_from_passes_refuses_an_unknown_name_with_every_valid_one():
+    passes = _passes()
+    message = "Unknown estimator 'kl3'; valid estimators are jsd, k3, kl, top1_drop."
+    with pytest.raises(ValueError, match=message):
+        dependency_from_passes("kl3", **passes)
+    with pytest.raises(ValueError, match=message):
+        dependency_from_passes("kl3", mask=passes["mask"])
 
 
 def test_perception_imports_no_trl_transformers_or_higher_vppo_layer():

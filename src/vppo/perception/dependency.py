@@ -19,6 +19,8 @@ Estimators offered:
 * :func:`distribution_dependency` takes full [B, T, V] logits: exact ``"kl"`` or ``"jsd"``.
 * :func:`full_kl_dependency` computes the same exact divergences from last hidden states and the
   LM-head weight in token chunks, so memory is O(chunk_size * V), never B * T * V.
+* :func:`dependency_from_passes` picks the function above for an estimator name, from what a
+  real-image pass and a perturbed-image pass yield (the one dispatch of analysis and trainer).
 * :func:`trajectory_dependency` averages token scores over each response.
 
 All outputs are exactly 0 at padding positions. Pure torch; nothing here imports transformers.
@@ -37,6 +39,7 @@ __all__ = [
     "DEPENDENCY_ESTIMATORS",
     "DISTRIBUTION_ESTIMATORS",
     "TOKEN_ESTIMATORS",
+    "dependency_from_passes",
     "distribution_dependency",
     "full_kl_dependency",
     "token_dependency",
@@ -92,7 +95,8 @@ DEPENDENCY_ESTIMATORS: tuple[str, ...] = (*TOKEN_ESTIMATORS, *DISTRIBUTION_ESTIM
 """Every estimator name, the sampled-token ones first: the choices for a config or a CLI.
 
 ``name in TOKEN_ESTIMATORS`` tells which function scores it (:func:`token_dependency` from the
-sampled tokens' log-probs, else :func:`full_kl_dependency` / :func:`distribution_dependency`).
+sampled tokens' log-probs, else :func:`full_kl_dependency` / :func:`distribution_dependency`);
+:func:`dependency_from_passes` makes that choice from a name.
 """
 
 
@@ -393,6 +397,68 @@ def full_kl_dependency(
         n = rows_b.numel()
         out[rows_b, rows_t] = divergence(log_probs[:n], log_probs[n:])
     return out
+
+
+def dependency_from_passes(
+    estimator: str,
+    *,
+    mask: torch.Tensor,
+    logp_real: torch.Tensor | None = None,
+    logp_perturbed: torch.Tensor | None = None,
+    hidden_real: torch.Tensor | None = None,
+    hidden_perturbed: torch.Tensor | None = None,
+    lm_head_weight: torch.Tensor | None = None,
+    lm_head_bias: torch.Tensor | None = None,
+    clip: float = 10.0,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Per-token dependency for any estimator name, from a real-image and a perturbed-image pass.
+
+    Names in :data:`TOKEN_ESTIMATORS` go to :func:`token_dependency` (``logp_real``,
+    ``logp_perturbed``, ``mask``, ``clip``); names in :data:`DISTRIBUTION_ESTIMATORS` go to
+    :func:`full_kl_dependency` (``hidden_real``, ``hidden_perturbed``, ``lm_head_weight``,
+    ``lm_head_bias``, ``mask``, ``temperature``, ``chunk_size``). Inputs the estimator does not
+    use are ignored, so a caller that has both passes' log-probs and hidden states can hand over
+    all of them; one that has only what its estimator needs passes just that.
+
+    Args:
+        estimator: a name in :data:`DEPENDENCY_ESTIMATORS`.
+        mask: [B, T] bool (or 0/1), True at valid response tokens.
+        logp_real, logp_perturbed: [B, T] float, the sampled tokens' log-probs (logits divided
+            by the sampling temperature) with the real and the perturbed image.
+        hidden_real, hidden_perturbed: [B, T, H] float, the LM head's inputs at the positions
+            that predict each response token, with the real and the perturbed image.
+        lm_head_weight: [V, H] LM-head weight; ``lm_head_bias``: optional [V].
+        clip: upper clamp of the sampled-token estimators, > 0.
+        temperature: tau > 0 of the exact estimators (the sampled-token log-probs already
+            carry it).
+        chunk_size: tokens per chunk of the exact estimators.
+
+    Returns:
+        [B, T] tensor, exactly 0 where ``mask`` is False: :func:`token_dependency`'s or
+        :func:`full_kl_dependency`'s result, unchanged. An unknown name, or a missing input the
+        estimator needs, raises ValueError.
+    """
+    if estimator in TOKEN_ESTIMATORS:
+        if logp_real is None or logp_perturbed is None:
+            raise ValueError(f"estimator {estimator!r} needs logp_real and logp_perturbed.")
+        return token_dependency(logp_real, logp_perturbed, mask, estimator=estimator, clip=clip)
+    _check_estimator(estimator, {**TOKEN_ESTIMATORS, **DISTRIBUTION_ESTIMATORS})
+    if hidden_real is None or hidden_perturbed is None or lm_head_weight is None:
+        raise ValueError(
+            f"estimator {estimator!r} needs hidden_real, hidden_perturbed and lm_head_weight."
+        )
+    return full_kl_dependency(
+        hidden_real,
+        hidden_perturbed,
+        lm_head_weight,
+        mask,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        estimator=estimator,
+        lm_head_bias=lm_head_bias,
+    )
 
 
 def trajectory_dependency(dep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
