@@ -217,3 +217,75 @@ def test_trainer_builds_vllm_in_its_dtype_with_the_processors_range(monkeypatch)
     assert seen[1]["limit_mm_per_prompt"] == {"video": 0}
     vllm_generation.LLM(model="m")  # outside the block: untouched
     assert seen[2] == {"model": "m"}
+
+
+def test_image_only_subclass_is_one_class_per_upstream_base():
+    import pickle
+
+    from transformers import (
+        ProcessorMixin,
+        Qwen2_5_VLProcessor,
+        Qwen2VLProcessor,
+        Qwen3VLProcessor,
+        SmolVLMProcessor,
+    )
+
+    from vppo import models
+    from vppo.models import processors
+
+    for base in (Qwen2VLProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor, SmolVLMProcessor):
+        cls = processors.image_only_subclass(base)
+        name = f"ImageOnly{base.__name__}"
+        # cached per base, and the public names are the factory's products
+        assert cls is processors.image_only_subclass(base)
+        assert getattr(processors, name) is cls and getattr(models, name) is cls
+        assert (cls.__name__, cls.__qualname__, cls.__module__) == (
+            name,
+            name,
+            "vppo.models.processors",
+        )
+        assert issubclass(cls, base) and cls.upstream_class_name == base.__name__
+        assert cls.get_attributes() == ["image_processor", "tokenizer"]
+        # a pickled class resolves to the same object (instances pickle by module + qualname)
+        assert pickle.loads(pickle.dumps(cls)) is cls
+    for bad in (ProcessorMixin, type("Qwen2VLProcessor", (Qwen2VLProcessor,), {})):
+        with pytest.raises(ValueError, match="base"):
+            processors.image_only_subclass(bad)
+
+
+def test_model_types_map_to_the_upstream_table():
+    from vppo.models import processors
+
+    assert processors._UPSTREAM_BY_MODEL_TYPE == {
+        "qwen2_vl": "Qwen2VLProcessor",
+        "qwen2_5_vl": "Qwen2_5_VLProcessor",
+        "qwen3_vl": "Qwen3VLProcessor",
+        "qwen3_vl_moe": "Qwen3VLProcessor",
+        "smolvlm": "SmolVLMProcessor",
+    }
+    assert {k: v.__name__ for k, v in processors._IMAGE_ONLY_BY_UPSTREAM.items()} == {
+        name: f"ImageOnly{name}" for name in processors._UPSTREAM_BY_MODEL_TYPE.values()
+    }
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3_vl_moe"])
+def test_processors_without_a_tiny_builder_save_as_upstream_and_reload(built, arch, tmp_path):
+    import json
+
+    from vppo.models.processors import image_only_processor_class, load_processor
+
+    _, source = built["qwen2_5_vl"]
+    processor = make_processor(arch, source.image_processor, source.tokenizer)
+    upstream = type(processor).upstream_class_name
+    assert type(processor).__name__ == f"ImageOnly{upstream}"
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text(encoding="utf-8"))
+    assert saved["processor_class"] == upstream
+    assert saved["video_processor"]["patch_size"] == 14
+    assert image_only_processor_class(tmp_path) is type(processor)
+    image = Image.new("RGB", (56, 56), (0, 0, 255))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}]}]
+    kwargs = dict(tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    want = processor.apply_chat_template(messages, **kwargs)
+    got = load_processor(tmp_path).apply_chat_template(messages, **kwargs)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

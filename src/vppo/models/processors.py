@@ -5,8 +5,9 @@ torchvision is installed, and ``ProcessorMixin`` refuses ``video_processor=None`
 Qwen2/2.5/3-VL and SmolVLM. No torchvision build matches the CPU torch 2.13 wheel, so on CPU
 machines ``AutoProcessor`` cannot build these processors at all. ``ProcessorMixin`` derives its
 list of sub-processors from the ``__init__`` signature, so a subclass whose ``__init__`` has no
-``video_processor`` parameter needs none. The subclasses below do exactly that and behave like
-the upstream classes for text and images; video inputs raise a clear error.
+``video_processor`` parameter needs none. `image_only_subclass` builds such a subclass of each
+upstream class (one row of ``_IMAGE_ONLY_SPECS`` per architecture); it behaves like the upstream
+class for text and images, and video inputs raise a clear error.
 
 They save themselves under the upstream class name, so a directory written here loads with plain
 ``AutoProcessor`` wherever torchvision is installed (GPU machines), and with `load_processor`
@@ -15,10 +16,11 @@ everywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ __all__ = [
     "ImageOnlySmolVLMProcessor",
     "VisionLayout",
     "image_only_processor_class",
+    "image_only_subclass",
     "load_processor",
     "looks_like_local_path",
     "make_processor",
@@ -107,105 +110,131 @@ class _SaveAsUpstreamMixin:
         return files
 
 
-class ImageOnlyQwen2VLProcessor(_SaveAsUpstreamMixin, Qwen2VLProcessor):
-    """``Qwen2VLProcessor`` without a video processor (works without torchvision)."""
-
-    upstream_class_name = "Qwen2VLProcessor"
-    video_processor_type = "Qwen2VLVideoProcessor"
-    video_processor_keys = (
-        "patch_size",
-        "temporal_patch_size",
-        "merge_size",
-        "image_mean",
-        "image_std",
+def _init_without_video(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    """Qwen2/2.5/3-VL: the upstream ``__init__`` less its ``video_processor`` parameter."""
+    # The upstream class follows the mixin in the MRO. Its extra positional None (the video
+    # processor) is dropped by ProcessorMixin, which pairs arguments with the sub-processors
+    # named in *this* signature.
+    super(_SaveAsUpstreamMixin, self).__init__(  # type: ignore[misc]
+        image_processor, tokenizer, None, chat_template=chat_template, **kwargs
     )
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        # The parent's extra positional None (its video processor) is dropped by ProcessorMixin,
-        # which pairs arguments with the sub-processors named in *this* signature.
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+def _init_smolvlm_without_video(
+    self,
+    image_processor,
+    tokenizer,
+    image_seq_len: int = 169,
+    chat_template: str | None = None,
+    **kwargs,
+):
+    """SmolVLM: the upstream ``__init__`` insists on ``num2words``, which only video prompts use,
+    so this one sets the same attributes itself and skips that check."""
+    self.fake_image_token = getattr(tokenizer, "fake_image_token", "<fake_token_around_image>")
+    self.image_token = getattr(tokenizer, "image_token", "<image>")
+    self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+    self.end_of_utterance_token = getattr(tokenizer, "end_of_utterance_token", "<end_of_utterance>")
+    self.global_image_token = getattr(tokenizer, "global_image_token", "<global-img>")
+    self.image_seq_len = image_seq_len
+    self.video_token = getattr(tokenizer, "video_token", "<video>")
+    ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+    self.video_processor = VideoInputsUnsupported()
 
 
-class ImageOnlyQwen2_5_VLProcessor(_SaveAsUpstreamMixin, Qwen2_5_VLProcessor):
-    """``Qwen2_5_VLProcessor`` without a video processor (works without torchvision)."""
+@dataclass(frozen=True)
+class _ImageOnlySpec:
+    """One architecture's image-only processor: what differs from the others.
 
-    upstream_class_name = "Qwen2_5_VLProcessor"
-    video_processor_type = "Qwen2VLVideoProcessor"
-    video_processor_keys = (
-        "patch_size",
-        "temporal_patch_size",
-        "merge_size",
-        "image_mean",
-        "image_std",
-    )
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class ImageOnlyQwen3VLProcessor(_SaveAsUpstreamMixin, Qwen3VLProcessor):
-    """``Qwen3VLProcessor`` without a video processor (works without torchvision)."""
-
-    upstream_class_name = "Qwen3VLProcessor"
-    video_processor_type = "Qwen3VLVideoProcessor"
-    video_processor_keys = (
-        "patch_size",
-        "temporal_patch_size",
-        "merge_size",
-        "image_mean",
-        "image_std",
-    )
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class ImageOnlySmolVLMProcessor(_SaveAsUpstreamMixin, SmolVLMProcessor):
-    """``SmolVLMProcessor`` without a video processor (works without torchvision).
-
-    The upstream ``__init__`` insists on ``num2words``, which only video prompts use, so this one
-    sets the same attributes itself and skips that check.
+    Attributes:
+        base: the upstream processor class.
+        model_types: ``config.json`` model types whose checkpoints use ``base``.
+        video_processor_type, video_processor_keys: see `_SaveAsUpstreamMixin`.
+        init: the ``__init__`` without a ``video_processor`` parameter.
     """
 
-    upstream_class_name = "SmolVLMProcessor"
-    video_processor_type = "SmolVLMVideoProcessor"
-    video_processor_keys = ("image_mean", "image_std", "max_image_size")
+    base: type[ProcessorMixin]
+    model_types: tuple[str, ...]
+    video_processor_type: str
+    video_processor_keys: tuple[str, ...]
+    init: Callable[..., None]
 
-    def __init__(
-        self,
-        image_processor,
-        tokenizer,
-        image_seq_len: int = 169,
-        chat_template: str | None = None,
-        **kwargs,
-    ):
-        self.fake_image_token = getattr(tokenizer, "fake_image_token", "<fake_token_around_image>")
-        self.image_token = getattr(tokenizer, "image_token", "<image>")
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.end_of_utterance_token = getattr(
-            tokenizer, "end_of_utterance_token", "<end_of_utterance>"
-        )
-        self.global_image_token = getattr(tokenizer, "global_image_token", "<global-img>")
-        self.image_seq_len = image_seq_len
-        self.video_token = getattr(tokenizer, "video_token", "<video>")
-        ProcessorMixin.__init__(
-            self, image_processor, tokenizer, chat_template=chat_template, **kwargs
-        )
-        self.video_processor = VideoInputsUnsupported()
 
+_QWEN_VIDEO_KEYS = ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std")
+
+# One row per upstream processor, keyed by its class name.
+_IMAGE_ONLY_SPECS: dict[str, _ImageOnlySpec] = {
+    spec.base.__name__: spec
+    for spec in (
+        _ImageOnlySpec(
+            Qwen2VLProcessor,
+            ("qwen2_vl",),
+            "Qwen2VLVideoProcessor",
+            _QWEN_VIDEO_KEYS,
+            _init_without_video,
+        ),
+        _ImageOnlySpec(
+            Qwen2_5_VLProcessor,
+            ("qwen2_5_vl",),
+            "Qwen2VLVideoProcessor",
+            _QWEN_VIDEO_KEYS,
+            _init_without_video,
+        ),
+        _ImageOnlySpec(
+            Qwen3VLProcessor,
+            ("qwen3_vl", "qwen3_vl_moe"),
+            "Qwen3VLVideoProcessor",
+            _QWEN_VIDEO_KEYS,
+            _init_without_video,
+        ),
+        _ImageOnlySpec(
+            SmolVLMProcessor,
+            ("smolvlm",),
+            "SmolVLMVideoProcessor",
+            ("image_mean", "image_std", "max_image_size"),
+            _init_smolvlm_without_video,
+        ),
+    )
+}
+
+
+@functools.cache
+def image_only_subclass(base: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """The image-only subclass of the upstream processor class ``base`` (one class per base).
+
+    It is named ``ImageOnly<base name>``, lives in this module (so instances pickle), has no
+    ``video_processor`` sub-processor and saves itself as ``base``.
+
+    Raises:
+        ValueError: ``base`` is not one of the supported upstream processors.
+    """
+    spec = _IMAGE_ONLY_SPECS.get(getattr(base, "__name__", ""))
+    if spec is None or spec.base is not base:
+        raise ValueError(
+            f"base must be one of the upstream processors {sorted(_IMAGE_ONLY_SPECS)}, got {base!r}."
+        )
+    name = f"ImageOnly{base.__name__}"
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"``{base.__name__}`` without a video processor (works without torchvision).",
+        "__init__": spec.init,
+        "upstream_class_name": base.__name__,
+        "video_processor_type": spec.video_processor_type,
+        "video_processor_keys": spec.video_processor_keys,
+    }
+    return type(name, (_SaveAsUpstreamMixin, base), namespace)
+
+
+ImageOnlyQwen2VLProcessor = image_only_subclass(Qwen2VLProcessor)
+ImageOnlyQwen2_5_VLProcessor = image_only_subclass(Qwen2_5_VLProcessor)
+ImageOnlyQwen3VLProcessor = image_only_subclass(Qwen3VLProcessor)
+ImageOnlySmolVLMProcessor = image_only_subclass(SmolVLMProcessor)
 
 _IMAGE_ONLY_BY_UPSTREAM: dict[str, type[ProcessorMixin]] = {
-    "Qwen2VLProcessor": ImageOnlyQwen2VLProcessor,
-    "Qwen2_5_VLProcessor": ImageOnlyQwen2_5_VLProcessor,
-    "Qwen3VLProcessor": ImageOnlyQwen3VLProcessor,
-    "SmolVLMProcessor": ImageOnlySmolVLMProcessor,
+    name: image_only_subclass(spec.base) for name, spec in _IMAGE_ONLY_SPECS.items()
 }
 _UPSTREAM_BY_MODEL_TYPE: dict[str, str] = {
-    "qwen2_vl": "Qwen2VLProcessor",
-    "qwen2_5_vl": "Qwen2_5_VLProcessor",
-    "qwen3_vl": "Qwen3VLProcessor",
-    "qwen3_vl_moe": "Qwen3VLProcessor",
-    "smolvlm": "SmolVLMProcessor",
+    model_type: name for name, spec in _IMAGE_ONLY_SPECS.items() for model_type in spec.model_types
 }
 
 
@@ -526,7 +555,11 @@ def image_pixel_limits(processor: Any) -> tuple[int, int] | None:
     processors without such a range (SmolVLM sizes by its longest edge)."""
     size = getattr(getattr(processor, "image_processor", processor), "size", None)
     low, high = (getattr(size, "get", lambda _: None)(k) for k in ("shortest_edge", "longest_edge"))
-    if low is None or high is None or not hasattr(getattr(processor, "image_processor", processor), "merge_size"):
+    if (
+        low is None
+        or high is None
+        or not hasattr(getattr(processor, "image_processor", processor), "merge_size")
+    ):
         return None
     return int(low), int(high)
 
@@ -544,7 +577,11 @@ def set_image_pixel_limits(processor: Any, min_pixels: int | None, max_pixels: i
     low = current[0] if min_pixels is None else int(min_pixels)
     high = current[1] if max_pixels is None else int(max_pixels)
     image_processor = getattr(processor, "image_processor", processor)
-    image_processor.size = {**dict(image_processor.size), "shortest_edge": low, "longest_edge": high}
+    image_processor.size = {
+        **dict(image_processor.size),
+        "shortest_edge": low,
+        "longest_edge": high,
+    }
     for name, value in (("min_pixels", low), ("max_pixels", high)):
         if hasattr(image_processor, name):
             setattr(image_processor, name, value)
