@@ -14,6 +14,7 @@ import sys
 import torch
 from transformers import TrainerCallback
 
+from vppo.trainer import scoring as scoring_module
 from vppo.trainer import trainer as trainer_module
 from vppo.trainer.cli import main
 
@@ -44,7 +45,7 @@ def _sharding(model) -> dict:
 _perturb = trainer_module.VPPOTrainer.perturb_pixel_values
 _apply = trainer_module.VPPOTrainer._apply_vppo
 _token_advantages = trainer_module.token_advantages
-_token_dependency = trainer_module.token_dependency
+_token_dependency = scoring_module.token_dependency
 
 
 def token_dependency(logp_real, logp_perturbed, mask, **kwargs):
@@ -101,7 +102,7 @@ trainer_module.VPPOTrainer.__init__ = init
 trainer_module.VPPOTrainer.perturb_pixel_values = perturb_pixel_values
 trainer_module.VPPOTrainer._apply_vppo = apply_vppo
 trainer_module.token_advantages = token_advantages
-trainer_module.token_dependency = token_dependency
+scoring_module.token_dependency = token_dependency
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -11,9 +11,9 @@ import torch
 from test_trainer_vppo import _dataset, _trainer
 from trl import GRPOTrainer
 
-from vppo.trainer import trainer as trainer_module
+from vppo.trainer import scoring as scoring_module
 from vppo.trainer.batching import length_sorted_chunks, trim_padding
-from vppo.trainer.trainer import full_lm_head
+from vppo.trainer.scoring import full_lm_head
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_dependency_and_advantages_equal_the_full_width_path(scored, monkeypatch
     trainer.args.dependency_estimator = estimator
     try:
         for split in (True, False):  # False: the full-width branch (layouts that cannot be cut by row)
-            monkeypatch.setattr(trainer_module, "splits_by_row", lambda batch, split=split: split)
+            monkeypatch.setattr(scoring_module, "splits_by_row", lambda batch, split=split: split)
             shaped = trainer._apply_vppo(dict(output, advantages=output["advantages"].clone()), inputs)
             advantages.append(shaped["advantages"])
     finally:

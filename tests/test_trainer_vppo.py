@@ -13,6 +13,7 @@ from PIL import Image
 from vppo.algorithm import clipped_pg_loss
 from vppo.models import build_tiny_vlm
 from vppo.trainer import VPPOConfig, VPPOTrainer
+from vppo.trainer import scoring as scoring_module
 from vppo.trainer import trainer as trainer_module
 
 pytestmark = pytest.mark.slow
@@ -164,7 +165,7 @@ def test_baseline_runs_no_perturbed_forward(tmp_path, monkeypatch):
 def test_dynamic_sampling_refills_and_stops_at_its_bound(tmp_path, caplog):
     trainer = _trainer(tmp_path, reward=constant_reward, dynamic_sampling=True,
                        dynamic_sampling_max_rounds=2, max_steps=1)
-    with caplog.at_level(logging.WARNING, logger="vppo.trainer.trainer"):
+    with caplog.at_level(logging.WARNING, logger="vppo.trainer.dynamic_sampling"):
         trainer.train()
     log = next(h for h in trainer.state.log_history if "vppo/dynamic_sampling/dropped_frac" in h)
     assert log["vppo/dynamic_sampling/dropped_frac"] == 1.0
@@ -221,7 +222,7 @@ def test_dynamic_sampling_perturbs_each_row_from_its_own_image(tmp_path, monkeyp
         real = image_processor(images=example["images"], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(pixel_values[own], real)
         # ... so the perturbed image I' of that row is the blur of its own image.
-        expected = trainer_module.perturb_pixel_values(pixel_values[own], trainer.vision, "blur",
+        expected = scoring_module.perturb_pixel_values(pixel_values[own], trainer.vision, "blur",
                                                        images=[example["images"]], image_processor=image_processor)
         torch.testing.assert_close(perturbed[own], expected)
 

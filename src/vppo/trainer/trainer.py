@@ -1,6 +1,9 @@
 """`VPPOTrainer`: TRL's GRPOTrainer with visual-dependency token credit assignment.
 
-This is the only module that knows TRL internals. It overrides four hooks of TRL 1.16's
+This module and its two mixins are the only ones that know TRL internals: `ScoringMixin`
+(scoring.py: the padding-free no-grad passes, LM-head gathering, perturbed images) and
+`DynamicSamplingMixin` (dynamic_sampling.py: the rounds and the refill stream); here are TRL's
+hooks, the set-up, checkpointing and `_apply_vppo`. It overrides four hooks of TRL 1.16's
 GRPOTrainer, each by calling `super()` and post-processing (tests/test_trainer_hooks.py fails
 loudly when their signatures change):
 
@@ -25,13 +28,12 @@ denominator).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,7 +41,6 @@ from transformers import ProcessorMixin
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
-    RepeatSampler,
     shuffle_sequence_dict,
     split_pixel_values_by_grid,
     split_tensor_dict,
@@ -49,111 +50,18 @@ from trl.trainer.utils import (
 from vppo.algorithm import TOKEN_SELECTIONS, select_tokens, tas_scale, token_advantages
 from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.models.processors import vllm_image_options
-from vppo.perception import (
-    TOKEN_ESTIMATORS,
-    full_kl_dependency,
-    perturb_pixel_values,
-    token_dependency,
-    trajectory_dependency,
-)
-from vppo.trainer.batching import (
-    group_pass_rates,
-    importance_sampling_pad_value,
-    length_sorted_chunks,
-    plan_dynamic_sampling,
-    select_rows,
-    splits_by_row,
-    take_rows,
-    update_micro_batches,
-    update_window,
-)
+from vppo.perception import trajectory_dependency
+from vppo.trainer.batching import splits_by_row, update_micro_batches, update_window
 from vppo.trainer.config import VPPOConfig
+from vppo.trainer.dynamic_sampling import DynamicSamplingMixin
 from vppo.trainer.resume import (
     load_renamed_checkpoint,
     read_checkpoint_state,
     write_checkpoint_state,
 )
+from vppo.trainer.scoring import _FORWARD_KEYS, ScoringMixin, full_lm_head  # noqa: F401 (importable here as before)
 
 logger = logging.getLogger(__name__)
-
-# Keys of TRL's scored batch that the model forward takes besides ids and masks.
-_FORWARD_KEYS = (
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "image_sizes",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "image_position_ids",
-)
-
-
-# Keys a row chunk of the scored batch needs for a forward pass.
-_CHUNK_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_images", "num_tiles",
-               *_FORWARD_KEYS)
-
-
-@contextmanager
-def full_lm_head(head: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(weight [V, H], bias [V] or None) of the LM head as whole tensors, also when it is sharded.
-
-    The exact KL multiplies hidden states by the head itself, outside the model's forward, so the
-    head's shards are never gathered for it by the engine. Every process must enter this together
-    (it is a collective when sharded):
-
-    - FSDP2: the parameters are DTensors; `full_tensor()` all-gathers a plain copy for this use.
-    - DeepSpeed ZeRO-3: the parameters are empty outside their module's forward;
-      `deepspeed.zero.GatheredParameters` materialises them (read-only, `modifier_rank=None`) for
-      the duration of the block and re-partitions them on exit. A parameter that is already
-      gathered (a head tied to the input embeddings, kept available by ZeRO) is left alone.
-    - Otherwise (single device, DDP, ZeRO-1/2): the parameters themselves.
-    """
-    weight, bias = head.weight, getattr(head, "bias", None)
-    params = [p for p in (weight, bias) if p is not None]
-    # ZeRO-3 marks its parameters with ds_status; NOT_AVAILABLE means partitioned away.
-    partitioned = [p for p in params if getattr(getattr(p, "ds_status", None), "name", "AVAILABLE") != "AVAILABLE"]
-    gather = nullcontext()
-    if partitioned:
-        import deepspeed
-
-        gather = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
-    with gather:
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # torch built without distributed support
-            DTensor = ()  # noqa: N806
-        if isinstance(weight, DTensor):
-            weight = weight.full_tensor()
-        if isinstance(bias, DTensor):
-            bias = bias.full_tensor()
-        yield weight.detach(), None if bias is None else bias.detach()
-
-
-class _LastHiddenState:
-    """Forward hook on the model's backbone that keeps the last hidden states of the completion
-    positions only ([n, T, H], a copy, so the backbone's [n, L, H] output is freed at once)."""
-
-    def __init__(self, backbone: torch.nn.Module):
-        self.backbone = backbone
-        self.completion_width = 0
-        self.hidden: list[torch.Tensor] = []
-
-    def __enter__(self) -> _LastHiddenState:
-        self._handle = self.backbone.register_forward_hook(self._keep)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
-
-    def _keep(self, module, args, output) -> None:
-        t = self.completion_width
-        # Position i predicts token i + 1: the completion's predictors are the T positions before the end.
-        self.hidden.append(output.last_hidden_state[:, -t - 1 : -1].clone())
-
-    def pop(self) -> torch.Tensor:
-        hidden, self.hidden = torch.cat(self.hidden, dim=0), []
-        return hidden
 
 
 # The forward keys that describe images (the per-token type ids stay: they are zeros without images).
@@ -318,7 +226,7 @@ def _resume_settings(trainer: VPPOTrainer) -> dict[str, Any]:
     return json.loads(json.dumps(settings, default=str))
 
 
-class VPPOTrainer(GRPOTrainer):
+class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
     """GRPOTrainer + VPPO (arXiv 2510.09285). Use with a `VPPOConfig` and a VLM processor.
 
     With `token_selection="none"` and `use_tas=False` no extra forward pass runs and the trainer
@@ -682,307 +590,7 @@ class VPPOTrainer(GRPOTrainer):
         self._metrics[mode]["vppo/nll"].append((mean_nll[0] / mean_nll[1].clamp(min=1.0)).item())
         return term
 
-    # ------------------------------------------------------------------------------ dynamic sampling
-    def _group_filter(self, rows: int) -> torch.Tensor:
-        """bool [rows / G]: which local groups of the last scored batch pass the accuracy filter."""
-        rewards = self._last_rewards_per_func
-        names = list(self.reward_func_names)
-        if self.args.dynamic_sampling_reward in names:
-            signal = rewards[:, names.index(self.args.dynamic_sampling_reward)]
-        else:
-            signal = (rewards * self.reward_weights.to(rewards.device)).nansum(dim=1)
-        start = self.accelerator.process_index * rows
-        rates = group_pass_rates(signal[start : start + rows], self.num_generations)
-        return (rates > self.args.dynamic_sampling_low) & (rates < self.args.dynamic_sampling_high)
-
-    def _next_refill_batch(self) -> list[dict[str, Any]]:
-        """Fresh prompts for dynamic sampling, from a second sampler with its own seed."""
-        while True:
-            if self._refill_iterator is None:
-                self._refill_epoch += 1
-                local_rows = self._train_batch_size * self.args.steps_per_generation
-                sampler = RepeatSampler(
-                    data_source=self.train_dataset,
-                    mini_repeat_count=self.num_generations,
-                    batch_size=self.args.generation_batch_size // self.num_generations,
-                    repeat_count=1,
-                    shuffle=True,
-                    seed=self.args.seed + 7919 * self._refill_epoch,
-                )
-                skip, self._refill_draws, self._refill_skip = self._refill_skip, 0, 0
-                # Building and starting a loader draws from the global RNG: keep that out of the sampling
-                # stream, so a resumed run (which starts it at another step) samples as the uninterrupted one.
-                with torch.random.fork_rng(devices=[]):
-                    loader = self._get_dataloader(
-                        dataset=self.train_dataset,
-                        description="Refill",
-                        batch_size=local_rows,
-                        sampler_fn=lambda _dataset=None, _sampler=sampler: _sampler,
-                        is_training=True,
-                    )
-                    self._refill_iterator = iter(loader)
-                    # A resumed run continues the epoch's stream where the checkpoint left it.
-                    for _ in range(skip):
-                        next(self._refill_iterator)
-                        self._refill_draws += 1
-            try:
-                batch = next(self._refill_iterator)
-            except StopIteration:
-                self._refill_iterator = None
-                continue
-            self._refill_draws += 1
-            return batch
-
-    def refill_state(self) -> dict[str, int]:
-        """Where the dynamic-sampling refill stream stands: saved with every checkpoint."""
-        if self._refill_iterator is None:  # the next draw starts epoch `_refill_epoch + 1` afresh
-            return {"refill_epoch": self._refill_epoch, "refill_draws": 0}
-        return {"refill_epoch": self._refill_epoch, "refill_draws": self._refill_draws}
-
-    def restore_refill_state(self, state: dict[str, int]) -> None:
-        """Continue the refill stream of a checkpoint's `refill_state()` exactly."""
-        epoch, draws = int(state["refill_epoch"]), int(state["refill_draws"])
-        self._refill_iterator = None
-        self._refill_epoch = epoch - 1 if draws else epoch
-        self._refill_skip = draws
-
-    def _prune_round(self, pieces: list, batches: list, keeps: list, index: int, groups_needed: int) -> None:
-        """Cut round `index` to its kept groups and the dropped groups that may still fill the batch."""
-        keep = keeps[index]
-        kept_total = sum(int(k.sum()) for k in keeps)
-        reserved = sum(int((~k).sum()) for i, k in enumerate(keeps) if i != index and pieces[i] is not None)
-        room = max(0, groups_needed - kept_total - reserved)
-        dropped = (~keep).nonzero().flatten().tolist()
-        retained = sorted(keep.nonzero().flatten().tolist() + dropped[:room])
-        if len(retained) == keep.numel():
-            return
-        group = self.num_generations
-        if not retained:
-            pieces[index], batches[index], keeps[index] = None, None, keep[:0]
-            return
-        rows = [g * group + j for g in retained for j in range(group)]
-        piece = select_rows([pieces[index]], [(0, r) for r in rows], self._tokenizer.pad_token_id)
-        pieces[index] = piece
-        batches[index] = [batches[index][r] for r in rows]
-        keeps[index] = keep[retained]
-
-    def _generate_with_dynamic_sampling(
-        self, inputs: list[dict[str, Any]]
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The scored batch and its input rows, in the same order (rows may come from several rounds).
-
-        Once a second round is needed, each round is cut to the groups it may contribute as soon as it
-        is scored: its kept groups, plus as many dropped groups as could still have to fill the batch
-        (the earliest ones, which are the ones that fill it). The batch is the same as if every round
-        were kept whole.
-        """
-        rows = len(inputs)
-        group = self.num_generations
-        groups_needed = rows // group
-        batches = [inputs]
-        pieces = [self._score_round(inputs, defer=True)]
-        keeps = [self._group_filter(rows)]
-        first_dropped = int((~keeps[0]).sum())
-        rounds = 0
-        while rounds < self.args.dynamic_sampling_max_rounds:
-            short = torch.tensor(float(sum(int(k.sum()) for k in keeps) < groups_needed),
-                                 device=self.accelerator.device)
-            # Every process generates the same number of times (collectives inside TRL's scoring).
-            if self.accelerator.gather(short).sum().item() == 0:
-                break
-            if rounds == 0:
-                self._prune_round(pieces, batches, keeps, 0, groups_needed)
-            batches.append(self._next_refill_batch())
-            pieces.append(self._score_round(batches[-1], defer=True))
-            keeps.append(self._group_filter(rows))
-            self._prune_round(pieces, batches, keeps, len(pieces) - 1, groups_needed)
-            rounds += 1
-        used = [i for i, piece in enumerate(pieces) if piece is not None]
-        picks, filler = plan_dynamic_sampling([keeps[i] for i in used], group, rows)
-        if filler and filler < groups_needed:  # all filler: the warning after the gather
-            logger.warning(
-                "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
-                "%d groups with uniform rewards (zero advantage) fill the batch. Raise "
-                "dynamic_sampling_max_rounds or check the task's difficulty.", rounds, filler)
-        if rounds == 0:
-            # One round: every group is kept or fills in, so the batch is the round itself (same on
-            # every process, which matters for the gather below).
-            output, inputs = pieces[0], batches[0]
-        else:
-            pad = 1.0
-            if "importance_sampling_ratio" in pieces[used[0]]:
-                pad = importance_sampling_pad_value(self.vllm_importance_sampling_mode,
-                                                    self.vllm_importance_sampling_clip_min,
-                                                    self.vllm_importance_sampling_clip_max)
-            output = select_rows([pieces[i] for i in used], picks, self._tokenizer.pad_token_id,
-                                 importance_sampling_pad=pad)
-            output["num_items_in_batch"] = self.accelerator.gather(output["num_items_in_batch"]).sum()
-            inputs = [batches[used[piece]][row] for piece, row in picks]
-        stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
-                             device=self.accelerator.device)
-        stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
-        if stats[3] == stats[1] and self.accelerator.is_main_process:
-            # Every group is filler: all advantages are 0 and the policy-gradient term is 0 this step.
-            trains = "only the NLL term trains" if self.args.nll_coef > 0 else "the step changes nothing"
-            logger.warning(
-                "Step %d: dynamic sampling found no group with mixed rewards in %d rounds (every group's "
-                "rewards are uniform), so every advantage is 0 and %s; check the reward function and the "
-                "task's difficulty.", self.state.global_step + 1, rounds + 1, trains)
-        metrics = self._metrics["train"]
-        metrics["vppo/dynamic_sampling/dropped_frac"].append((stats[0] / stats[1]).item())
-        metrics["vppo/dynamic_sampling/extra_rounds"].append(stats[2].item() / self.accelerator.num_processes)
-        metrics["vppo/dynamic_sampling/filler_groups"].append(stats[3].item())
-        return output, inputs
-
     # ------------------------------------------------------------------------------ VPPO
-    def _perturbation_generator(self, purpose: str = "perturbation") -> torch.Generator:
-        """Seeded by (perturbation_seed, purpose, global step, process): reproducible and resumable."""
-        key = (f"{self.args.perturbation_seed}:{purpose}:{self.state.global_step}:"
-               f"{self.accelerator.process_index}")
-        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
-        return torch.Generator().manual_seed(seed)
-
-    def perturb_pixel_values(self, output: dict[str, Any], inputs: list[dict[str, Any]],
-                             generator: torch.Generator) -> torch.Tensor:
-        """pixel_values of the uninformative images I', laid out exactly like `output["pixel_values"]`.
-
-        Override to add a layout or a perturbation; every response gets its own random mask.
-        """
-        images = None
-        if self.args.perturbation != "blacken":
-            images = [[img for img in (row.get("images") if "images" in row else [row.get("image")]) or []
-                       if img is not None] for row in inputs]
-        return perturb_pixel_values(
-            output["pixel_values"], self.vision, self.args.perturbation, self.args.perturbation_prob,
-            generator, output.get("pixel_attention_mask"), patch_size=self.args.perturbation_patch_size,
-            images=images, image_processor=self.processing_class.image_processor,
-        )
-
-    def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
-        kwargs = {k: output[k] for k in _FORWARD_KEYS if k in output}
-        kwargs["num_images"] = output.get("num_images")
-        kwargs["num_tiles"] = output.get("num_tiles")
-        return kwargs
-
-    def compute_visual_dependency(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
-                                  need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old."""
-        scores = self._dependency_scores(output, perturbed_pixel_values, need_entropy, old_logps=False)
-        return scores["dependency"], scores.get("entropies")
-
-    def _dependency_scores(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
-                           need_entropy: bool, old_logps: bool) -> dict[str, torch.Tensor]:
-        """`_scoring_pass` with the perturbed image: "dependency" [B, T], and "entropies" / "logps".
-
-        The real-image pass yields the old log-probs ("logps") when `old_logps`, so they cost no extra
-        pass; k3 reuses old log-probs TRL already has (vLLM importance sampling) when it can.
-        """
-        args = self.args
-        mask = output["completion_mask"].bool()
-        if args.dependency_estimator in TOKEN_ESTIMATORS:
-            reuse = None if old_logps or need_entropy else output.get("old_per_token_logps")
-            scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=reuse is None,
-                                        entropy=need_entropy, dependency=True)
-            logp_real = scores["logps"] if reuse is None else reuse
-            scores["dependency"] = token_dependency(logp_real, scores["logps_perturbed"], mask,
-                                                    estimator=args.dependency_estimator, clip=args.dependency_clip)
-            return scores
-        return self._scoring_pass(output, perturbed_pixel_values, old_logps=old_logps, entropy=need_entropy,
-                                  dependency=True, exact=True)
-
-    def _scoring_pass(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None, *,
-                      old_logps: bool = False, entropy: bool = False, dependency: bool = False,
-                      exact: bool = False) -> dict[str, Any]:
-        """No-grad forwards over the scored batch that skip padding, chunk by chunk.
-
-        Rows are sorted by length and cut into chunks of at most `per_device_train_batch_size` rows
-        and at most 10% padding (the same number of chunks on every process), each trimmed to its
-        own widths. Per chunk: one real-image forward when its log-probs, entropies or
-        hidden states are needed, then, with `dependency`, one forward on `perturbed_pixel_values`
-        (None on a process without images: its own, absent, pixels). With `exact`,
-        the 'kl'/'jsd' dependency is computed from the two passes' last hidden states before the next
-        chunk runs, so memory stays O(chunk × V) for the whole step.
-
-        Returns [B, T] tensors, 0 at padding, under the keys that apply: "logps" (real image; TRL's
-        old log-probs), "entropies", "logps_perturbed", "dependency".
-        """
-        args = self.args
-        mask = output["completion_mask"]
-        rows, width = mask.shape
-        batch = {k: output[k] for k in _CHUNK_KEYS if k in output}
-        perturbed_batch = None
-        if dependency:
-            perturbed_batch = dict(batch)
-            if perturbed_pixel_values is not None:
-                perturbed_batch["pixel_values"] = perturbed_pixel_values
-        real = old_logps or entropy or exact
-        chunk_rows = args.per_device_train_batch_size
-        split = splits_by_row(output)
-        if split:
-            chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows)
-            # Sharded engines need the same number of forwards on every process.
-            count = torch.tensor([len(chunks)], device=mask.device)
-            count = int(self.accelerator.gather(count).max())
-            if count > len(chunks):
-                chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows, num_chunks=count)
-        else:
-            chunks = [list(range(rows))]  # TRL slices the batch into chunks of full width
-        results: dict[str, torch.Tensor] = {}
-
-        def store(key: str, value: torch.Tensor, index: list[int]) -> None:
-            if key not in results:
-                results[key] = mask.new_zeros((rows, width), dtype=value.dtype)
-            results[key][index, : value.size(1)] = value
-
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        capture = _LastHiddenState(base.base_model) if exact else nullcontext()
-        head = full_lm_head(base.get_output_embeddings()) if exact else nullcontext((None, None))
-        with (torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
-              capture, head as (weight, bias)):
-            for index in chunks:
-                if not split:
-                    sub, sub_perturbed = batch, perturbed_batch
-                else:
-                    sub = take_rows(batch, index, self._tokenizer.pad_token_id)
-                    sub_perturbed = None if perturbed_batch is None else take_rows(
-                        perturbed_batch, index, self._tokenizer.pad_token_id)
-                t = sub["completion_ids"].size(1)
-                if exact:
-                    capture.completion_width = t
-                hidden = []
-                for images, wanted in ((sub, real), (sub_perturbed, sub_perturbed is not None)):
-                    if not wanted:
-                        continue
-                    ids = torch.cat([images["prompt_ids"], images["completion_ids"]], dim=1)
-                    attention = torch.cat([images["prompt_mask"], images["completion_mask"]], dim=1)
-                    logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                        self.model, ids, attention, t, batch_size=chunk_rows,
-                        compute_entropy=entropy and images is sub, **self._forward_kwargs(images))
-                    if images is sub:
-                        store("logps", logps, index)
-                        if entropies is not None:
-                            store("entropies", entropies, index)
-                    else:
-                        store("logps_perturbed", logps, index)
-                    if exact:
-                        hidden.append(capture.pop())
-                if exact:
-                    dep = full_kl_dependency(hidden[0], hidden[1], weight, sub["completion_mask"].bool(),
-                                             temperature=self.temperature, chunk_size=args.kl_chunk_size,
-                                             estimator=args.dependency_estimator, lm_head_bias=bias)
-                    store("dependency", dep, index)
-        return results
-
-    def _rows_with_images(self, output: dict[str, Any], rows: int) -> torch.Tensor:
-        device = output["completion_ids"].device
-        if "pixel_values" not in output:
-            return torch.zeros(rows, dtype=torch.bool, device=device)
-        counts = output.get("num_images")
-        if counts is None:
-            return torch.ones(rows, dtype=torch.bool, device=device)
-        return torch.tensor([c > 0 for c in counts], dtype=torch.bool, device=device)
-
     def _tas_scale(self, traj: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """α [B] for the local rows, with statistics over the configured scope."""
         args = self.args
