@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from vppo.analysis import (
+    ESTIMATORS,
     ResponseRecord,
     generate_responses,
     perturb_pixel_values,
@@ -20,6 +21,7 @@ from vppo.models import build_tiny_vlm, vision_layout
 from vppo.perception import (
     blacken_image_patches,
     blacken_patches,
+    dependency_from_passes,
     distribution_dependency,
     solid_grey,
 )
@@ -48,7 +50,12 @@ def _image(seed: int, size: int = 64) -> Image.Image:
 
 
 def _prompt(text: str, num_images: int = 1) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}],
+        }
+    ]
 
 
 def _direct_logits(model, processor, prompt, images, ids, pixel_values=None):
@@ -64,7 +71,9 @@ def _direct_logits(model, processor, prompt, images, ids, pixel_values=None):
         kwargs["pixel_values"] = pixel_values
     input_ids = torch.cat([inputs["input_ids"], response], dim=1)
     with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+        ).logits
     return logits[0, -len(ids) - 1 : -1].float(), inputs
 
 
@@ -78,7 +87,9 @@ def test_logprobs_and_entropy_equal_the_models_own_logits(models, arch):
     model, processor = models[arch]
     image = _image(0)
     ids = _ids(processor, "I see 3 red circles, so the answer is 3.")
-    (record,) = score_responses(model, processor, [_prompt("How many?")], [[image]], [ids], progress=False)
+    (record,) = score_responses(
+        model, processor, [_prompt("How many?")], [[image]], [ids], progress=False
+    )
     logits, _ = _direct_logits(model, processor, _prompt("How many?"), [image], ids)
     logp = logits.log_softmax(-1)
     expected = logp.gather(1, torch.tensor(ids)[:, None]).squeeze(1)
@@ -93,14 +104,27 @@ def test_perturbed_logprobs_use_the_responses_own_seeded_blackening(models):
     model, processor = models["qwen2_5_vl"]
     image = _image(1)
     ids = _ids(processor, "the shape is blue")
-    records = score_responses(model, processor, [_prompt("Colour?")] * 2, [[image]] * 2, [ids, ids],
-                              seed=7, progress=False)
+    records = score_responses(
+        model,
+        processor,
+        [_prompt("Colour?")] * 2,
+        [[image]] * 2,
+        [ids, ids],
+        seed=7,
+        progress=False,
+    )
     layout = vision_layout(processor, model.config)
     _, inputs = _direct_logits(model, processor, _prompt("Colour?"), [image], ids)
     for k, record in enumerate(records):
         generator = torch.Generator().manual_seed(response_seed(7, k))
-        perturbed, _ = blacken_patches(inputs["pixel_values"], "qwen_flat", layout.image_mean,
-                                       layout.image_std, prob=0.5, generator=generator)
+        perturbed, _ = blacken_patches(
+            inputs["pixel_values"],
+            "qwen_flat",
+            layout.image_mean,
+            layout.image_std,
+            prob=0.5,
+            generator=generator,
+        )
         logits, _ = _direct_logits(model, processor, _prompt("Colour?"), [image], ids, perturbed)
         expected = logits.log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
         assert torch.allclose(torch.tensor(record.logp_perturbed), expected, atol=1e-4)
@@ -115,12 +139,23 @@ def test_scores_do_not_depend_on_batching_and_repeat_with_the_seed(models, arch)
     prompts = [_prompt("How many shapes?"), _prompt("Which side?"), _prompt("Sum of digits?")]
     images = [[_image(2)], [_image(3, 48)], [_image(4)]]
     responses = ["there are 2 shapes", "left", "1 + 3 = 4 so \\boxed{4}"]
-    one = score_responses(model, processor, prompts, images, responses, batch_size=1, seed=3,
-                          answers=["2", "right", "4"], progress=False)
-    three = score_responses(model, processor, prompts, images, responses, batch_size=3, seed=3,
-                            progress=False)
-    other = score_responses(model, processor, prompts, images, responses, batch_size=3, seed=4,
-                            progress=False)
+    one = score_responses(
+        model,
+        processor,
+        prompts,
+        images,
+        responses,
+        batch_size=1,
+        seed=3,
+        answers=["2", "right", "4"],
+        progress=False,
+    )
+    three = score_responses(
+        model, processor, prompts, images, responses, batch_size=3, seed=3, progress=False
+    )
+    other = score_responses(
+        model, processor, prompts, images, responses, batch_size=3, seed=4, progress=False
+    )
     a, b, c = (records_to_tensors(r) for r in (one, three, other))
     assert torch.allclose(a["dep"], b["dep"], atol=1e-6)
     assert torch.allclose(a["logp_real"], b["logp_real"], atol=1e-5)
@@ -134,13 +169,27 @@ def test_exact_estimators_equal_the_full_logit_divergence(models, arch, estimato
     model, processor = models[arch]
     image = _image(5)
     ids = _ids(processor, "a green square on the left")
-    (record,) = score_responses(model, processor, [_prompt("Where?")], [[image]], [ids],
-                                estimator=estimator, seed=11, progress=False)
+    (record,) = score_responses(
+        model,
+        processor,
+        [_prompt("Where?")],
+        [[image]],
+        [ids],
+        estimator=estimator,
+        seed=11,
+        progress=False,
+    )
     layout = vision_layout(processor, model.config)
     real, inputs = _direct_logits(model, processor, _prompt("Where?"), [image], ids)
     generator = torch.Generator().manual_seed(response_seed(11, 0))
-    perturbed = perturb_pixel_values(inputs["pixel_values"], layout, "blacken", 0.5, generator,
-                                     inputs.get("pixel_attention_mask"))
+    perturbed = perturb_pixel_values(
+        inputs["pixel_values"],
+        layout,
+        "blacken",
+        0.5,
+        generator,
+        inputs.get("pixel_attention_mask"),
+    )
     pert, _ = _direct_logits(model, processor, _prompt("Where?"), [image], ids, perturbed)
     mask = torch.ones(1, len(ids), dtype=torch.bool)
     expected = distribution_dependency(real[None], pert[None], mask, estimator=estimator)[0]
@@ -150,8 +199,14 @@ def test_exact_estimators_equal_the_full_logit_divergence(models, arch, estimato
 def test_text_only_responses_have_zero_dependency(models):
     model, processor = models["qwen2_5_vl"]
     records = score_responses(
-        model, processor, ["What is 2 + 2?", _prompt("Count.")], [[], [_image(6)]], ["4", "3"],
-        batch_size=2, progress=False)
+        model,
+        processor,
+        ["What is 2 + 2?", _prompt("Count.")],
+        [[], [_image(6)]],
+        ["4", "3"],
+        batch_size=2,
+        progress=False,
+    )
     text_only, with_image = records
     assert text_only.num_images == 0 and with_image.num_images == 1
     assert text_only.dependency == [0.0] * len(text_only.token_ids)
@@ -160,18 +215,63 @@ def test_text_only_responses_have_zero_dependency(models):
     assert with_image.trajectory_dependency > 0.0
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_every_estimator_goes_through_the_shared_dispatch(models, monkeypatch, estimator):
+    import vppo.analysis.scoring as scoring
+
+    calls = []
+
+    def spy(name, **passes):
+        calls.append((name, sorted(k for k, v in passes.items() if v is not None)))
+        out = dependency_from_passes(name, **passes)
+        calls[-1] += (out,)
+        return out
+
+    monkeypatch.setattr(scoring, "dependency_from_passes", spy)
+    model, processor = models["qwen2_5_vl"]
+    records = score_responses(
+        model,
+        processor,
+        [_prompt("Count."), "What is 2 + 2?"],
+        [[_image(6)], []],
+        ["3", "4"],
+        estimator=estimator,
+        batch_size=2,
+        progress=False,
+    )
+    (call,) = calls  # the text-only batch has nothing to perturb
+    name, passed, out = call
+    assert name == estimator
+    assert {
+        "mask",
+        "logp_real",
+        "logp_perturbed",
+        "hidden_real",
+        "hidden_perturbed",
+        "lm_head_weight",
+    } <= set(passed)
+    assert records[0].dependency == out[0, : len(records[0].token_ids)].float().tolist()
+    assert records[1].dependency == [0.0] * len(records[1].token_ids)
+
+
 def test_text_responses_are_tokenised_with_one_eos_and_equal_their_ids(models):
     model, processor = models["qwen2_5_vl"]
     tok = processor.tokenizer
     text = "I count 4 shapes."
     ids = _ids(processor, text)
     by_text, by_ids, already = score_responses(
-        model, processor, [_prompt("Count.")] * 3, [[_image(7)]] * 3, [text, ids, text + tok.eos_token],
-        progress=False)
+        model,
+        processor,
+        [_prompt("Count.")] * 3,
+        [[_image(7)]] * 3,
+        [text, ids, text + tok.eos_token],
+        progress=False,
+    )
     assert by_text.token_ids == ids == already.token_ids
     assert by_text.logp_real == pytest.approx(by_ids.logp_real, abs=1e-6)
-    (alone,) = score_responses(model, processor, [_prompt("Count.")], [[_image(7)]], [ids],
-                               progress=False)
+    (alone,) = score_responses(
+        model, processor, [_prompt("Count.")], [[_image(7)]], [ids], progress=False
+    )
     assert alone.dependency == pytest.approx(by_text.dependency, abs=1e-7)  # same index, same mask
     assert by_ids.response == text  # decoded without special tokens
 
@@ -191,17 +291,29 @@ def test_token_strings_concatenate_to_the_decoded_response(models):
 def test_multi_image_rows_are_split_per_response(models):
     model, processor = models["qwen2_5_vl"]
     images = [[_image(8), _image(9, 32)], [_image(10)]]
-    text = [processor.apply_chat_template(_prompt("Compare.", len(i)), tokenize=False,
-                                          add_generation_prompt=True) for i in images]
+    text = [
+        processor.apply_chat_template(
+            _prompt("Compare.", len(i)), tokenize=False, add_generation_prompt=True
+        )
+        for i in images
+    ]
     inputs = processor(text=text, images=images, padding=True, return_tensors="pt")
     layout = vision_layout(processor, model.config)
     slices = pixel_value_slices(layout, [2, 1], inputs["image_grid_thw"])
     sizes = inputs["image_grid_thw"].prod(-1).tolist()
     assert slices == [slice(0, sizes[0] + sizes[1]), slice(sizes[0] + sizes[1], sum(sizes))]
-    records = score_responses(model, processor, [_prompt("Compare.", 2), _prompt("Compare.")], images,
-                              ["same", "different"], batch_size=2, progress=False)
-    alone = score_responses(model, processor, [_prompt("Compare.")], [images[1]], ["different"],
-                            progress=False)
+    records = score_responses(
+        model,
+        processor,
+        [_prompt("Compare.", 2), _prompt("Compare.")],
+        images,
+        ["same", "different"],
+        batch_size=2,
+        progress=False,
+    )
+    alone = score_responses(
+        model, processor, [_prompt("Compare.")], [images[1]], ["different"], progress=False
+    )
     assert records[0].num_images == 2
     assert records[1].logp_real == pytest.approx(alone[0].logp_real, abs=1e-5)
 
@@ -211,17 +323,28 @@ def test_image_space_perturbations_re_run_the_processor(models):
     layout = vision_layout(processor, model.config)
     image = _image(11)
     pv = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
-    grey = perturb_pixel_values(pv, layout, "grey", images=[[image]],
-                                image_processor=processor.image_processor)
-    expected = processor.image_processor(images=[solid_grey(image)], return_tensors="pt")["pixel_values"]
+    grey = perturb_pixel_values(
+        pv, layout, "grey", images=[[image]], image_processor=processor.image_processor
+    )
+    expected = processor.image_processor(images=[solid_grey(image)], return_tensors="pt")[
+        "pixel_values"
+    ]
     assert torch.equal(grey, expected)
     blackened = perturb_pixel_values(pv, layout, "blacken", prob=1.0)
     black = torch.tensor(layout.black_value).repeat_interleave(pv.shape[1] // 3)
     assert torch.allclose(blackened, black.expand_as(pv))
     assert torch.equal(perturb_pixel_values(pv, layout, "blacken", prob=0.0), pv)
     ids = _ids(processor, "red")
-    (record,) = score_responses(model, processor, [_prompt("Colour?")], [[image]], [ids],
-                                perturbation="blacken_image", seed=2, progress=False)
+    (record,) = score_responses(
+        model,
+        processor,
+        [_prompt("Colour?")],
+        [[image]],
+        [ids],
+        perturbation="blacken_image",
+        seed=2,
+        progress=False,
+    )
     generator = torch.Generator().manual_seed(response_seed(2, 0))
     official = blacken_image_patches(image, patch_size=14, prob=0.5, generator=generator)
     reprocessed = processor.image_processor(images=[official], return_tensors="pt")["pixel_values"]
@@ -235,19 +358,46 @@ def test_image_space_perturbations_re_run_the_processor(models):
     [
         (lambda m, p, v, pv: perturb_pixel_values(pv, v, "shuffle"), "perturbation is 'shuffle'"),
         (lambda m, p, v, pv: perturb_pixel_values(pv, v, "blacken", patch_size=7), "patch_size=7"),
-        (lambda m, p, v, pv: perturb_pixel_values(pv, v, "noise"), "pass images= and image_processor="),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")], [[_image(0)]], [""], progress=False),
-         "response 0 is empty"),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")], [[_image(0)]], [[]], progress=False),
-         "response 0 has no tokens"),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")], [[_image(0)]], ["a <|image_pad|>"],
-                                             progress=False), "vision placeholder"),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")], [[_image(0)]], ["a"],
-                                             estimator="l2", progress=False), "estimator is 'l2'"),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")] * 2, [[_image(0)]], ["a", "b"],
-                                             progress=False), "images has 1 entries"),
-        (lambda m, p, v, pv: score_responses(m, p, [_prompt("q")], [["x.png"]], ["a"], progress=False),
-         r"images\[0\]\[0\] is a str"),
+        (
+            lambda m, p, v, pv: perturb_pixel_values(pv, v, "noise"),
+            "pass images= and image_processor=",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")], [[_image(0)]], [""], progress=False
+            ),
+            "response 0 is empty",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")], [[_image(0)]], [[]], progress=False
+            ),
+            "response 0 has no tokens",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")], [[_image(0)]], ["a <|image_pad|>"], progress=False
+            ),
+            "vision placeholder",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")], [[_image(0)]], ["a"], estimator="l2", progress=False
+            ),
+            "estimator is 'l2'",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")] * 2, [[_image(0)]], ["a", "b"], progress=False
+            ),
+            "images has 1 entries",
+        ),
+        (
+            lambda m, p, v, pv: score_responses(
+                m, p, [_prompt("q")], [["x.png"]], ["a"], progress=False
+            ),
+            r"images\[0\]\[0\] is a str",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(models, call, match):
@@ -262,32 +412,84 @@ def test_generation_is_seeded_prompt_major_and_free_of_vision_tokens(models):
     model, processor = models["smolvlm"]
     prompts = [_prompt("How many?"), _prompt("Colour?")]
     images = [[_image(12)], [_image(13)]]
-    first = generate_responses(model, processor, prompts, images, num_generations=2,
-                               max_new_tokens=6, seed=5, batch_size=3, progress=False)
-    again = generate_responses(model, processor, prompts, images, num_generations=2,
-                               max_new_tokens=6, seed=5, batch_size=3, progress=False)
+    first = generate_responses(
+        model,
+        processor,
+        prompts,
+        images,
+        num_generations=2,
+        max_new_tokens=6,
+        seed=5,
+        batch_size=3,
+        progress=False,
+    )
+    again = generate_responses(
+        model,
+        processor,
+        prompts,
+        images,
+        num_generations=2,
+        max_new_tokens=6,
+        seed=5,
+        batch_size=3,
+        progress=False,
+    )
     assert first == again and len(first) == 4
     banned = set(vision_layout(processor, model.config).pad_token_ids_to_ban)
-    eos = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
-              else [model.generation_config.eos_token_id])
+    eos = set(
+        model.generation_config.eos_token_id
+        if isinstance(model.generation_config.eos_token_id, list)
+        else [model.generation_config.eos_token_id]
+    )
     for ids in first:
         assert 1 <= len(ids) <= 6 and not set(ids) & banned
         assert all(t not in eos for t in ids[:-1])  # cut right after the first EOS
-    records = score_responses(model, processor, [prompts[0]] * 2 + [prompts[1]] * 2,
-                              [images[0]] * 2 + [images[1]] * 2, first, progress=False)
+    records = score_responses(
+        model,
+        processor,
+        [prompts[0]] * 2 + [prompts[1]] * 2,
+        [images[0]] * 2 + [images[1]] * 2,
+        first,
+        progress=False,
+    )
     assert [r.token_ids for r in records] == first
 
 
 def test_record_round_trip_and_length_check():
-    record = ResponseRecord(index=0, row=2, sample=1, question="q", response="ab", answer="a",
-                            correct=False, num_images=1, token_ids=[5, 6], tokens=["a", "b"],
-                            logp_real=[-1.0, -2.0], logp_perturbed=[-1.5, -2.0], dependency=[0.1, 0.0],
-                            entropy=[0.5, 0.4])
+    record = ResponseRecord(
+        index=0,
+        row=2,
+        sample=1,
+        question="q",
+        response="ab",
+        answer="a",
+        correct=False,
+        num_images=1,
+        token_ids=[5, 6],
+        tokens=["a", "b"],
+        logp_real=[-1.0, -2.0],
+        logp_perturbed=[-1.5, -2.0],
+        dependency=[0.1, 0.0],
+        entropy=[0.5, 0.4],
+    )
     data = record.to_dict()
     assert data["trajectory_dependency"] == pytest.approx(0.05)
     assert ResponseRecord.from_dict(data) == record
     assert record.token_records()[0].dependency == pytest.approx(0.1)
     with pytest.raises(ValueError, match="field 'tokens' has 1 entries"):
-        ResponseRecord(index=3, row=0, sample=0, question="", response="", answer=None, correct=None,
-                       num_images=0, token_ids=[1, 2], tokens=["x"], logp_real=[0, 0],
-                       logp_perturbed=[0, 0], dependency=[0, 0], entropy=[0, 0])
+        ResponseRecord(
+            index=3,
+            row=0,
+            sample=0,
+            question="",
+            response="",
+            answer=None,
+            correct=None,
+            num_images=0,
+            token_ids=[1, 2],
+            tokens=["x"],
+            logp_real=[0, 0],
+            logp_perturbed=[0, 0],
+            dependency=[0, 0],
+            entropy=[0, 0],
+        )

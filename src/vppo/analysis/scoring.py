@@ -5,6 +5,11 @@ left-padded by the processor, response right-padded after it), runs two no-grad 
 image, uninformative image I'), and returns one :class:`ResponseRecord` per response with every
 token's log-prob under both images, its visual dependency and the policy entropy.
 
+Its steps per batch: :func:`_batch_inputs` (chat template, padding, pixels),
+:func:`_perturbed_pixels` (I' per response), :func:`_batch_scores` (the two forwards, and the
+estimator through :func:`vppo.perception.dependency_from_passes`, the dispatch the trainer
+can share); after the last batch, :func:`_records` builds the records in input order.
+
 ``perturb_pixel_values`` is the one place that turns a processor's ``pixel_values`` into those
 of I' for every perturbation name the trainer knows; it is pure (tensors, a layout, a
 generator) apart from re-running the image processor for the image-space perturbations.
@@ -24,12 +29,7 @@ from PIL import Image
 
 from vppo.perception import DEPENDENCY_ESTIMATORS as ESTIMATORS
 from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
-from vppo.perception import (
-    TOKEN_ESTIMATORS,
-    full_kl_dependency,
-    perturb_pixel_values,
-    token_dependency,
-)
+from vppo.perception import dependency_from_passes, perturb_pixel_values
 
 __all__ = [
     "ESTIMATORS",
@@ -109,10 +109,17 @@ class ResponseRecord:
     def token_records(self) -> list[TokenRecord]:
         return [
             TokenRecord(t, i, s, a, b, d, e)
-            for t, (i, s, a, b, d, e) in enumerate(zip(
-                self.token_ids, self.tokens, self.logp_real, self.logp_perturbed, self.dependency,
-                self.entropy, strict=True,
-            ))
+            for t, (i, s, a, b, d, e) in enumerate(
+                zip(
+                    self.token_ids,
+                    self.tokens,
+                    self.logp_real,
+                    self.logp_perturbed,
+                    self.dependency,
+                    self.entropy,
+                    strict=True,
+                )
+            )
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,8 +146,10 @@ def records_to_tensors(records: Sequence[ResponseRecord]) -> dict[str, Any]:
     """
     b = len(records)
     t = max((len(r.token_ids) for r in records), default=0)
-    out = {k: torch.zeros(b, t, dtype=torch.float64)
-           for k in ("dep", "entropy", "logp_real", "logp_perturbed")}
+    out = {
+        k: torch.zeros(b, t, dtype=torch.float64)
+        for k in ("dep", "entropy", "logp_real", "logp_perturbed")
+    }
     mask = torch.zeros(b, t, dtype=torch.bool)
     for i, r in enumerate(records):
         n = len(r.token_ids)
@@ -150,8 +159,11 @@ def records_to_tensors(records: Sequence[ResponseRecord]) -> dict[str, Any]:
         out["logp_real"][i, :n] = torch.tensor(r.logp_real, dtype=torch.float64)
         out["logp_perturbed"][i, :n] = torch.tensor(r.logp_perturbed, dtype=torch.float64)
     verdicts = [r.correct for r in records]
-    correct = (torch.tensor([float(v) for v in verdicts], dtype=torch.float64)
-               if records and all(v is not None for v in verdicts) else None)
+    correct = (
+        torch.tensor([float(v) for v in verdicts], dtype=torch.float64)
+        if records and all(v is not None for v in verdicts)
+        else None
+    )
     return {**out, "mask": mask, "correct": correct, "tokens": [list(r.tokens) for r in records]}
 
 
@@ -219,7 +231,7 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
         after = decode(ids[prefix : i + 1])
         last = i == len(ids) - 1
         if len(after) > len(before) and (last or not after.endswith("\ufffd")):
-            pieces.append(after[len(before):])
+            pieces.append(after[len(before) :])
             prefix, read = read, i + 1
         else:
             pieces.append("")
@@ -244,8 +256,12 @@ def _question_text(prompt: Any) -> str:
 def _as_messages(prompt: Any, num_images: int, where: str) -> list[dict[str, Any]]:
     """A TRL conversational prompt; a plain string becomes one user turn, images first."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": [{"type": "image"}] * num_images + [
-            {"type": "text", "text": prompt}]}]
+        return [
+            {
+                "role": "user",
+                "content": [{"type": "image"}] * num_images + [{"type": "text", "text": prompt}],
+            }
+        ]
     if not isinstance(prompt, list | tuple) or not all(isinstance(m, dict) for m in prompt):
         raise ValueError(f"{where} must be a string or a list of chat messages (dicts).")
     return list(prompt)
@@ -255,8 +271,14 @@ def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
 
 
-def _response_ids(response: Any, tokenizer: Any, eos_id: int | None, append_eos: bool,
-                  banned: set[int], where: str) -> list[int]:
+def _response_ids(
+    response: Any,
+    tokenizer: Any,
+    eos_id: int | None,
+    append_eos: bool,
+    banned: set[int],
+    where: str,
+) -> list[int]:
     if isinstance(response, str):
         if response == "":
             raise ValueError(f"{where} is empty; a response needs at least one token.")
@@ -334,8 +356,9 @@ def token_logprobs_and_entropy(
     return out_logp, out_entropy
 
 
-def _final_hidden(model: Any, inputs: dict[str, Any], num_tokens: int, head: torch.nn.Module,
-                  check: bool) -> torch.Tensor:
+def _final_hidden(
+    model: Any, inputs: dict[str, Any], num_tokens: int, head: torch.nn.Module, check: bool
+) -> torch.Tensor:
     """[B, T, H] LM-head inputs at the T positions that predict the response tokens."""
     out = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
     last = out.hidden_states[-1]
@@ -345,8 +368,11 @@ def _final_hidden(model: Any, inputs: dict[str, Any], num_tokens: int, head: tor
         ours = head(last[:, -1:].to(head.weight.dtype)).float()
         theirs = out.logits[:, -1:].float()
         scale = 1.0 + float(theirs.abs().max())
-        tol = 1e-3 * scale if theirs.dtype == torch.float32 and head.weight.dtype == torch.float32 \
+        tol = (
+            1e-3 * scale
+            if theirs.dtype == torch.float32 and head.weight.dtype == torch.float32
             else 3e-2 * scale
+        )
         diff = float((ours - theirs).abs().max())
         if diff > tol:
             raise ValueError(
@@ -467,10 +493,16 @@ def generate_responses(
     banned = vision_layout(processor, model.config).pad_token_ids_to_ban
     greedy = temperature == 0
     config = GenerationConfig(
-        do_sample=not greedy, num_beams=1, max_new_tokens=max_new_tokens,
-        temperature=1.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
-        top_k=0 if greedy else top_k, repetition_penalty=1.0, eos_token_id=eos,
-        pad_token_id=pad, bad_words_ids=[[int(t)] for t in banned] or None,
+        do_sample=not greedy,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0 if greedy else temperature,
+        top_p=1.0 if greedy else top_p,
+        top_k=0 if greedy else top_k,
+        repetition_penalty=1.0,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        bad_words_ids=[[int(t)] for t in banned] or None,
     )
     device = next(model.parameters()).device
     requests = [(i, j) for i in range(len(prompts)) for j in range(num_generations)]
@@ -480,17 +512,26 @@ def generate_responses(
     with _LeftPadding(tokenizer):
         for batch in _progress(batches, len(batches), "generating", progress):
             rows = [requests[k][0] for k in batch]
-            texts = [processor.apply_chat_template(
-                _as_messages(prompts[i], len(row_images[i]), f"prompts[{i}]"),
-                tokenize=False, add_generation_prompt=True) for i in rows]
+            texts = [
+                processor.apply_chat_template(
+                    _as_messages(prompts[i], len(row_images[i]), f"prompts[{i}]"),
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for i in rows
+            ]
             nested = [row_images[i] for i in rows]
-            inputs = processor(text=texts, images=nested if any(nested) else None, padding=True,
-                               return_tensors="pt").to(device)
+            inputs = processor(
+                text=texts,
+                images=nested if any(nested) else None,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
             devices = [device] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(response_seed(seed, batch[0]))
                 output = model.generate(**inputs, generation_config=config)
-            completions = output[:, inputs["input_ids"].shape[1]:].tolist()
+            completions = output[:, inputs["input_ids"].shape[1] :].tolist()
             for k, ids in zip(batch, completions, strict=True):
                 cut = next((t + 1 for t, tok in enumerate(ids) if tok in eos), len(ids))
                 results[k] = ids[:cut]
@@ -500,6 +541,242 @@ def generate_responses(
 # --------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------
+
+# A record's per-token score fields, in the order they are filled.
+_SCORE_FIELDS = ("logp_real", "logp_perturbed", "dependency", "entropy")
+
+
+def _check_options(estimator: str, perturbation: str, batch_size: int, clip: float) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator is {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(
+            f"perturbation is {perturbation!r}; choose one of {', '.join(PERTURBATIONS)}."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}.")
+
+
+@dataclass
+class _BatchInputs:
+    """One batch laid out like TRL's, on the model's device.
+
+    ``forward``: the model's keyword inputs with the real image (``input_ids`` /
+    ``attention_mask`` [B, P + T], the processor's image tensors); ``completion`` [B, T] long,
+    the response ids right-padded with the pad id; ``mask`` [B, T] bool, True at response
+    tokens; ``images``: each row's images.
+    """
+
+    forward: dict[str, Any]
+    completion: torch.Tensor
+    mask: torch.Tensor
+    images: list[list[Image.Image]]
+
+    @property
+    def width(self) -> int:
+        """T, the longest response of the batch."""
+        return self.completion.shape[1]
+
+
+def _batch_inputs(
+    processor: Any,
+    messages: Sequence[list[dict[str, Any]]],
+    images: Sequence[list[Image.Image]],
+    response_ids: Sequence[list[int]],
+    pad_id: int,
+    device: torch.device,
+) -> _BatchInputs:
+    """Chat-templated prompts (left-padded by the processor), then the responses right-padded.
+
+    The processor's per-token outputs (token type ids) are extended with zeros over the
+    responses. The tokenizer must already pad on the left (:class:`_LeftPadding`).
+    """
+    texts = [
+        processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in messages
+    ]
+    inputs = processor(
+        text=texts, images=list(images) if any(images) else None, padding=True, return_tensors="pt"
+    )
+    rows, t = len(response_ids), max(len(ids) for ids in response_ids)
+    completion = torch.full((rows, t), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros(rows, t, dtype=torch.long)
+    for row, ids in enumerate(response_ids):
+        completion[row, : len(ids)] = torch.tensor(ids)
+        completion_mask[row, : len(ids)] = 1
+    forward = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    forward["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
+    forward["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask], dim=1)
+    for key in _TOKEN_TYPE_KEYS:
+        if key in forward:
+            forward[key] = torch.cat([forward[key], torch.zeros_like(completion)], dim=1)
+    forward = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in forward.items()}
+    return _BatchInputs(
+        forward, completion.to(device), completion_mask.bool().to(device), list(images)
+    )
+
+
+def _perturbed_pixels(
+    inputs: _BatchInputs,
+    indices: Sequence[int],
+    vision: Any,
+    processor: Any,
+    *,
+    perturbation: str,
+    prob: float,
+    seed: int,
+    patch_size: int | None,
+) -> torch.Tensor:
+    """``pixel_values`` of I' for a batch with images, laid out like the real ones.
+
+    Each response's slice (:func:`pixel_value_slices`) gets its own random mask, seeded by
+    (seed, its index ``indices[row]``), so I' does not depend on how responses are batched.
+    """
+    forward = inputs.forward
+    pixels = forward["pixel_values"]
+    attention = forward.get("pixel_attention_mask")
+    slices = pixel_value_slices(
+        vision, [len(x) for x in inputs.images], forward.get("image_grid_thw")
+    )
+    image_processor = getattr(processor, "image_processor", None)
+    parts = []
+    for k, part, row_images in zip(indices, slices, inputs.images, strict=True):
+        generator = torch.Generator().manual_seed(response_seed(seed, k))
+        parts.append(
+            perturb_pixel_values(
+                pixels[part],
+                vision,
+                perturbation,
+                prob,
+                generator,
+                None if attention is None else attention[part],
+                patch_size=patch_size,
+                images=[row_images],
+                image_processor=image_processor,
+            )
+        )
+    return torch.cat(parts, dim=0)
+
+
+def _batch_scores(
+    model: Any,
+    head: torch.nn.Module,
+    inputs: _BatchInputs,
+    perturbed_pixels: torch.Tensor | None,
+    *,
+    estimator: str,
+    clip: float,
+    temperature: float,
+    chunk_size: int,
+    check: bool,
+) -> dict[str, torch.Tensor]:
+    """[B, T] ``_SCORE_FIELDS`` of one batch, 0 at padding.
+
+    The real-image forward gives log-probs and entropies; with ``perturbed_pixels`` a second
+    forward on I' gives the perturbed log-probs, and :func:`dependency_from_passes` the
+    estimator's score from the two. Without (a text-only batch) the dependency is 0 and
+    ``logp_perturbed`` is ``logp_real``. ``check``: verify the hidden states reproduce the logits.
+    """
+    bias = getattr(head, "bias", None)
+
+    def scored_pass(forward: dict[str, Any], check: bool) -> tuple[torch.Tensor, ...]:
+        hidden = _final_hidden(model, forward, inputs.width, head, check=check)
+        logp, entropy = token_logprobs_and_entropy(
+            hidden,
+            head.weight,
+            inputs.completion,
+            inputs.mask,
+            temperature=temperature,
+            chunk_size=chunk_size,
+            lm_head_bias=bias,
+        )
+        return hidden, logp, entropy
+
+    hidden_real, logp_real, entropy = scored_pass(inputs.forward, check)
+    if perturbed_pixels is None:
+        logp_perturbed, dependency = logp_real, torch.zeros_like(logp_real)
+    else:
+        perturbed = {**inputs.forward, "pixel_values": perturbed_pixels}
+        hidden_perturbed, logp_perturbed, _ = scored_pass(perturbed, False)
+        dependency = dependency_from_passes(
+            estimator,
+            mask=inputs.mask,
+            logp_real=logp_real,
+            logp_perturbed=logp_perturbed,
+            hidden_real=hidden_real,
+            hidden_perturbed=hidden_perturbed,
+            lm_head_weight=head.weight,
+            lm_head_bias=bias,
+            clip=clip,
+            temperature=temperature,
+            chunk_size=chunk_size,
+        )
+    return {
+        "logp_real": logp_real,
+        "logp_perturbed": logp_perturbed,
+        "dependency": dependency,
+        "entropy": entropy,
+    }
+
+
+def _response_values(
+    scores: dict[str, torch.Tensor], lengths: Sequence[int]
+) -> list[dict[str, list[float]]]:
+    """Each row's ``_SCORE_FIELDS`` cut to its response length, as float lists."""
+    return [
+        {name: scores[name][row, :m].float().cpu().tolist() for name in _SCORE_FIELDS}
+        for row, m in enumerate(lengths)
+    ]
+
+
+def _records(
+    values: Sequence[dict[str, list[float]]],
+    *,
+    prompts: Sequence[Any],
+    responses: Sequence[str | Sequence[int]],
+    response_ids: Sequence[list[int]],
+    num_images: Sequence[int],
+    answers: Sequence[str | None] | None,
+    rows: Sequence[int] | None,
+    samples: Sequence[int] | None,
+    tokenizer: Any,
+) -> list[ResponseRecord]:
+    """One :class:`ResponseRecord` per response, in input order, graded against ``answers``.
+
+    ``values[k]``: response k's scores (:func:`_response_values`); a NaN/inf raises ValueError.
+    """
+    from vppo.rewards import score_accuracy
+
+    records = []
+    for k, ids in enumerate(response_ids):
+        text = (
+            responses[k]
+            if isinstance(responses[k], str)
+            else tokenizer.decode(ids, skip_special_tokens=True)
+        )
+        answer = None if answers is None or answers[k] is None else str(answers[k])
+        correct = None if answer is None else bool(score_accuracy(text, answer) == 1.0)
+        for name in _SCORE_FIELDS:
+            if not all(math.isfinite(v) for v in values[k][name]):
+                raise ValueError(f"response {k}: the model produced NaN/inf {name} values.")
+        records.append(
+            ResponseRecord(
+                index=k,
+                row=k if rows is None else int(rows[k]),
+                sample=0 if samples is None else int(samples[k]),
+                question=_question_text(prompts[k]),
+                response=text,
+                answer=answer,
+                correct=correct,
+                num_images=num_images[k],
+                token_ids=list(ids),
+                tokens=token_strings(tokenizer, ids),
+                **values[k],
+            )
+        )
+    return records
 
 
 @torch.no_grad()
@@ -559,115 +836,72 @@ def score_responses(
         dependency 0 and ``logp_perturbed == logp_real`` (nothing to perturb).
     """
     from vppo.models import eos_token_ids, vision_layout
-    from vppo.rewards import score_accuracy
 
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator is {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
-    if perturbation not in PERTURBATIONS:
-        raise ValueError(f"perturbation is {perturbation!r}; choose one of {', '.join(PERTURBATIONS)}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0, got {clip}.")
+    _check_options(estimator, perturbation, batch_size, clip)
     n = len(responses)
     row_images = _check_inputs(prompts, images, n, "responses")
-    for name, values in (("answers", answers), ("rows", rows), ("samples", samples)):
-        if values is not None and len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries but responses has {n}.")
+    for name, extra in (("answers", answers), ("rows", rows), ("samples", samples)):
+        if extra is not None and len(extra) != n:
+            raise ValueError(f"{name} has {len(extra)} entries but responses has {n}.")
     vision = vision_layout(processor, model.config)
     tokenizer = _tokenizer(processor)
-    eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = eos_token_ids(model, tokenizer)[0]
     banned = set(int(i) for i in vision.pad_token_ids_to_ban)
     response_ids = [
-        _response_ids(r, tokenizer, eos_id, append_eos, banned, f"response {k}")
+        _response_ids(r, tokenizer, tokenizer.eos_token_id, append_eos, banned, f"response {k}")
         for k, r in enumerate(responses)
     ]
     messages = [_as_messages(p, len(row_images[k]), f"prompts[{k}]") for k, p in enumerate(prompts)]
     head = model.get_output_embeddings()
     device = next(model.parameters()).device
-    counts = [len(imgs) for imgs in row_images]
-    batches = _homogeneous_batches(counts, batch_size)
-    scored: dict[int, dict[str, list[float]]] = {}
-    checked = False
+    batches = _homogeneous_batches([len(x) for x in row_images], batch_size)
+    values: dict[int, dict[str, list[float]]] = {}
     with _LeftPadding(tokenizer):
-        for batch in _progress(batches, len(batches), f"scoring ({estimator})", progress):
-            texts = [processor.apply_chat_template(messages[k], tokenize=False,
-                                                   add_generation_prompt=True) for k in batch]
-            nested = [row_images[k] for k in batch]
-            has_images = any(nested)
-            inputs = processor(text=texts, images=nested if has_images else None, padding=True,
-                               return_tensors="pt")
-            t = max(len(response_ids[k]) for k in batch)
-            completion = torch.full((len(batch), t), pad_id, dtype=torch.long)
-            completion_mask = torch.zeros(len(batch), t, dtype=torch.long)
-            for row, k in enumerate(batch):
-                completion[row, : len(response_ids[k])] = torch.tensor(response_ids[k])
-                completion_mask[row, : len(response_ids[k])] = 1
-            forward = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-            forward["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
-            forward["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask], dim=1)
-            for key in _TOKEN_TYPE_KEYS:
-                if key in forward:
-                    forward[key] = torch.cat([forward[key], torch.zeros_like(completion)], dim=1)
-            forward = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in forward.items()}
-            mask = completion_mask.bool().to(device)
-            completion = completion.to(device)
-            hidden_real = _final_hidden(model, forward, t, head, check=not checked)
-            checked = True
-            logp_real, entropy = token_logprobs_and_entropy(
-                hidden_real, head.weight, completion, mask, temperature=temperature,
-                chunk_size=kl_chunk_size, lm_head_bias=getattr(head, "bias", None))
-            if has_images:
-                pv = forward["pixel_values"]
-                pam = forward.get("pixel_attention_mask")
-                slices = pixel_value_slices(vision, [len(x) for x in nested],
-                                            forward.get("image_grid_thw"))
-                parts = []
-                for row, (k, part) in enumerate(zip(batch, slices, strict=True)):
-                    generator = torch.Generator().manual_seed(response_seed(seed, k))
-                    parts.append(perturb_pixel_values(
-                        pv[part], vision, perturbation, prob, generator,
-                        None if pam is None else pam[part], patch_size=patch_size,
-                        images=[nested[row]], image_processor=getattr(processor, "image_processor", None)))
-                perturbed = {**forward, "pixel_values": torch.cat(parts, dim=0)}
-                hidden_pert = _final_hidden(model, perturbed, t, head, check=False)
-                logp_pert, _ = token_logprobs_and_entropy(
-                    hidden_pert, head.weight, completion, mask, temperature=temperature,
-                    chunk_size=kl_chunk_size, lm_head_bias=getattr(head, "bias", None))
-                if estimator in TOKEN_ESTIMATORS:
-                    dep = token_dependency(logp_real, logp_pert, mask, estimator=estimator, clip=clip)
-                else:
-                    dep = full_kl_dependency(
-                        hidden_real, hidden_pert, head.weight, mask, temperature=temperature,
-                        chunk_size=kl_chunk_size, estimator=estimator,
-                        lm_head_bias=getattr(head, "bias", None))
-            else:
-                logp_pert, dep = logp_real, torch.zeros_like(logp_real)
-            for row, k in enumerate(batch):
-                m = len(response_ids[k])
-                scored[k] = {
-                    "logp_real": logp_real[row, :m].float().cpu().tolist(),
-                    "logp_perturbed": logp_pert[row, :m].float().cpu().tolist(),
-                    "dependency": dep[row, :m].float().cpu().tolist(),
-                    "entropy": entropy[row, :m].float().cpu().tolist(),
-                }
-    records = []
-    for k in range(n):
-        ids = response_ids[k]
-        text = (responses[k] if isinstance(responses[k], str)
-                else tokenizer.decode(ids, skip_special_tokens=True))
-        answer = None if answers is None or answers[k] is None else str(answers[k])
-        correct = None if answer is None else bool(score_accuracy(text, answer) == 1.0)
-        values = scored[k]
-        for name in ("logp_real", "logp_perturbed", "dependency", "entropy"):
-            if not all(math.isfinite(v) for v in values[name]):
-                raise ValueError(f"response {k}: the model produced NaN/inf {name} values.")
-        records.append(ResponseRecord(
-            index=k, row=k if rows is None else int(rows[k]),
-            sample=0 if samples is None else int(samples[k]),
-            question=_question_text(prompts[k]), response=text, answer=answer, correct=correct,
-            num_images=len(row_images[k]), token_ids=list(ids), tokens=token_strings(tokenizer, ids),
-            **values,
-        ))
-    return records
+        batches = _progress(batches, len(batches), f"scoring ({estimator})", progress)
+        for number, batch in enumerate(batches):
+            inputs = _batch_inputs(
+                processor,
+                [messages[k] for k in batch],
+                [row_images[k] for k in batch],
+                [response_ids[k] for k in batch],
+                pad_id,
+                device,
+            )
+            perturbed = None
+            if any(inputs.images):
+                perturbed = _perturbed_pixels(
+                    inputs,
+                    batch,
+                    vision,
+                    processor,
+                    perturbation=perturbation,
+                    prob=prob,
+                    seed=seed,
+                    patch_size=patch_size,
+                )
+            scores = _batch_scores(
+                model,
+                head,
+                inputs,
+                perturbed,
+                estimator=estimator,
+                clip=clip,
+                temperature=temperature,
+                chunk_size=kl_chunk_size,
+                check=number == 0,
+            )
+            lengths = [len(response_ids[k]) for k in batch]
+            values.update(zip(batch, _response_values(scores, lengths), strict=True))
+    return _records(
+        [values[k] for k in range(n)],
+        prompts=prompts,
+        responses=responses,
+        response_ids=response_ids,
+        num_images=[len(x) for x in row_images],
+        answers=answers,
+        rows=rows,
+        samples=samples,
+        tokenizer=tokenizer,
+    )
