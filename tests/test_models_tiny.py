@@ -258,3 +258,59 @@ def test_train_bpe_tokenizer_rejects_unknown_role_token():
             pad_token="<a>",
             chat_template="",
         )
+
+
+def test_arch_spec_table_drives_the_build(tiny):
+    import dataclasses
+
+    from vppo.models.tiny import _ARCH_SPECS
+
+    arch, model, processor = tiny
+    spec = _ARCH_SPECS[arch]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.patch_size = 1  # type: ignore[misc]
+    tok = processor.tokenizer
+    assert type(model).__name__ == spec.model_class == MODEL_CLASS[arch]
+    assert type(model.config).__name__ == spec.config_class
+    assert type(processor.image_processor).__name__.removesuffix("Pil") == (
+        spec.image_processor_class
+    )
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == (
+        spec.bos_token,
+        spec.eos_token,
+        spec.pad_token,
+    )
+    text = model.config.text_config
+    assert text.bos_token_id == tok.convert_tokens_to_ids(spec.model_bos_token)
+    assert model.generation_config.bos_token_id == text.bos_token_id
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids(list(spec.stop_tokens))
+    for field, token in spec.config_token_ids:
+        assert getattr(model.config, field) == tok.convert_tokens_to_ids(token)
+    layout = vision_layout(processor, model.config)
+    assert (layout.patch_size, layout.merge_size, layout.temporal_patch_size) == (
+        spec.patch_size,
+        spec.merge_size,
+        spec.temporal_patch_size,
+    )
+    assert layout.image_mean == pytest.approx(spec.image_mean)
+    assert layout.image_std == pytest.approx(spec.image_std)
+    if spec.family == "qwen":
+        vision = model.config.vision_config
+        assert text.rope_parameters["rope_theta"] == spec.rope_theta
+        assert bool(text.rope_parameters.get("mrope_interleaved")) == spec.mrope_interleaved
+        if spec.window_size is not None:
+            assert vision.window_size == spec.window_size
+            assert vision.fullatt_block_indexes == [vision.depth - 1]
+        if spec.deepstack_visual_indexes is not None:
+            assert vision.deepstack_visual_indexes == list(spec.deepstack_visual_indexes)
+            assert vision.num_position_embeddings == spec.num_position_embeddings
+    else:
+        assert model.config.scale_factor == spec.merge_size
+        assert processor.image_seq_len == (64 // spec.patch_size) ** 2 // spec.merge_size**2
+
+
+def test_supported_architectures_are_the_spec_table():
+    from vppo.models.tiny import _ARCH_SPECS
+
+    assert supported_architectures() == list(_ARCH_SPECS)
+    assert {spec.family for spec in _ARCH_SPECS.values()} == {"qwen", "idefics3"}

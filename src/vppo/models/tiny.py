@@ -19,8 +19,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast, ProcessorMixin
 
@@ -152,26 +154,132 @@ _REASONING_TOKENS = ("<think>", "</think>")
 
 @dataclass(frozen=True)
 class _ArchSpec:
+    """Everything `build_tiny_vlm` needs to know about one architecture.
+
+    Tokenizer:
+        special_tokens: never split; ids are assigned first, in this order.
+        bos_token, eos_token, pad_token, chat_template: the tokenizer's roles and template. The
+            model config's eos/pad ids are ``eos_token``/``pad_token`` as well.
+    Model:
+        family: ``"qwen"`` (Qwen2.5/3-VL: flat patch rows, M-RoPE decoder) or ``"idefics3"``
+            (SmolVLM: square images, pixel shuffle, Llama decoder); picks the config layout.
+        model_class, config_class, image_processor_class: transformers class names.
+        model_bos_token: bos of the model and generation configs (Qwen's differs from the
+            tokenizer's, which has none).
+        stop_tokens: the generation config's eos ids, in this order.
+        config_token_ids: (top-level config field, token) pairs, e.g. the image token's id.
+    Vision geometry:
+        patch_size: ViT patch side in pixels.
+        merge_size: Qwen spatial merge per side / SmolVLM pixel-shuffle ``scale_factor``.
+        temporal_patch_size: frames per patch (Qwen; 1 for SmolVLM).
+        image_mean, image_std: the image processor's normalisation.
+    Qwen only (None/False elsewhere):
+        rope_theta, mrope_interleaved: decoder rotary base and M-RoPE layout.
+        text_head_dim_field: the text config has a ``head_dim`` field (Qwen3-VL; Qwen2.5-VL
+            derives it from hidden size and heads).
+        window_size: windowed vision attention with the last block global (Qwen2.5-VL).
+        num_position_embeddings: learned vision position embeddings (Qwen3-VL).
+        deepstack_visual_indexes: vision blocks whose features are also fed to the decoder.
+    """
+
     special_tokens: tuple[str, ...]
     bos_token: str | None
     eos_token: str
     pad_token: str
     chat_template: str
+    family: str
+    model_class: str
+    config_class: str
+    image_processor_class: str
+    model_bos_token: str
+    stop_tokens: tuple[str, ...]
+    config_token_ids: tuple[tuple[str, str], ...]
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    rope_theta: float | None = None
+    mrope_interleaved: bool = False
+    text_head_dim_field: bool = False
+    window_size: int | None = None
+    num_position_embeddings: int | None = None
+    deepstack_visual_indexes: tuple[int, ...] | None = None
 
+
+_QWEN_CONFIG_TOKEN_IDS = (
+    ("image_token_id", "<|image_pad|>"),
+    ("video_token_id", "<|video_pad|>"),
+    ("vision_start_token_id", "<|vision_start|>"),
+    ("vision_end_token_id", "<|vision_end|>"),
+)
 
 _ARCH_SPECS: dict[str, _ArchSpec] = {
     "qwen2_5_vl": _ArchSpec(
-        _QWEN_SPECIAL_TOKENS, None, "<|im_end|>", "<|endoftext|>", QWEN_CHAT_TEMPLATE
+        special_tokens=_QWEN_SPECIAL_TOKENS,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=QWEN_CHAT_TEMPLATE,
+        family="qwen",
+        model_class="Qwen2_5_VLForConditionalGeneration",
+        config_class="Qwen2_5_VLConfig",
+        image_processor_class="Qwen2VLImageProcessor",
+        model_bos_token="<|endoftext|>",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        rope_theta=1_000_000.0,
+        window_size=112,
     ),
     "qwen3_vl": _ArchSpec(
-        _QWEN_SPECIAL_TOKENS, None, "<|im_end|>", "<|endoftext|>", QWEN_CHAT_TEMPLATE
+        special_tokens=_QWEN_SPECIAL_TOKENS,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=QWEN_CHAT_TEMPLATE,
+        family="qwen",
+        model_class="Qwen3VLForConditionalGeneration",
+        config_class="Qwen3VLConfig",
+        image_processor_class="Qwen2VLImageProcessor",
+        model_bos_token="<|endoftext|>",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=_HALF,
+        image_std=_HALF,
+        rope_theta=5_000_000.0,
+        mrope_interleaved=True,
+        text_head_dim_field=True,
+        # For an 8x8 patch grid (128 px), interpolated for other sizes.
+        num_position_embeddings=64,
+        # DeepStack: features of the first vision block are also injected into the decoder.
+        deepstack_visual_indexes=(0,),
     ),
     "smolvlm": _ArchSpec(
-        _SMOLVLM_SPECIAL_TOKENS,
-        "<|im_start|>",
-        "<end_of_utterance>",
-        "<|im_end|>",
-        SMOLVLM_CHAT_TEMPLATE,
+        special_tokens=_SMOLVLM_SPECIAL_TOKENS,
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        pad_token="<|im_end|>",
+        chat_template=SMOLVLM_CHAT_TEMPLATE,
+        family="idefics3",
+        model_class="SmolVLMForConditionalGeneration",
+        config_class="SmolVLMConfig",
+        image_processor_class="SmolVLMImageProcessor",
+        model_bos_token="<|im_start|>",
+        stop_tokens=("<end_of_utterance>",),
+        config_token_ids=(("image_token_id", "<image>"),),
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=1,
+        image_mean=_HALF,
+        image_std=_HALF,
     ),
 }
 
@@ -290,18 +398,12 @@ def _text_dims(hidden_size: int) -> tuple[int, int, int]:
     return heads, kv_heads, head_dim
 
 
-def _qwen_config(
-    arch: str,
-    token_ids: dict[str, int],
-    vocab: int,
-    hidden_size: int,
-    num_layers: int,
-    vision_hidden: int,
-    vision_depth: int,
-):
-    heads, kv_heads, head_dim = _text_dims(hidden_size)
-    vision_heads = max(1, vision_hidden // 16)
-    common_text = {
+def _text_config(
+    spec: _ArchSpec, token_ids: dict[str, int], vocab: int, hidden_size: int, num_layers: int
+) -> dict[str, Any]:
+    """The decoder entries both families share."""
+    heads, kv_heads, _ = _text_dims(hidden_size)
+    return {
         "vocab_size": vocab,
         "hidden_size": hidden_size,
         "intermediate_size": 2 * hidden_size,
@@ -309,72 +411,58 @@ def _qwen_config(
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "max_position_embeddings": 4096,
-        "bos_token_id": token_ids["<|endoftext|>"],
-        "eos_token_id": token_ids["<|im_end|>"],
-        "pad_token_id": token_ids["<|endoftext|>"],
+        "bos_token_id": token_ids[spec.model_bos_token],
+        "eos_token_id": token_ids[spec.eos_token],
+        "pad_token_id": token_ids[spec.pad_token],
     }
-    ids = {
-        "image_token_id": token_ids["<|image_pad|>"],
-        "video_token_id": token_ids["<|video_pad|>"],
-        "vision_start_token_id": token_ids["<|vision_start|>"],
-        "vision_end_token_id": token_ids["<|vision_end|>"],
+
+
+def _qwen_config(
+    spec: _ArchSpec,
+    token_ids: dict[str, int],
+    vocab: int,
+    hidden_size: int,
+    num_layers: int,
+    vision_hidden: int,
+    vision_depth: int,
+):
+    _, _, head_dim = _text_dims(hidden_size)
+    rope = {
+        "rope_type": "default",
+        "rope_theta": spec.rope_theta,
+        "mrope_section": _rope_sections(head_dim, interleaved=spec.mrope_interleaved),
     }
-    if arch == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
-
-        text = {
-            **common_text,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1_000_000.0,
-                "mrope_section": _rope_sections(head_dim, interleaved=False),
-            },
-        }
-        vision = {
-            "depth": vision_depth,
-            "hidden_size": vision_hidden,
-            "intermediate_size": 2 * vision_hidden,
-            "num_heads": vision_heads,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "out_hidden_size": hidden_size,
-            # The last block attends globally, the others in windows, as in the released models.
-            "fullatt_block_indexes": [vision_depth - 1],
-        }
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
-
-    from transformers import Qwen3VLConfig
-
+    if spec.mrope_interleaved:
+        rope["mrope_interleaved"] = True
     text = {
-        **common_text,
-        "head_dim": head_dim,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 5_000_000.0,
-            "mrope_section": _rope_sections(head_dim, interleaved=True),
-            "mrope_interleaved": True,
-        },
+        **_text_config(spec, token_ids, vocab, hidden_size, num_layers),
+        **({"head_dim": head_dim} if spec.text_head_dim_field else {}),
+        "rope_parameters": rope,
     }
-    vision = {
+    vision: dict[str, Any] = {
         "depth": vision_depth,
         "hidden_size": vision_hidden,
         "intermediate_size": 2 * vision_hidden,
-        "num_heads": vision_heads,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
+        "num_heads": max(1, vision_hidden // 16),
+        "patch_size": spec.patch_size,
+        "spatial_merge_size": spec.merge_size,
+        "temporal_patch_size": spec.temporal_patch_size,
         "out_hidden_size": hidden_size,
-        # Learned position embeddings for an 8x8 patch grid (128 px), interpolated for other sizes.
-        "num_position_embeddings": 64,
-        # DeepStack: features of the first vision block are also injected into the decoder.
-        "deepstack_visual_indexes": [0],
     }
-    return Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    if spec.window_size is not None:
+        # The last block attends globally, the others in windows, as in the released models.
+        vision["window_size"] = spec.window_size
+        vision["fullatt_block_indexes"] = [vision_depth - 1]
+    if spec.num_position_embeddings is not None:
+        vision["num_position_embeddings"] = spec.num_position_embeddings
+    if spec.deepstack_visual_indexes is not None:
+        vision["deepstack_visual_indexes"] = list(spec.deepstack_visual_indexes)
+    ids = {field: token_ids[token] for field, token in spec.config_token_ids}
+    return getattr(transformers, spec.config_class)(text_config=text, vision_config=vision, **ids)
 
 
-def _smolvlm_config(
+def _idefics3_config(
+    spec: _ArchSpec,
     token_ids: dict[str, int],
     vocab: int,
     hidden_size: int,
@@ -382,26 +470,13 @@ def _smolvlm_config(
     vision_hidden: int,
     vision_depth: int,
     image_size: int,
-    patch_size: int,
-    scale_factor: int,
 ):
-    from transformers import SmolVLMConfig
-
-    heads, kv_heads, head_dim = _text_dims(hidden_size)
+    _, _, head_dim = _text_dims(hidden_size)
     text = {
         "model_type": "llama",
-        "vocab_size": vocab,
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
+        **_text_config(spec, token_ids, vocab, hidden_size, num_layers),
         "head_dim": head_dim,
-        "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-5,
-        "bos_token_id": token_ids["<|im_start|>"],
-        "eos_token_id": token_ids["<end_of_utterance>"],
-        "pad_token_id": token_ids["<|im_end|>"],
     }
     vision = {
         "hidden_size": vision_hidden,
@@ -409,29 +484,15 @@ def _smolvlm_config(
         "num_hidden_layers": vision_depth,
         "num_attention_heads": max(1, vision_hidden // 16),
         "image_size": image_size,
-        "patch_size": patch_size,
+        "patch_size": spec.patch_size,
     }
-    return SmolVLMConfig(
+    return getattr(transformers, spec.config_class)(
         text_config=text,
         vision_config=vision,
-        image_token_id=token_ids["<image>"],
-        scale_factor=scale_factor,
-        pad_token_id=token_ids["<|im_end|>"],
+        **{field: token_ids[token] for field, token in spec.config_token_ids},
+        scale_factor=spec.merge_size,
+        pad_token_id=token_ids[spec.pad_token],
     )
-
-
-def _model_class(arch: str) -> type[PreTrainedModel]:
-    if arch == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        return Qwen2_5_VLForConditionalGeneration
-    if arch == "qwen3_vl":
-        from transformers import Qwen3VLForConditionalGeneration
-
-        return Qwen3VLForConditionalGeneration
-    from transformers import SmolVLMForConditionalGeneration
-
-    return SmolVLMForConditionalGeneration
 
 
 def _image_processor_class(name: str) -> str:
@@ -443,33 +504,30 @@ def _image_processor_class(name: str) -> str:
     return name if is_torchvision_available() else f"{name}Pil"
 
 
-def _image_processor(arch: str, min_pixels: int | None, max_pixels: int | None, image_size: int):
-    if arch in ("qwen2_5_vl", "qwen3_vl"):
-        import transformers
-
-        patch = 14 if arch == "qwen2_5_vl" else 16
-        mean, std = (_CLIP_MEAN, _CLIP_STD) if arch == "qwen2_5_vl" else (_HALF, _HALF)
-        return getattr(transformers, _image_processor_class("Qwen2VLImageProcessor"))(
-            patch_size=patch,
-            temporal_patch_size=2,
-            merge_size=2,
+def _image_processor(
+    spec: _ArchSpec, min_pixels: int | None, max_pixels: int | None, image_size: int
+):
+    cls = getattr(transformers, _image_processor_class(spec.image_processor_class))
+    if spec.family == "qwen":
+        return cls(
+            patch_size=spec.patch_size,
+            temporal_patch_size=spec.temporal_patch_size,
+            merge_size=spec.merge_size,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
-            image_mean=list(mean),
-            image_std=list(std),
+            image_mean=list(spec.image_mean),
+            image_std=list(spec.image_std),
         )
-    import transformers
-
     # One global view per image (no tiling) keeps prompts short: (image_size/patch)^2/scale^2
     # image tokens. With do_image_splitting=True an image of up to 2*image_size px becomes up to
     # 2x2 tiles plus the global view, as the released processors do at larger sizes.
-    return getattr(transformers, _image_processor_class("SmolVLMImageProcessor"))(
+    return cls(
         do_resize=True,
         size={"longest_edge": 2 * image_size},
         max_image_size={"longest_edge": image_size},
         do_image_splitting=False,
-        image_mean=list(_HALF),
-        image_std=list(_HALF),
+        image_mean=list(spec.image_mean),
+        image_std=list(spec.image_std),
     )
 
 
@@ -503,7 +561,7 @@ def _validate_build_args(
             "vision_hidden_size must be a multiple of 16 (vision attention heads of width 16), "
             f"got {vision_hidden_size}."
         )
-    if arch == "smolvlm" and (image_size < 32 or image_size % 32):
+    if _ARCH_SPECS[arch].family == "idefics3" and (image_size < 32 or image_size % 32):
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}.")
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
         raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels}).")
@@ -579,46 +637,32 @@ def build_tiny_vlm(
     )
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in spec.special_tokens}
     vocab = len(tokenizer)
+    sizes = (hidden_size, num_layers, vision_hidden_size, vision_depth)
 
-    if arch == "smolvlm":
-        patch_size, scale_factor = 16, 2
-        config = _smolvlm_config(
-            token_ids,
-            vocab,
-            hidden_size,
-            num_layers,
-            vision_hidden_size,
-            vision_depth,
-            image_size,
-            patch_size,
-            scale_factor,
-        )
-        image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
-        eos_ids = [token_ids["<end_of_utterance>"]]
-        pad_id, bos_id = token_ids["<|im_end|>"], token_ids["<|im_start|>"]
-    else:
-        unit = (14 if arch == "qwen2_5_vl" else 16) * 2
+    image_seq_len = None
+    if spec.family == "qwen":
+        unit = spec.patch_size * spec.merge_size
         min_pixels = 4 * unit * unit if min_pixels is None else min_pixels
         max_pixels = 16 * unit * unit if max_pixels is None else max_pixels
         if min_pixels > max_pixels:
             raise ValueError(
                 f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})."
             )
-        config = _qwen_config(
-            arch, token_ids, vocab, hidden_size, num_layers, vision_hidden_size, vision_depth
-        )
-        image_seq_len = None
-        eos_ids = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
-        pad_id, bos_id = token_ids["<|endoftext|>"], token_ids["<|endoftext|>"]
+        config = _qwen_config(spec, token_ids, vocab, *sizes)
+    else:
+        config = _idefics3_config(spec, token_ids, vocab, *sizes, image_size)
+        image_seq_len = (image_size // spec.patch_size) ** 2 // spec.merge_size**2
 
-    image_processor = _image_processor(arch, min_pixels, max_pixels, image_size)
+    image_processor = _image_processor(spec, min_pixels, max_pixels, image_size)
     processor = make_processor(arch, image_processor, tokenizer, image_seq_len=image_seq_len)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _model_class(arch)(config)
+        model = getattr(transformers, spec.model_class)(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=bos_id, eos_token_id=eos_ids, pad_token_id=pad_id
+        bos_token_id=token_ids[spec.model_bos_token],
+        eos_token_id=[token_ids[t] for t in spec.stop_tokens],
+        pad_token_id=token_ids[spec.pad_token],
     )
     model.eval()
 
