@@ -8,9 +8,12 @@ prove that the labels say what the pictures show.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import json
 import random
 import re
+import subprocess
+import sys
 from collections import Counter, deque
 
 import datasets
@@ -473,3 +476,58 @@ def test_bad_difficulty_and_example_arguments():
         syn.generate_example(random.Random(0), "position", answer="up")
     with pytest.raises(ValueError, match="no 'task_type' column"):
         syn.chance_accuracy(datasets.Dataset.from_dict({"answer": ["1"]}))
+
+
+# --------------------------------------------------------------------------------------------
+# The package layout: the family registry and the lazily built vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+def test_registry_lists_the_families_and_their_task_types():
+    assert tuple(syn.TASK_FAMILY_REGISTRY) == syn.TASK_FAMILIES == ("shapes", "reasoning")
+    assert syn.TASK_FAMILY_REGISTRY["shapes"].task_types == syn.TASK_TYPES
+    assert syn.TASK_FAMILY_REGISTRY["reasoning"].task_types == syn.REASONING_TASK_TYPES
+    for name, family in syn.TASK_FAMILY_REGISTRY.items():
+        assert isinstance(family, syn.TaskFamily) and family.name == name
+        for task_type in family.task_types:
+            assert syn.family_of(task_type) is family
+            assert syn.task_family(task_type) == name
+    versions = {f.stream_version for f in syn.TASK_FAMILY_REGISTRY.values()}
+    prefixes = {f.id_prefix for f in syn.TASK_FAMILY_REGISTRY.values()}
+    assert len(versions) == len(prefixes) == len(syn.TASK_FAMILIES)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        syn.TASK_FAMILY_REGISTRY["shapes"].name = "other"  # type: ignore[misc]
+
+
+def test_unknown_task_type_message_names_every_task_type():
+    expected = (
+        "task_type must be one of ['count', 'colour', 'position', 'digit_sum', 'count_colour', "
+        "'add_count_digit', 'double_count', 'add_colour_digit'], got 'shape_area'."
+    )
+    for call in (
+        lambda: syn.family_of("shape_area"),
+        lambda: syn.task_family("shape_area"),
+        lambda: syn.answer_space("shape_area"),
+        lambda: syn.generate_example(random.Random(0), "shape_area"),
+        lambda: syn.make_synthetic_dataset(1, task_types=["shape_area"]),
+        lambda: syn.reference_solution({"task_type": "shape_area", "answer": "1", "scene": "{}"}),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == expected
+
+
+def test_vocab_texts_are_built_on_first_access_only():
+    code = (
+        "import vppo.data.synthetic as syn\n"
+        "assert syn.family_vocab_texts.cache_info().currsize == 0\n"
+        "from vppo.data.synthetic import SYNTHETIC_VOCAB_TEXTS\n"
+        "assert syn.family_vocab_texts.cache_info().currsize == 1\n"
+        "assert SYNTHETIC_VOCAB_TEXTS is syn.synthetic_vocab_texts() is syn.SYNTHETIC_VOCAB_TEXTS\n"
+        "assert syn.REASONING_VOCAB_TEXTS is syn.reasoning_vocab_texts()\n"
+        "assert syn.family_vocab_texts.cache_info().currsize == 2\n"
+        "assert 'SYNTHETIC_VOCAB_TEXTS' in dir(syn)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    with pytest.raises(AttributeError, match="no attribute 'NOT_A_NAME'"):
+        syn.NOT_A_NAME  # noqa: B018

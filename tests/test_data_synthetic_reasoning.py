@@ -233,3 +233,15 @@ def test_warm_start_config_family_defaults():
         WarmStartConfig(family="reasoning", task_types=("count",))
     args = build_parser().parse_args(["--output", "x", "--family", "reasoning"])
     assert args.family == "reasoning"
+
+
+def test_reasoning_family_record():
+    family = syn.TASK_FAMILY_REGISTRY["reasoning"]
+    assert syn.family_of("add_colour_digit") is family
+    assert family.stream_version == "vppo-synthetic-reasoning/v1"
+    assert family.id_prefix == "reasoning"
+    row = syn.make_synthetic_dataset(1, seed=5, family="reasoning")[0]
+    assert row["id"] == "reasoning-train-5-000000"
+    assert syn.family_vocab_texts("reasoning") is syn.REASONING_VOCAB_TEXTS
+    with pytest.raises(ValueError, match="family must be one of"):
+        syn.family_vocab_texts("maths")
