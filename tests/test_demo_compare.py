@@ -23,6 +23,8 @@ from vppo.toy.compare import (
     run_fingerprint,
     settings_from_args,
 )
+from vppo.toy.compare import cli as compare_cli
+from vppo.toy.compare import runner as compare_runner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -202,7 +204,7 @@ def test_tiny_comparison_writes_table_and_plot_and_resumes(tmp_path, monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(compare_module, "train_rl", no_training)
+    monkeypatch.setattr(compare_runner, "train_rl", no_training)
     second = run_comparison(["dapo", "vppo"], [0], settings, out, progress=False, out=lambda _: None)
     assert second["summary"] == first["summary"] and second["before"] == first["before"]
 
@@ -241,7 +243,7 @@ def test_parallel_runs_equal_the_sequential_ones(tmp_path):
 def test_quick_reasoning_comparison_from_the_command_line(tmp_path, monkeypatch):
     import torch
 
-    monkeypatch.setattr(compare_module, "quiet_library_noise", lambda: None)  # keeps test logging
+    monkeypatch.setattr(compare_cli, "quiet_library_noise", lambda: None)  # keeps test logging
     threads = torch.get_num_threads()
     try:
         assert main(["--quick", "--task", "reasoning", "--methods", "dapo,vppo", "--seeds", "0",
