@@ -9,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
+from trl import GRPOTrainer
 
 from vppo.algorithm import clipped_pg_loss
 from vppo.models import build_tiny_vlm
@@ -104,7 +105,7 @@ def _loss_gradient(trainer, monkeypatch):
     # Score without TRL's shuffle so rows line up with what the recorder saw.
     batch = trainer._generate_and_score_completions(generation_batch)
     captured = {}
-    original = VPPOTrainer.__mro__[1]._get_per_token_logps_and_entropies
+    original = GRPOTrainer._get_per_token_logps_and_entropies
 
     def capture(self, *args, **kwargs):
         logps, entropies, aux = original(self, *args, **kwargs)
@@ -113,7 +114,7 @@ def _loss_gradient(trainer, monkeypatch):
             captured["logps"] = logps
         return logps, entropies, aux
 
-    monkeypatch.setattr(VPPOTrainer.__mro__[1], "_get_per_token_logps_and_entropies", capture)
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", capture)
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop outside of train()
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
