@@ -29,8 +29,14 @@ def _signed(value: float) -> str:
 
 
 def format_table(
-    summary: Mapping[str, Mapping[str, Any]], *, before: float | None, k: int, steps: int,
-    eval_size: int, baseline: str = BASELINE, level: float = CI_LEVEL,
+    summary: Mapping[str, Mapping[str, Any]],
+    *,
+    before: float | None,
+    k: int,
+    steps: int,
+    eval_size: int,
+    baseline: str = BASELINE,
+    level: float = CI_LEVEL,
 ) -> str:
     """Markdown: the comparison table (one row per method), a per-seed table, and notes.
 
@@ -63,8 +69,11 @@ def format_table(
         lines.append("| " + " | ".join(cells) + " |")
     for method, row in summary.items():
         low, high = row["ci"]
-        cells = [METHOD_TITLES.get(method, method), str(len(row["scores"])),
-                 f"{row['mean']:.1f} [{low:.1f}, {high:.1f}]"]
+        cells = [
+            METHOD_TITLES.get(method, method),
+            str(len(row["scores"])),
+            f"{row['mean']:.1f} [{low:.1f}, {high:.1f}]",
+        ]
         if has_base:
             diff = paired.get(method)
             if method == baseline:
@@ -72,47 +81,69 @@ def format_table(
             elif diff is None:
                 cells += ["no common seed", "–"]
             else:
-                cells += [f"{_signed(diff['mean'])} [{_signed(diff['ci'][0])}, "
-                          f"{_signed(diff['ci'][1])}]",
-                          f"{diff['wins']}/{diff['n']}"
-                          + (f" ({diff['ties']} tied)" if diff["ties"] else "")]
-        cells += [f"{row['sd']:.1f}",
-                  _signed(row["mean"] - before) if before is not None else "–",
-                  (f"{row['final_reward_mean']:.3f} ± {row['final_reward_sd']:.3f}"
-                   if "final_reward_mean" in row else "–"),
-                  f"{row['minutes']:.1f}"]
+                cells += [
+                    f"{_signed(diff['mean'])} [{_signed(diff['ci'][0])}, {_signed(diff['ci'][1])}]",
+                    f"{diff['wins']}/{diff['n']}"
+                    + (f" ({diff['ties']} tied)" if diff["ties"] else ""),
+                ]
+        cells += [
+            f"{row['sd']:.1f}",
+            _signed(row["mean"] - before) if before is not None else "–",
+            (
+                f"{row['final_reward_mean']:.3f} ± {row['final_reward_sd']:.3f}"
+                if "final_reward_mean" in row
+                else "–"
+            ),
+            f"{row['minutes']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
 
     seeds = sorted({s for row in summary.values() for s in row["seeds"]})
-    lines += ["", f"| Test avg@{k} (%) per seed | " + " | ".join(str(s) for s in seeds)
-              + " |", "|" + "---|" * (len(seeds) + 1)]
+    lines += [
+        "",
+        f"| Test avg@{k} (%) per seed | " + " | ".join(str(s) for s in seeds) + " |",
+        "|" + "---|" * (len(seeds) + 1),
+    ]
     for method, row in summary.items():
         by_seed = dict(zip(row["seeds"], row["scores"], strict=True))
-        lines.append(f"| {METHOD_TITLES.get(method, method)} | "
-                     + " | ".join(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds)
-                     + " |")
+        lines.append(
+            f"| {METHOD_TITLES.get(method, method)} | "
+            + " | ".join(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds)
+            + " |"
+        )
     for method, diff in paired.items():
         by_seed = dict(zip(diff["seeds"], diff["differences"], strict=True))
-        lines.append(f"| {METHOD_TITLES.get(method, method)} − {base_title} | "
-                     + " | ".join(_signed(by_seed[s]) if s in by_seed else "–" for s in seeds)
-                     + " |")
+        lines.append(
+            f"| {METHOD_TITLES.get(method, method)} − {base_title} | "
+            + " | ".join(_signed(by_seed[s]) if s in by_seed else "–" for s in seeds)
+            + " |"
+        )
 
     n = max((len(r["scores"]) for r in summary.values()), default=0)
-    lines += ["", f"{n} seed(s) per method, {steps} steps each; test split of {eval_size} "
-              f"questions x {k} samples at T = 1. [{pct} CI]: percentile bootstrap over seeds "
-              f"({BOOTSTRAP_RESAMPLES:,} resamples, fixed generator seed) of the mean over "
-              f"training seeds, on this one test set."]
+    lines += [
+        "",
+        f"{n} seed(s) per method, {steps} steps each; test split of {eval_size} "
+        f"questions x {k} samples at T = 1. [{pct} CI]: percentile bootstrap over seeds "
+        f"({BOOTSTRAP_RESAMPLES:,} resamples, fixed generator seed) of the mean over "
+        f"training seeds, on this one test set.",
+    ]
     if 0 < min(len(r["scores"]) for r in summary.values()) < FEW_SEEDS:
-        lines.append(f"With fewer than {FEW_SEEDS} seeds a percentile bootstrap is too narrow (it "
-                     f"knows only the spread it has seen): read these intervals as rough.")
+        lines.append(
+            f"With fewer than {FEW_SEEDS} seeds a percentile bootstrap is too narrow (it "
+            f"knows only the spread it has seen): read these intervals as rough."
+        )
     if has_base:
-        lines.append(f"Δ vs {base_title}: the method's score minus {base_title}'s in the same "
-                     f"seed, averaged over the seeds both ran; its CI resamples those seeds. "
-                     f"Wins: seeds in which the method scored higher (ties are not wins). sd: "
-                     f"sample standard deviation over seeds.")
+        lines.append(
+            f"Δ vs {base_title}: the method's score minus {base_title}'s in the same "
+            f"seed, averaged over the seeds both ran; its CI resamples those seeds. "
+            f"Wins: seeds in which the method scored higher (ties are not wins). sd: "
+            f"sample standard deviation over seeds."
+        )
     else:
-        lines.append(f"{base_title} is not among the methods: no paired differences. sd: sample "
-                     f"standard deviation over seeds.")
+        lines.append(
+            f"{base_title} is not among the methods: no paired differences. sd: sample "
+            f"standard deviation over seeds."
+        )
     return "\n".join(lines)
 
 
@@ -121,13 +152,16 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     is): a list as long as ``values``."""
     out = []
     for i in range(len(values)):
-        part = values[max(0, i - window + 1): i + 1]
+        part = values[max(0, i - window + 1) : i + 1]
         out.append(sum(part) / len(part))
     return out
 
 
 def plot_curves(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, *, window: int = 5,
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    window: int = 5,
     title: str | None = None,
 ) -> Path:
     """Training reward vs step per method: mean over seeds of the running mean, ±1 sd band.
@@ -149,8 +183,13 @@ def plot_curves(
     if window < 1:
         raise ValueError(f"window must be a positive integer, got {window}.")
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    colours = {"grpo": "#7f7f7f", "dapo": "#1f77b4", "vppo": "#d62728", "tas_only": "#2ca02c",
-               "tgf_only": "#9467bd"}
+    colours = {
+        "grpo": "#7f7f7f",
+        "dapo": "#1f77b4",
+        "vppo": "#d62728",
+        "tas_only": "#2ca02c",
+        "tgf_only": "#9467bd",
+    }
     drawn = 0
     for method, runs in results.items():
         curves = []
@@ -176,7 +215,9 @@ def plot_curves(
         raise ValueError("plot_curves: no run has a training curve to plot.")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"training reward, running mean of {window} batches")
-    ax.set_title(title or "Training reward on the synthetic task (mean ± 1 sd over seeds)", fontsize=10)
+    ax.set_title(
+        title or "Training reward on the synthetic task (mean ± 1 sd over seeds)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
@@ -185,4 +226,3 @@ def plot_curves(
     fig.savefig(out)
     plt.close(fig)
     return out
-

@@ -49,8 +49,15 @@ from vppo.toy.warmstart import (
 
 COMPARE_DEFAULTS = DemoSettings(steps=40, eval_size=128, eval_k=8, summary_responses=0)
 """Every run's set-up: the demo's, without the perception summary."""
-_QUICK = replace(COMPARE_DEFAULTS, steps=1, prompts_per_step=2, num_generations=4, train_size=16,
-                 eval_size=4, eval_k=1)
+_QUICK = replace(
+    COMPARE_DEFAULTS,
+    steps=1,
+    prompts_per_step=2,
+    num_generations=4,
+    train_size=16,
+    eval_size=4,
+    eval_k=1,
+)
 
 
 # DemoSettings fields added after runs were stored, with the value every earlier run had. A field
@@ -74,7 +81,6 @@ def run_fingerprint(settings: DemoSettings, checkpoint: str) -> str:
     payload["checkpoint"] = checkpoint
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -103,13 +109,22 @@ def _train_rows(settings: DemoSettings) -> Any:
 
 
 def _eval_settings(settings: DemoSettings) -> Any:
-    return synthetic_eval_settings(settings.eval_k, seed=settings.eval_seed,
-                                   max_new_tokens=settings.max_completion_length)
+    return synthetic_eval_settings(
+        settings.eval_k, seed=settings.eval_seed, max_new_tokens=settings.max_completion_length
+    )
 
 
 def _run_one(
-    method: str, seed: int, settings: DemoSettings, checkpoint: Path, output: Path,
-    fingerprint: str, before: float, train_rows: Any, benchmark: Any, progress: bool,
+    method: str,
+    seed: int,
+    settings: DemoSettings,
+    checkpoint: Path,
+    output: Path,
+    fingerprint: str,
+    before: float,
+    train_rows: Any,
+    benchmark: Any,
+    progress: bool,
 ) -> dict[str, Any]:
     """Train and score one (method, seed) and write ``runs/<method>/seed<k>.json`` (atomically).
 
@@ -119,19 +134,36 @@ def _run_one(
     tmp = output / "trainer_tmp" / f"{method}-seed{seed}"  # one per run: runs may be concurrent
     started = time.perf_counter()
     model, processor = load_policy(checkpoint)  # the trainer puts it on settings.device
-    _, curve = train_rl(model, processor, train_rows, method, run_settings, tmp, progress=progress,
-                        desc=f"{method} seed {seed}")
+    _, curve = train_rl(
+        model,
+        processor,
+        train_rows,
+        method,
+        run_settings,
+        tmp,
+        progress=progress,
+        desc=f"{method} seed {seed}",
+    )
     trained = time.perf_counter()
     shutil.rmtree(tmp, ignore_errors=True)
     eval_dir = output / "eval" / method / f"seed{seed}"
     shutil.rmtree(eval_dir, ignore_errors=True)  # samples of an interrupted earlier attempt
-    after = evaluate_pass_rate(model, processor, benchmark, _eval_settings(settings), eval_dir,
-                               model_id=f"{method}-seed{seed}-{fingerprint}",
-                               progress=progress).score
-    seconds = {"train": round(trained - started, 1),
-               "eval": round(time.perf_counter() - trained, 1)}
-    run = RunResult(method, seed, settings.steps, before, after, curve, seconds,
-                    asdict(run_settings)).to_dict()
+    after = evaluate_pass_rate(
+        model,
+        processor,
+        benchmark,
+        _eval_settings(settings),
+        eval_dir,
+        model_id=f"{method}-seed{seed}-{fingerprint}",
+        progress=progress,
+    ).score
+    seconds = {
+        "train": round(trained - started, 1),
+        "eval": round(time.perf_counter() - trained, 1),
+    }
+    run = RunResult(
+        method, seed, settings.steps, before, after, curve, seconds, asdict(run_settings)
+    ).to_dict()
     run["fingerprint"] = fingerprint
     _write_json(output / "runs" / method / f"seed{seed}.json", run)
     return run
@@ -151,11 +183,27 @@ def _init_worker(threads: int, settings: DemoSettings) -> None:
 
 
 def _worker_run(
-    method: str, seed: int, settings: DemoSettings, checkpoint: str, output: str,
-    fingerprint: str, before: float, progress: bool,
+    method: str,
+    seed: int,
+    settings: DemoSettings,
+    checkpoint: str,
+    output: str,
+    fingerprint: str,
+    before: float,
+    progress: bool,
 ) -> dict[str, Any]:
-    return _run_one(method, seed, settings, Path(checkpoint), Path(output), fingerprint, before,
-                    _WORKER_DATA["train_rows"], _WORKER_DATA["benchmark"], progress)
+    return _run_one(
+        method,
+        seed,
+        settings,
+        Path(checkpoint),
+        Path(output),
+        fingerprint,
+        before,
+        _WORKER_DATA["train_rows"],
+        _WORKER_DATA["benchmark"],
+        progress,
+    )
 
 
 def run_comparison(
@@ -194,8 +242,9 @@ def run_comparison(
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty list from {', '.join(METHODS)}, got "
-                         f"{list(methods)}.")
+        raise ValueError(
+            f"methods must be a non-empty list from {', '.join(METHODS)}, got {list(methods)}."
+        )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list without repeats, got {list(seeds)}.")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -213,9 +262,15 @@ def run_comparison(
     else:
         model, processor = load_policy(ckpt)
         model.to(settings.device)
-        before = evaluate_pass_rate(model, processor, benchmark, _eval_settings(settings),
-                                    output / "eval" / "before", model_id=f"before-{fingerprint}",
-                                    progress=progress).score
+        before = evaluate_pass_rate(
+            model,
+            processor,
+            benchmark,
+            _eval_settings(settings),
+            output / "eval" / "before",
+            model_id=f"before-{fingerprint}",
+            progress=progress,
+        ).score
         del model
         _write_json(before_file, {"fingerprint": fingerprint, "score": before})
     out(f"warm start ({settings.task}): test avg@{k} {before:.1f}%")
@@ -231,14 +286,22 @@ def run_comparison(
             else:
                 pending.append((method, seed))
 
-    bar = tqdm(total=len(methods) * len(seeds), initial=len(runs), desc="runs", unit="run",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(methods) * len(seeds),
+        initial=len(runs),
+        desc="runs",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     say = bar.write if progress and out is print else out
 
     def finished(method: str, seed: int, run: dict[str, Any]) -> None:
         runs[method, seed] = run
-        say(f"{method} seed {seed}: test avg@{k} {run['after']:.1f}% "
-            f"({run['after'] - before:+.1f}), {run['seconds']['train']:.0f} s training")
+        say(
+            f"{method} seed {seed}: test avg@{k} {run['after']:.1f}% "
+            f"({run['after'] - before:+.1f}), {run['seconds']['train']:.0f} s training"
+        )
         bar.update(1)
 
     try:
@@ -246,22 +309,47 @@ def run_comparison(
             train_rows = _train_rows(settings)
             for method, seed in pending:
                 bar.set_postfix_str(f"{method} seed {seed}")
-                finished(method, seed, _run_one(method, seed, settings, ckpt, output, fingerprint,
-                                                before, train_rows, benchmark, run_progress))
+                finished(
+                    method,
+                    seed,
+                    _run_one(
+                        method,
+                        seed,
+                        settings,
+                        ckpt,
+                        output,
+                        fingerprint,
+                        before,
+                        train_rows,
+                        benchmark,
+                        run_progress,
+                    ),
+                )
         elif pending:
             workers = min(jobs, len(pending))
             per_run = threads if threads is not None else max(1, choose_num_threads() // workers)
             queue = list(pending)
             running: dict[Future, tuple[str, int]] = {}
-            with ProcessPoolExecutor(max_workers=workers,
-                                     mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker,
-                                     initargs=(per_run, settings)) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(per_run, settings),
+            ) as pool:
                 while queue or running:
                     while queue and len(running) < workers:
                         method, seed = queue.pop(0)
-                        future = pool.submit(_worker_run, method, seed, settings, str(ckpt),
-                                             str(output), fingerprint, before, run_progress)
+                        future = pool.submit(
+                            _worker_run,
+                            method,
+                            seed,
+                            settings,
+                            str(ckpt),
+                            str(output),
+                            fingerprint,
+                            before,
+                            run_progress,
+                        )
                         running[future] = (method, seed)
                     bar.set_postfix_str(", ".join(f"{m} seed {s}" for m, s in running.values()))
                     done_now, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -279,23 +367,40 @@ def run_comparison(
     results = {m: [runs[m, s] for s in seeds] for m in methods}
     summary = aggregate(results)
     paired = paired_differences(summary)
-    table = format_table(summary, before=before, k=k, steps=settings.steps,
-                         eval_size=settings.eval_size)
+    table = format_table(
+        summary, before=before, k=k, steps=settings.steps, eval_size=settings.eval_size
+    )
     table_file = Path(table_path) if table_path is not None else output / "comparison.md"
     table_file.parent.mkdir(parents=True, exist_ok=True)
     table_file.write_text(table + "\n", encoding="utf-8")
-    plot_file = plot_curves(results, plot_path if plot_path is not None else
-                            output / "compare_curves.png",
-                            title=f"Training reward on the synthetic {settings.task} task "
-                            "(mean ± 1 sd over seeds)")
-    _write_json(output / "summary.json", {
-        "before": before, "summary": summary,
-        "paired": {"baseline": BASELINE, "differences": paired},
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CI_LEVEL, "seed": BOOTSTRAP_SEED},
-        "fingerprint": fingerprint, "settings": asdict(settings)})
+    plot_file = plot_curves(
+        results,
+        plot_path if plot_path is not None else output / "compare_curves.png",
+        title=f"Training reward on the synthetic {settings.task} task (mean ± 1 sd over seeds)",
+    )
+    _write_json(
+        output / "summary.json",
+        {
+            "before": before,
+            "summary": summary,
+            "paired": {"baseline": BASELINE, "differences": paired},
+            "bootstrap": {
+                "resamples": BOOTSTRAP_RESAMPLES,
+                "level": CI_LEVEL,
+                "seed": BOOTSTRAP_SEED,
+            },
+            "fingerprint": fingerprint,
+            "settings": asdict(settings),
+        },
+    )
     out("")
     out(table)
     out(f"\ntable: {table_file}\nplot: {plot_file}")
-    return {"before": before, "summary": summary, "paired": paired, "table": table,
-            "table_path": table_file, "plot_path": plot_file}
-
+    return {
+        "before": before,
+        "summary": summary,
+        "paired": paired,
+        "table": table,
+        "table_path": table_file,
+        "plot_path": plot_file,
+    }

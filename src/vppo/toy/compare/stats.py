@@ -44,12 +44,15 @@ def _final_reward(curve: Sequence[Mapping[str, float]], fraction: float = 0.25) 
     rewards = [row["reward"] for row in curve if "reward" in row]
     if not rewards:
         return None
-    tail = rewards[-max(1, int(round(len(rewards) * fraction))):]
+    tail = rewards[-max(1, int(round(len(rewards) * fraction))) :]
     return sum(tail) / len(tail)
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+    values: Sequence[float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of ``values``.
@@ -84,8 +87,12 @@ def bootstrap_ci(
 
 
 def paired_differences(
-    summary: Mapping[str, Mapping[str, Any]], baseline: str = BASELINE, *,
-    resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL, seed: int = BOOTSTRAP_SEED,
+    summary: Mapping[str, Mapping[str, Any]],
+    baseline: str = BASELINE,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, dict[str, Any]]:
     """Each method's score minus ``baseline``'s, seed by seed, over the seeds both have.
 
@@ -112,21 +119,33 @@ def paired_differences(
     for method, row in summary.items():
         if method == baseline:
             continue
-        pairs = [(s, float(x) - base[s]) for s, x in zip(row["seeds"], row["scores"], strict=True)
-                 if s in base]
+        pairs = [
+            (s, float(x) - base[s])
+            for s, x in zip(row["seeds"], row["scores"], strict=True)
+            if s in base
+        ]
         if not pairs:
             continue
         diffs = [d for _, d in pairs]
         low, high = bootstrap_ci(diffs, resamples=resamples, level=level, seed=seed)
-        table[method] = {"seeds": [s for s, _ in pairs], "differences": diffs, "n": len(diffs),
-                         "mean": sum(diffs) / len(diffs), "ci": [low, high],
-                         "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs)}
+        table[method] = {
+            "seeds": [s for s, _ in pairs],
+            "differences": diffs,
+            "n": len(diffs),
+            "mean": sum(diffs) / len(diffs),
+            "ci": [low, high],
+            "wins": sum(d > 0 for d in diffs),
+            "ties": sum(d == 0 for d in diffs),
+        }
     return table
 
 
 def aggregate(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], *, resamples: int = BOOTSTRAP_RESAMPLES,
-    level: float = CI_LEVEL, seed: int = BOOTSTRAP_SEED,
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, dict[str, Any]]:
     """Per method: seeds, test avg@k per seed, mean, its bootstrap CI, sd, min, max,
     final-quarter training reward mean/sd and training minutes per run.
@@ -148,11 +167,17 @@ def aggregate(
         rewards = [x for x in (_final_reward(r["curve"]) for r in runs) if x is not None]
         mean, sd = mean_std(scores)
         low, high = bootstrap_ci(scores, resamples=resamples, level=level, seed=seed)
-        row = {"seeds": [r["seed"] for r in runs], "scores": scores, "mean": mean,
-               "ci": [low, high], "sd": sd, "min": min(scores), "max": max(scores),
-               "minutes": sum(r["seconds"].get("train", 0.0) for r in runs) / 60 / len(runs)}
+        row = {
+            "seeds": [r["seed"] for r in runs],
+            "scores": scores,
+            "mean": mean,
+            "ci": [low, high],
+            "sd": sd,
+            "min": min(scores),
+            "max": max(scores),
+            "minutes": sum(r["seconds"].get("train", 0.0) for r in runs) / 60 / len(runs),
+        }
         if rewards:
             row["final_reward_mean"], row["final_reward_sd"] = mean_std(rewards)
         table[method] = row
     return table
-
