@@ -20,6 +20,7 @@ the refill stream's state, which the host's `__init__` sets: `self._refill_itera
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +34,20 @@ from vppo.trainer.batching import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Round:
+    """One generation round of dynamic sampling, cut to the groups it may still contribute.
+
+    `piece` is its scored batch (TRL's output) and `batch` its input rows, in the same order, both
+    None once nothing of the round can be used; `keep` is bool [groups]: which of its (retained)
+    groups pass the accuracy filter.
+    """
+
+    piece: dict[str, Any] | None
+    batch: list[dict[str, Any]] | None
+    keep: torch.Tensor
 
 
 class DynamicSamplingMixin:
@@ -102,11 +117,11 @@ class DynamicSamplingMixin:
         self._refill_epoch = epoch - 1 if draws else epoch
         self._refill_skip = draws
 
-    def _prune_round(self, pieces: list, batches: list, keeps: list, index: int, groups_needed: int) -> None:
+    def _prune_round(self, scored: list[_Round], index: int, groups_needed: int) -> None:
         """Cut round `index` to its kept groups and the dropped groups that may still fill the batch."""
-        keep = keeps[index]
-        kept_total = sum(int(k.sum()) for k in keeps)
-        reserved = sum(int((~k).sum()) for i, k in enumerate(keeps) if i != index and pieces[i] is not None)
+        keep = scored[index].keep
+        kept_total = sum(int(r.keep.sum()) for r in scored)
+        reserved = sum(int((~r.keep).sum()) for i, r in enumerate(scored) if i != index and r.piece is not None)
         room = max(0, groups_needed - kept_total - reserved)
         dropped = (~keep).nonzero().flatten().tolist()
         retained = sorted(keep.nonzero().flatten().tolist() + dropped[:room])
@@ -114,13 +129,11 @@ class DynamicSamplingMixin:
             return
         group = self.num_generations
         if not retained:
-            pieces[index], batches[index], keeps[index] = None, None, keep[:0]
+            scored[index] = _Round(None, None, keep[:0])
             return
         rows = [g * group + j for g in retained for j in range(group)]
-        piece = select_rows([pieces[index]], [(0, r) for r in rows], self._tokenizer.pad_token_id)
-        pieces[index] = piece
-        batches[index] = [batches[index][r] for r in rows]
-        keeps[index] = keep[retained]
+        piece = select_rows([scored[index].piece], [(0, r) for r in rows], self._tokenizer.pad_token_id)
+        scored[index] = _Round(piece, [scored[index].batch[r] for r in rows], keep[retained])
 
     def _generate_with_dynamic_sampling(
         self, inputs: list[dict[str, Any]]
@@ -135,26 +148,24 @@ class DynamicSamplingMixin:
         rows = len(inputs)
         group = self.num_generations
         groups_needed = rows // group
-        batches = [inputs]
-        pieces = [self._score_round(inputs, defer=True)]
-        keeps = [self._group_filter(rows)]
-        first_dropped = int((~keeps[0]).sum())
+        # The group filter reads the rewards of the round scored just before it.
+        scored = [_Round(self._score_round(inputs, defer=True), inputs, self._group_filter(rows))]
+        first_dropped = int((~scored[0].keep).sum())
         rounds = 0
         while rounds < self.args.dynamic_sampling_max_rounds:
-            short = torch.tensor(float(sum(int(k.sum()) for k in keeps) < groups_needed),
+            short = torch.tensor(float(sum(int(r.keep.sum()) for r in scored) < groups_needed),
                                  device=self.accelerator.device)
             # Every process generates the same number of times (collectives inside TRL's scoring).
             if self.accelerator.gather(short).sum().item() == 0:
                 break
             if rounds == 0:
-                self._prune_round(pieces, batches, keeps, 0, groups_needed)
-            batches.append(self._next_refill_batch())
-            pieces.append(self._score_round(batches[-1], defer=True))
-            keeps.append(self._group_filter(rows))
-            self._prune_round(pieces, batches, keeps, len(pieces) - 1, groups_needed)
+                self._prune_round(scored, 0, groups_needed)
+            batch = self._next_refill_batch()
+            scored.append(_Round(self._score_round(batch, defer=True), batch, self._group_filter(rows)))
+            self._prune_round(scored, len(scored) - 1, groups_needed)
             rounds += 1
-        used = [i for i, piece in enumerate(pieces) if piece is not None]
-        picks, filler = plan_dynamic_sampling([keeps[i] for i in used], group, rows)
+        used = [i for i, r in enumerate(scored) if r.piece is not None]
+        picks, filler = plan_dynamic_sampling([scored[i].keep for i in used], group, rows)
         if filler and filler < groups_needed:  # all filler: the warning after the gather
             logger.warning(
                 "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
@@ -163,17 +174,17 @@ class DynamicSamplingMixin:
         if rounds == 0:
             # One round: every group is kept or fills in, so the batch is the round itself (same on
             # every process, which matters for the gather below).
-            output, inputs = pieces[0], batches[0]
+            output, inputs = scored[0].piece, scored[0].batch
         else:
             pad = 1.0
-            if "importance_sampling_ratio" in pieces[used[0]]:
+            if "importance_sampling_ratio" in scored[used[0]].piece:
                 pad = importance_sampling_pad_value(self.vllm_importance_sampling_mode,
                                                     self.vllm_importance_sampling_clip_min,
                                                     self.vllm_importance_sampling_clip_max)
-            output = select_rows([pieces[i] for i in used], picks, self._tokenizer.pad_token_id,
+            output = select_rows([scored[i].piece for i in used], picks, self._tokenizer.pad_token_id,
                                  importance_sampling_pad=pad)
             output["num_items_in_batch"] = self.accelerator.gather(output["num_items_in_batch"]).sum()
-            inputs = [batches[used[piece]][row] for piece, row in picks]
+            inputs = [scored[used[piece]].batch[row] for piece, row in picks]
         stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
                              device=self.accelerator.device)
         stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
