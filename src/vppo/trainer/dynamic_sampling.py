@@ -121,7 +121,9 @@ class DynamicSamplingMixin:
         """Cut round `index` to its kept groups and the dropped groups that may still fill the batch."""
         keep = scored[index].keep
         kept_total = sum(int(r.keep.sum()) for r in scored)
-        reserved = sum(int((~r.keep).sum()) for i, r in enumerate(scored) if i != index and r.piece is not None)
+        reserved = sum(
+            int((~r.keep).sum()) for i, r in enumerate(scored) if i != index and r.piece is not None
+        )
         room = max(0, groups_needed - kept_total - reserved)
         dropped = (~keep).nonzero().flatten().tolist()
         retained = sorted(keep.nonzero().flatten().tolist() + dropped[:room])
@@ -132,7 +134,9 @@ class DynamicSamplingMixin:
             scored[index] = _Round(None, None, keep[:0])
             return
         rows = [g * group + j for g in retained for j in range(group)]
-        piece = select_rows([scored[index].piece], [(0, r) for r in rows], self._tokenizer.pad_token_id)
+        piece = select_rows(
+            [scored[index].piece], [(0, r) for r in rows], self._tokenizer.pad_token_id
+        )
         scored[index] = _Round(piece, [scored[index].batch[r] for r in rows], keep[retained])
 
     def _generate_with_dynamic_sampling(
@@ -153,15 +157,19 @@ class DynamicSamplingMixin:
         first_dropped = int((~scored[0].keep).sum())
         rounds = 0
         while rounds < self.args.dynamic_sampling_max_rounds:
-            short = torch.tensor(float(sum(int(r.keep.sum()) for r in scored) < groups_needed),
-                                 device=self.accelerator.device)
+            short = torch.tensor(
+                float(sum(int(r.keep.sum()) for r in scored) < groups_needed),
+                device=self.accelerator.device,
+            )
             # Every process generates the same number of times (collectives inside TRL's scoring).
             if self.accelerator.gather(short).sum().item() == 0:
                 break
             if rounds == 0:
                 self._prune_round(scored, 0, groups_needed)
             batch = self._next_refill_batch()
-            scored.append(_Round(self._score_round(batch, defer=True), batch, self._group_filter(rows)))
+            scored.append(
+                _Round(self._score_round(batch, defer=True), batch, self._group_filter(rows))
+            )
             self._prune_round(scored, len(scored) - 1, groups_needed)
             rounds += 1
         used = [i for i, r in enumerate(scored) if r.piece is not None]
@@ -170,7 +178,10 @@ class DynamicSamplingMixin:
             logger.warning(
                 "Dynamic sampling kept fewer informative groups than needed after %d extra rounds; "
                 "%d groups with uniform rewards (zero advantage) fill the batch. Raise "
-                "dynamic_sampling_max_rounds or check the task's difficulty.", rounds, filler)
+                "dynamic_sampling_max_rounds or check the task's difficulty.",
+                rounds,
+                filler,
+            )
         if rounds == 0:
             # One round: every group is kept or fills in, so the batch is the round itself (same on
             # every process, which matters for the gather below).
@@ -178,25 +189,44 @@ class DynamicSamplingMixin:
         else:
             pad = 1.0
             if "importance_sampling_ratio" in scored[used[0]].piece:
-                pad = importance_sampling_pad_value(self.vllm_importance_sampling_mode,
-                                                    self.vllm_importance_sampling_clip_min,
-                                                    self.vllm_importance_sampling_clip_max)
-            output = select_rows([scored[i].piece for i in used], picks, self._tokenizer.pad_token_id,
-                                 importance_sampling_pad=pad)
-            output["num_items_in_batch"] = self.accelerator.gather(output["num_items_in_batch"]).sum()
+                pad = importance_sampling_pad_value(
+                    self.vllm_importance_sampling_mode,
+                    self.vllm_importance_sampling_clip_min,
+                    self.vllm_importance_sampling_clip_max,
+                )
+            output = select_rows(
+                [scored[i].piece for i in used],
+                picks,
+                self._tokenizer.pad_token_id,
+                importance_sampling_pad=pad,
+            )
+            output["num_items_in_batch"] = self.accelerator.gather(
+                output["num_items_in_batch"]
+            ).sum()
             inputs = [scored[used[piece]].batch[row] for piece, row in picks]
-        stats = torch.tensor([first_dropped, groups_needed, rounds, filler], dtype=torch.float32,
-                             device=self.accelerator.device)
+        stats = torch.tensor(
+            [first_dropped, groups_needed, rounds, filler],
+            dtype=torch.float32,
+            device=self.accelerator.device,
+        )
         stats = self.accelerator.gather(stats).view(-1, 4).sum(0)
         if stats[3] == stats[1] and self.accelerator.is_main_process:
             # Every group is filler: all advantages are 0 and the policy-gradient term is 0 this step.
-            trains = "only the NLL term trains" if self.args.nll_coef > 0 else "the step changes nothing"
+            trains = (
+                "only the NLL term trains" if self.args.nll_coef > 0 else "the step changes nothing"
+            )
             logger.warning(
                 "Step %d: dynamic sampling found no group with mixed rewards in %d rounds (every group's "
                 "rewards are uniform), so every advantage is 0 and %s; check the reward function and the "
-                "task's difficulty.", self.state.global_step + 1, rounds + 1, trains)
+                "task's difficulty.",
+                self.state.global_step + 1,
+                rounds + 1,
+                trains,
+            )
         metrics = self._metrics["train"]
         metrics["vppo/dynamic_sampling/dropped_frac"].append((stats[0] / stats[1]).item())
-        metrics["vppo/dynamic_sampling/extra_rounds"].append(stats[2].item() / self.accelerator.num_processes)
+        metrics["vppo/dynamic_sampling/extra_rounds"].append(
+            stats[2].item() / self.accelerator.num_processes
+        )
         metrics["vppo/dynamic_sampling/filler_groups"].append(stats[3].item())
         return output, inputs

@@ -46,8 +46,15 @@ _FORWARD_KEYS = (
 
 
 # Keys a row chunk of the scored batch needs for a forward pass.
-_CHUNK_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_images", "num_tiles",
-               *_FORWARD_KEYS)
+_CHUNK_KEYS = (
+    "prompt_ids",
+    "prompt_mask",
+    "completion_ids",
+    "completion_mask",
+    "num_images",
+    "num_tiles",
+    *_FORWARD_KEYS,
+)
 
 
 @contextmanager
@@ -68,7 +75,11 @@ def full_lm_head(head: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Te
     weight, bias = head.weight, getattr(head, "bias", None)
     params = [p for p in (weight, bias) if p is not None]
     # ZeRO-3 marks its parameters with ds_status; NOT_AVAILABLE means partitioned away.
-    partitioned = [p for p in params if getattr(getattr(p, "ds_status", None), "name", "AVAILABLE") != "AVAILABLE"]
+    partitioned = [
+        p
+        for p in params
+        if getattr(getattr(p, "ds_status", None), "name", "AVAILABLE") != "AVAILABLE"
+    ]
     gather = nullcontext()
     if partitioned:
         import deepspeed
@@ -118,25 +129,40 @@ class ScoringMixin:
 
     def _perturbation_generator(self, purpose: str = "perturbation") -> torch.Generator:
         """Seeded by (perturbation_seed, purpose, global step, process): reproducible and resumable."""
-        key = (f"{self.args.perturbation_seed}:{purpose}:{self.state.global_step}:"
-               f"{self.accelerator.process_index}")
+        key = (
+            f"{self.args.perturbation_seed}:{purpose}:{self.state.global_step}:"
+            f"{self.accelerator.process_index}"
+        )
         seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
         return torch.Generator().manual_seed(seed)
 
-    def perturb_pixel_values(self, output: dict[str, Any], inputs: list[dict[str, Any]],
-                             generator: torch.Generator) -> torch.Tensor:
+    def perturb_pixel_values(
+        self, output: dict[str, Any], inputs: list[dict[str, Any]], generator: torch.Generator
+    ) -> torch.Tensor:
         """pixel_values of the uninformative images I', laid out exactly like `output["pixel_values"]`.
 
         Override to add a layout or a perturbation; every response gets its own random mask.
         """
         images = None
         if self.args.perturbation != "blacken":
-            images = [[img for img in (row.get("images") if "images" in row else [row.get("image")]) or []
-                       if img is not None] for row in inputs]
+            images = [
+                [
+                    img
+                    for img in (row.get("images") if "images" in row else [row.get("image")]) or []
+                    if img is not None
+                ]
+                for row in inputs
+            ]
         return perturb_pixel_values(
-            output["pixel_values"], self.vision, self.args.perturbation, self.args.perturbation_prob,
-            generator, output.get("pixel_attention_mask"), patch_size=self.args.perturbation_patch_size,
-            images=images, image_processor=self.processing_class.image_processor,
+            output["pixel_values"],
+            self.vision,
+            self.args.perturbation,
+            self.args.perturbation_prob,
+            generator,
+            output.get("pixel_attention_mask"),
+            patch_size=self.args.perturbation_patch_size,
+            images=images,
+            image_processor=self.processing_class.image_processor,
         )
 
     def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
@@ -145,14 +171,25 @@ class ScoringMixin:
         kwargs["num_tiles"] = output.get("num_tiles")
         return kwargs
 
-    def compute_visual_dependency(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
-                                  need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def compute_visual_dependency(
+        self,
+        output: dict[str, Any],
+        perturbed_pixel_values: torch.Tensor | None,
+        need_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-token dependency [B, T] (and entropies [B, T] if asked), no grad, policy θ_old."""
-        scores = self._dependency_scores(output, perturbed_pixel_values, need_entropy, old_logps=False)
+        scores = self._dependency_scores(
+            output, perturbed_pixel_values, need_entropy, old_logps=False
+        )
         return scores["dependency"], scores.get("entropies")
 
-    def _dependency_scores(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None,
-                           need_entropy: bool, old_logps: bool) -> dict[str, torch.Tensor]:
+    def _dependency_scores(
+        self,
+        output: dict[str, Any],
+        perturbed_pixel_values: torch.Tensor | None,
+        need_entropy: bool,
+        old_logps: bool,
+    ) -> dict[str, torch.Tensor]:
         """`_scoring_pass` with the perturbed image: "dependency" [B, T], and "entropies" / "logps".
 
         The real-image pass yields the old log-probs ("logps") when `old_logps`, so they cost no extra
@@ -162,18 +199,41 @@ class ScoringMixin:
         mask = output["completion_mask"].bool()
         if args.dependency_estimator in TOKEN_ESTIMATORS:
             reuse = None if old_logps or need_entropy else output.get("old_per_token_logps")
-            scores = self._scoring_pass(output, perturbed_pixel_values, old_logps=reuse is None,
-                                        entropy=need_entropy, dependency=True)
+            scores = self._scoring_pass(
+                output,
+                perturbed_pixel_values,
+                old_logps=reuse is None,
+                entropy=need_entropy,
+                dependency=True,
+            )
             logp_real = scores["logps"] if reuse is None else reuse
-            scores["dependency"] = token_dependency(logp_real, scores["logps_perturbed"], mask,
-                                                    estimator=args.dependency_estimator, clip=args.dependency_clip)
+            scores["dependency"] = token_dependency(
+                logp_real,
+                scores["logps_perturbed"],
+                mask,
+                estimator=args.dependency_estimator,
+                clip=args.dependency_clip,
+            )
             return scores
-        return self._scoring_pass(output, perturbed_pixel_values, old_logps=old_logps, entropy=need_entropy,
-                                  dependency=True, exact=True)
+        return self._scoring_pass(
+            output,
+            perturbed_pixel_values,
+            old_logps=old_logps,
+            entropy=need_entropy,
+            dependency=True,
+            exact=True,
+        )
 
-    def _scoring_pass(self, output: dict[str, Any], perturbed_pixel_values: torch.Tensor | None, *,
-                      old_logps: bool = False, entropy: bool = False, dependency: bool = False,
-                      exact: bool = False) -> dict[str, Any]:
+    def _scoring_pass(
+        self,
+        output: dict[str, Any],
+        perturbed_pixel_values: torch.Tensor | None,
+        *,
+        old_logps: bool = False,
+        entropy: bool = False,
+        dependency: bool = False,
+        exact: bool = False,
+    ) -> dict[str, Any]:
         """No-grad forwards over the scored batch that skip padding, chunk by chunk.
 
         Rows are sorted by length and cut into chunks of at most `per_device_train_batch_size` rows
@@ -205,7 +265,9 @@ class ScoringMixin:
             count = torch.tensor([len(chunks)], device=mask.device)
             count = int(self.accelerator.gather(count).max())
             if count > len(chunks):
-                chunks = length_sorted_chunks(batch["prompt_mask"], mask, chunk_rows, num_chunks=count)
+                chunks = length_sorted_chunks(
+                    batch["prompt_mask"], mask, chunk_rows, num_chunks=count
+                )
         else:
             chunks = [list(range(rows))]  # TRL slices the batch into chunks of full width
         results: dict[str, torch.Tensor] = {}
@@ -219,15 +281,22 @@ class ScoringMixin:
         base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
         capture = _LastHiddenState(base.base_model) if exact else nullcontext()
         head = full_lm_head(base.get_output_embeddings()) if exact else nullcontext((None, None))
-        with (torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
-              capture, head as (weight, bias)):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
+            capture,
+            head as (weight, bias),
+        ):
             for index in chunks:
                 if not split:
                     sub, sub_perturbed = batch, perturbed_batch
                 else:
                     sub = take_rows(batch, index, self._tokenizer.pad_token_id)
-                    sub_perturbed = None if perturbed_batch is None else take_rows(
-                        perturbed_batch, index, self._tokenizer.pad_token_id)
+                    sub_perturbed = (
+                        None
+                        if perturbed_batch is None
+                        else take_rows(perturbed_batch, index, self._tokenizer.pad_token_id)
+                    )
                 t = sub["completion_ids"].size(1)
                 if exact:
                     capture.completion_width = t
@@ -238,8 +307,14 @@ class ScoringMixin:
                     ids = torch.cat([images["prompt_ids"], images["completion_ids"]], dim=1)
                     attention = torch.cat([images["prompt_mask"], images["completion_mask"]], dim=1)
                     logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                        self.model, ids, attention, t, batch_size=chunk_rows,
-                        compute_entropy=entropy and images is sub, **self._forward_kwargs(images))
+                        self.model,
+                        ids,
+                        attention,
+                        t,
+                        batch_size=chunk_rows,
+                        compute_entropy=entropy and images is sub,
+                        **self._forward_kwargs(images),
+                    )
                     if images is sub:
                         store("logps", logps, index)
                         if entropies is not None:
@@ -249,9 +324,16 @@ class ScoringMixin:
                     if exact:
                         hidden.append(capture.pop())
                 if exact:
-                    dep = full_kl_dependency(hidden[0], hidden[1], weight, sub["completion_mask"].bool(),
-                                             temperature=self.temperature, chunk_size=args.kl_chunk_size,
-                                             estimator=args.dependency_estimator, lm_head_bias=bias)
+                    dep = full_kl_dependency(
+                        hidden[0],
+                        hidden[1],
+                        weight,
+                        sub["completion_mask"].bool(),
+                        temperature=self.temperature,
+                        chunk_size=args.kl_chunk_size,
+                        estimator=args.dependency_estimator,
+                        lm_head_bias=bias,
+                    )
                     store("dependency", dep, index)
         return results
 
