@@ -45,13 +45,14 @@ def _sharding(model) -> dict:
 _perturb = trainer_module.VPPOTrainer.perturb_pixel_values
 _apply = trainer_module.VPPOTrainer._apply_vppo
 _token_advantages = trainer_module.token_advantages
-_token_dependency = scoring_module.token_dependency
+_dependency_from_passes = scoring_module.dependency_from_passes
 
 
-def token_dependency(logp_real, logp_perturbed, mask, **kwargs):
-    _recorded.setdefault("logp_real", logp_real.detach().clone())
-    _recorded.setdefault("logp_perturbed", logp_perturbed.detach().clone())
-    return _token_dependency(logp_real, logp_perturbed, mask, **kwargs)
+def dependency_from_passes(estimator, **kwargs):
+    if kwargs.get("logp_real") is not None:  # the sampled-token estimators (k3)
+        _recorded.setdefault("logp_real", kwargs["logp_real"].detach().clone())
+        _recorded.setdefault("logp_perturbed", kwargs["logp_perturbed"].detach().clone())
+    return _dependency_from_passes(estimator, **kwargs)
 
 
 def perturb_pixel_values(self, output, inputs, generator):
@@ -102,7 +103,7 @@ trainer_module.VPPOTrainer.__init__ = init
 trainer_module.VPPOTrainer.perturb_pixel_values = perturb_pixel_values
 trainer_module.VPPOTrainer._apply_vppo = apply_vppo
 trainer_module.token_advantages = token_advantages
-scoring_module.token_dependency = token_dependency
+scoring_module.dependency_from_passes = dependency_from_passes
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

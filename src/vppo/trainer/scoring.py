@@ -26,9 +26,8 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from vppo.perception import (
     TOKEN_ESTIMATORS,
-    full_kl_dependency,
+    dependency_from_passes,
     perturb_pixel_values,
-    token_dependency,
 )
 from vppo.trainer.batching import length_sorted_chunks, splits_by_row, take_rows
 
@@ -207,11 +206,11 @@ class ScoringMixin:
                 dependency=True,
             )
             logp_real = scores["logps"] if reuse is None else reuse
-            scores["dependency"] = token_dependency(
-                logp_real,
-                scores["logps_perturbed"],
-                mask,
-                estimator=args.dependency_estimator,
+            scores["dependency"] = dependency_from_passes(
+                args.dependency_estimator,
+                mask=mask,
+                logp_real=logp_real,
+                logp_perturbed=scores["logps_perturbed"],
                 clip=args.dependency_clip,
             )
             return scores
@@ -324,15 +323,15 @@ class ScoringMixin:
                     if exact:
                         hidden.append(capture.pop())
                 if exact:
-                    dep = full_kl_dependency(
-                        hidden[0],
-                        hidden[1],
-                        weight,
-                        sub["completion_mask"].bool(),
+                    dep = dependency_from_passes(
+                        args.dependency_estimator,
+                        mask=sub["completion_mask"].bool(),
+                        hidden_real=hidden[0],
+                        hidden_perturbed=hidden[1],
+                        lm_head_weight=weight,
+                        lm_head_bias=bias,
                         temperature=self.temperature,
                         chunk_size=args.kl_chunk_size,
-                        estimator=args.dependency_estimator,
-                        lm_head_bias=bias,
                     )
                     store("dependency", dep, index)
         return results
