@@ -20,6 +20,7 @@ from vppo.data.synthetic import make_synthetic_dataset
 from vppo.demo import default_checkpoint
 from vppo.evaluation import GenerationRequest, SamplingConfig, TransformersBackend, VLLMBackend
 from vppo.models import build_tiny_vlm, load_model_and_processor
+from vppo.models.processors import image_pixel_limits
 from vppo.trainer import VPPOConfig, VPPOTrainer
 from vppo.trainer.cli import build_trainer, parse
 from vppo.warmstart import prompt_messages
@@ -62,6 +63,12 @@ def test_vllm_eval_backend_matches_transformers_greedily(warmstart, close_vllm):
     vllm_backend = VLLMBackend(path, dtype="float32", max_model_len=1024)
     close_vllm(vllm_backend)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=48)
+
+    # vLLM resizes with the processor's pixel range, as the transformers backend does.
+    low, high = image_pixel_limits(vllm_backend.processor)
+    mm_config = vllm_backend.llm.llm_engine.model_config.multimodal_config
+    assert mm_config.mm_processor_kwargs["size"] == {"shortest_edge": low, "longest_edge": high}
+    assert mm_config.get_limit_per_prompt("image") == 8 and mm_config.get_limit_per_prompt("video") == 0
 
     # Same prompt text, same images, banned vision placeholders, per-request seeds.
     request = requests[0]

@@ -249,17 +249,25 @@ class VLLMBackend(_ProcessorPrompts):
         llm: Any = None,
     ):
         from vppo.models import load_processor, vision_layout
+        from vppo.models.processors import vllm_image_options
 
         self._vllm = _import_vllm()
         self.processor = processor if processor is not None else load_processor(str(model_path))
         self.banned_token_ids = tuple(vision_layout(self.processor).pad_token_ids_to_ban)
         if llm is None:
+            # vLLM resizes images with the processor's pixel range (not the checkpoint's), as the
+            # transformers backend does, and profiles its encoder at that size.
+            image_options = vllm_image_options(self.processor)
             kwargs: dict[str, Any] = {
                 "model": str(model_path),
                 "dtype": dtype,
                 "tensor_parallel_size": tensor_parallel_size,
                 "gpu_memory_utilization": gpu_memory_utilization,
-                "limit_mm_per_prompt": {"image": max_images_per_prompt},
+                **image_options,
+                "limit_mm_per_prompt": {
+                    **image_options.get("limit_mm_per_prompt", {}),
+                    "image": max_images_per_prompt,
+                },
                 "seed": seed,
             }
             if max_model_len is not None:
