@@ -63,7 +63,10 @@ def bench_kl(tokens: int, vocab: int, hidden: int, chunk: int, repeats: int) -> 
     rows = []
     for name, fn in (
         ("naive [N, V] softmax", lambda: naive_kl(h_real, h_aug, weight, mask)),
-        (f"chunked ({chunk} tokens)", lambda: full_kl_dependency(h_real, h_aug, weight, mask, chunk_size=chunk)),
+        (
+            f"chunked ({chunk} tokens)",
+            lambda: full_kl_dependency(h_real, h_aug, weight, mask, chunk_size=chunk),
+        ),
     ):
         with torch.no_grad():
             probe = LargestTensor()
@@ -73,30 +76,45 @@ def bench_kl(tokens: int, vocab: int, hidden: int, chunk: int, repeats: int) -> 
         rows.append((name, seconds, probe.largest))
     exact = naive_kl(h_real, h_aug, weight, mask)
     chunked = full_kl_dependency(h_real, h_aug, weight, mask, chunk_size=chunk)[mask]
-    print(f"\nExact KL over the vocabulary: T={tokens}, V={vocab}, H={hidden}; max |diff| = "
-          f"{(exact - chunked).abs().max().item():.2e}")
+    print(
+        f"\nExact KL over the vocabulary: T={tokens}, V={vocab}, H={hidden}; max |diff| = "
+        f"{(exact - chunked).abs().max().item():.2e}"
+    )
     print(f"{'method':<24}{'median s':>10}{'largest tensor':>18}")
     for name, seconds, largest in rows:
         print(f"{name:<24}{seconds:>10.3f}{largest / 2**20:>15.1f} MB")
     (_, t_naive, m_naive), (_, t_chunk, m_chunk) = rows
-    print(f"ratio naive / chunked: time {t_naive / t_chunk:.2f}x, largest tensor {m_naive / m_chunk:.1f}x")
+    print(
+        f"ratio naive / chunked: time {t_naive / t_chunk:.2f}x, largest tensor {m_naive / m_chunk:.1f}x"
+    )
 
 
 def bench_perturbation(repeats: int) -> None:
     from transformers import Qwen2VLImageProcessorPil  # Qwen2/2.5-VL's processor (PIL backend)
 
-    processor = Qwen2VLImageProcessorPil(patch_size=14, temporal_patch_size=2, merge_size=2,
-                                         min_pixels=448 * 448, max_pixels=448 * 448,
-                                         image_mean=[0.48145466, 0.4578275, 0.40821073],
-                                         image_std=[0.26862954, 0.26130258, 0.27577711])
+    processor = Qwen2VLImageProcessorPil(
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_pixels=448 * 448,
+        max_pixels=448 * 448,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
     images = [Image.new("RGB", (448, 448), (30 * i % 255, 120, 200)) for i in range(8)]
     processed = processor(images=images, return_tensors="pt")
     pixel_values = processed["pixel_values"]
     mean, std = tuple(processor.image_mean), tuple(processor.image_std)
 
     def pixel_space():
-        return blacken_patches(pixel_values, "qwen_flat", mean, std, prob=0.5,
-                               generator=torch.Generator().manual_seed(0))
+        return blacken_patches(
+            pixel_values,
+            "qwen_flat",
+            mean,
+            std,
+            prob=0.5,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     def image_space():
         generator = torch.Generator().manual_seed(0)
@@ -120,8 +138,10 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
+    )
     bench_kl(args.tokens, args.vocab, args.hidden, args.chunk, args.repeats)
     bench_perturbation(args.repeats)
 

@@ -58,9 +58,18 @@ METHODS = {
 }
 CONFIGS = {
     "on_policy": {"steps_per_generation": 1, "dynamic_sampling": False},
-    "official": {"steps_per_generation": 3, "dynamic_sampling": True, "dynamic_sampling_max_rounds": 2},
-    "reasoning": {"steps_per_generation": 24, "gradient_accumulation_steps": 8, "per_device_train_batch_size": 4,
-                  "dynamic_sampling": True, "dynamic_sampling_max_rounds": 2},
+    "official": {
+        "steps_per_generation": 3,
+        "dynamic_sampling": True,
+        "dynamic_sampling_max_rounds": 2,
+    },
+    "reasoning": {
+        "steps_per_generation": 24,
+        "gradient_accumulation_steps": 8,
+        "per_device_train_batch_size": 4,
+        "dynamic_sampling": True,
+        "dynamic_sampling_max_rounds": 2,
+    },
 }
 REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 # No-grad passes over the trained rows each method needs at the physical floor.
@@ -91,7 +100,9 @@ class _Counter:
 
         def score_counted(*args, **kwargs):
             output = score(*args, **kwargs)
-            self.trained_tokens += int(output["prompt_mask"].sum() + output["completion_mask"].sum())
+            self.trained_tokens += int(
+                output["prompt_mask"].sum() + output["completion_mask"].sum()
+            )
             return output
 
         trainer._generate = generate_flagged
@@ -145,26 +156,51 @@ def split_reward(completions, **kwargs):
     return [float(len(t) % 2 == 0) for t in texts]
 
 
-def make_trainer(config: str, method: str, output_dir: str, cycles: int, completion: int,
-                 device: str = "cpu"):
+def make_trainer(
+    config: str, method: str, output_dir: str, cycles: int, completion: int, device: str = "cpu"
+):
     from vppo.rewards import accuracy_reward
     from vppo.toy.demo import load_policy, synthetic_split, training_dataset
     from vppo.trainer import VPPOConfig, VPPOTrainer
 
     model, processor = load_policy()
     dataset = training_dataset(synthetic_split("train", 512, seed=0))
-    overrides = {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-                 **CONFIGS[config], **METHODS[method]}
+    overrides = {
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        **CONFIGS[config],
+        **METHODS[method],
+    }
     reasoning = config == "reasoning"
     if reasoning:
         completion = REASONING_CAP
     steps = cycles * overrides["steps_per_generation"] // overrides["gradient_accumulation_steps"]
-    args = VPPOConfig(output_dir=output_dir, num_generations=8, max_completion_length=completion, max_steps=steps,
-                      temperature=1.0, top_p=1.0, learning_rate=1e-5, bf16=False, use_cpu=device == "cpu",
-                      report_to="none", logging_steps=1, save_strategy="no", gradient_checkpointing=False,
-                      disable_tqdm=True, seed=0, data_seed=0, **overrides)
-    trainer = VPPOTrainer(model=model, reward_funcs=[split_reward if reasoning else accuracy_reward], args=args,
-                          train_dataset=dataset, processing_class=processor)
+    args = VPPOConfig(
+        output_dir=output_dir,
+        num_generations=8,
+        max_completion_length=completion,
+        max_steps=steps,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=1e-5,
+        bf16=False,
+        use_cpu=device == "cpu",
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        **overrides,
+    )
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[split_reward if reasoning else accuracy_reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+    )
     if reasoning:
         synthetic_completions(trainer, completion)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
@@ -214,8 +250,11 @@ class _PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
-                  if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
                 storage = tensor.untyped_storage()
@@ -243,15 +282,18 @@ def _cuda_peak_mb(trainer, loader) -> float:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def measure(config: str, cycles: int, completion: int, memory: bool,
-            device: str = "cpu") -> dict[str, dict[str, Any]]:
+def measure(
+    config: str, cycles: int, completion: int, memory: bool, device: str = "cpu"
+) -> dict[str, dict[str, Any]]:
     times = {m: [] for m in METHODS}
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         runs = {}
         for i, method in enumerate(METHODS):
-            trainer, loader = make_trainer(config, method, f"{tmp}/{i}", cycles + 2, completion, device)
+            trainer, loader = make_trainer(
+                config, method, f"{tmp}/{i}", cycles + 2, completion, device
+            )
             runs[method] = (trainer, loader, _Counter(trainer))
         for cycle in range(cycles + 1):  # the first cycle of each method is a warm-up
             for method, (trainer, loader, counter) in runs.items():
@@ -272,7 +314,9 @@ def measure(config: str, cycles: int, completion: int, memory: bool,
                     peaks[method] = tracker.peak / 2**20
                 counter.nograd_tokens, counter.update_tokens, counter.trained_tokens = tokens
     settings = CONFIGS[config]
-    steps = cycles * settings["steps_per_generation"] // settings.get("gradient_accumulation_steps", 1)
+    steps = (
+        cycles * settings["steps_per_generation"] // settings.get("gradient_accumulation_steps", 1)
+    )
     result = {}
     base = statistics.median(times["dapo"][1:])
     for method, (_, _, counter) in runs.items():
@@ -291,32 +335,53 @@ def measure(config: str, cycles: int, completion: int, memory: bool,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, default=5, help="measured cycles per method and config")
+    parser.add_argument(
+        "--cycles", type=int, default=5, help="measured cycles per method and config"
+    )
     parser.add_argument("--completion", type=int, default=48, help="max_completion_length")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--no-memory", action="store_true", help="skip the (slow) peak-memory cycle")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where the trainer runs; on cuda peak memory is the allocator's peak")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the (slow) peak-memory cycle"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the trainer runs; on cuda peak memory is the allocator's peak",
+    )
     parser.add_argument("--json", metavar="PATH", help="write {config: {method: {...}}} here")
     args = parser.parse_args()
     _quiet()
-    where = (torch.cuda.get_device_name() if args.device == "cuda"
-             else f"{platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"machine: {where}, torch {torch.__version__}; "
-          f"shipped warm start, 16 responses per step (2 prompts x 8), {args.completion} tokens max")
+    where = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"machine: {where}, torch {torch.__version__}; "
+        f"shipped warm start, 16 responses per step (2 prompts x 8), {args.completion} tokens max"
+    )
     results = {}
     for config in args.configs:
-        results[config] = measure(config, args.cycles, args.completion, not args.no_memory, args.device)
+        results[config] = measure(
+            config, args.cycles, args.completion, not args.no_memory, args.device
+        )
         print(f"\n{config} ({args.cycles} cycles)")
-        print(f"{'method':<10}{'step s':>9}{'vs dapo':>9}{'nograd tok':>12}{'floor tok':>11}"
-              f"{'tok/floor':>11}{'update tok':>12}{'floor tok':>11}{'tok/floor':>11}{'peak MB':>9}")
+        print(
+            f"{'method':<10}{'step s':>9}{'vs dapo':>9}{'nograd tok':>12}{'floor tok':>11}"
+            f"{'tok/floor':>11}{'update tok':>12}{'floor tok':>11}{'tok/floor':>11}{'peak MB':>9}"
+        )
         for method, row in results[config].items():
-            over = f"{row['nograd_tokens'] / row['floor_tokens']:.3f}" if row["floor_tokens"] else "-"
+            over = (
+                f"{row['nograd_tokens'] / row['floor_tokens']:.3f}" if row["floor_tokens"] else "-"
+            )
             update_over = f"{row['update_tokens'] / max(row['update_floor_tokens'], 1):.3f}"
             peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.1f}"
-            print(f"{method:<10}{row['step_s']:>9.3f}{row['ratio_vs_dapo']:>8.2f}x{row['nograd_tokens']:>12}"
-                  f"{row['floor_tokens']:>11}{over:>11}{row['update_tokens']:>12}{row['update_floor_tokens']:>11}"
-                  f"{update_over:>11}{peak:>9}")
+            print(
+                f"{method:<10}{row['step_s']:>9.3f}{row['ratio_vs_dapo']:>8.2f}x{row['nograd_tokens']:>12}"
+                f"{row['floor_tokens']:>11}{over:>11}{row['update_tokens']:>12}{row['update_floor_tokens']:>11}"
+                f"{update_over:>11}{peak:>9}"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

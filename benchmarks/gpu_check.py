@@ -104,16 +104,34 @@ except Exception:  # not installed, or not loadable here
 
 # Released Qwen2.5-VL text and vision shapes (config.json of the Instruct checkpoints).
 SIZES: dict[str, dict[str, Any]] = {
-    "3b": {"text": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                        num_attention_heads=16, num_key_value_heads=2, vocab_size=151_936),
-           "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                          out_hidden_size=2048),
-           "tie_word_embeddings": True},
-    "7b": {"text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152_064),
-           "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                          out_hidden_size=3584),
-           "tie_word_embeddings": False},
+    "3b": {
+        "text": dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            vocab_size=151_936,
+        ),
+        "vision": dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048
+        ),
+        "tie_word_embeddings": True,
+    },
+    "7b": {
+        "text": dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            vocab_size=152_064,
+        ),
+        "vision": dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584
+        ),
+        "tie_word_embeddings": False,
+    },
 }
 METHODS = {"dapo": {"token_selection": "none", "use_tas": False}, "vppo": {}}
 DEFAULT_OPTIM = {"3b": "adamw_torch", "7b": "sgd"}
@@ -123,12 +141,24 @@ NOISE_EPS = 1e-3  # the near-zero perturbation of the noise floor: pixel_values 
 TGF_RATIO = 0.4
 # The recipes' structure at two scales. grids: image sizes in image tokens (rows x columns of 28 px).
 SCALES: dict[str, dict[str, Any]] = {
-    "gpu": {"num_generations": 8, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4,
-            "max_completion_length": 2048, "pixels": (256, 1280), "prompts": 64,
-            "grids": [(16, 16), (16, 30), (24, 32), (32, 32), (32, 40), (20, 28)]},
-    "cpu": {"num_generations": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
-            "max_completion_length": 32, "pixels": (4, 16), "prompts": 24,
-            "grids": [(2, 2), (2, 4), (3, 4), (4, 4)]},
+    "gpu": {
+        "num_generations": 8,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 4,
+        "max_completion_length": 2048,
+        "pixels": (256, 1280),
+        "prompts": 64,
+        "grids": [(16, 16), (16, 30), (24, 32), (32, 32), (32, 40), (20, 28)],
+    },
+    "cpu": {
+        "num_generations": 4,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "max_completion_length": 32,
+        "pixels": (4, 16),
+        "prompts": 24,
+        "grids": [(2, 2), (2, 4), (3, 4), (4, 4)],
+    },
 }
 
 
@@ -167,14 +197,23 @@ def size_config(size: str, tiny_config: Any) -> Any:
     assert sum(text["rope_parameters"]["mrope_section"]) * 2 == head_dim
     vision = {**base["vision_config"], **shape["vision"], "fullatt_block_indexes": [7, 15, 23, 31]}
     ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=shape["tie_word_embeddings"],
-                            **{k: base[k] for k in ids})
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=shape["tie_word_embeddings"],
+        **{k: base[k] for k in ids},
+    )
 
 
 def tiny_model(scale: dict[str, Any]):
     low, high = scale["pixels"]
-    return build_tiny_vlm("qwen2_5_vl", vocab_texts=SYNTHETIC_VOCAB_TEXTS, seed=0,
-                          min_pixels=low * UNIT**2, max_pixels=high * UNIT**2)
+    return build_tiny_vlm(
+        "qwen2_5_vl",
+        vocab_texts=SYNTHETIC_VOCAB_TEXTS,
+        seed=0,
+        min_pixels=low * UNIT**2,
+        max_pixels=high * UNIT**2,
+    )
 
 
 def build_model(size: str | None, scale: dict[str, Any]):
@@ -188,14 +227,17 @@ def build_model(size: str | None, scale: dict[str, Any]):
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(
-            config, dtype=torch.bfloat16, attn_implementation=ATTENTION)
+            config, dtype=torch.bfloat16, attn_implementation=ATTENTION
+        )
     return model, processor
 
 
 def recipe_reward(completions, answer, **kwargs) -> list[float]:
     """`split_reward` (mixed rewards within a group of random text), except that prompts whose
     answer is "drop" score 0 in every response: dynamic sampling drops those groups and refills."""
-    return [0.0 if a == "drop" else r for a, r in zip(answer, split_reward(completions), strict=True)]
+    return [
+        0.0 if a == "drop" else r for a, r in zip(answer, split_reward(completions), strict=True)
+    ]
 
 
 def make_dataset(scale: dict[str, Any]):
@@ -205,15 +247,23 @@ def make_dataset(scale: dict[str, Any]):
     for i in range(scale["prompts"]):
         h, w = scale["grids"][i % len(scale["grids"])]
         rng = np.random.default_rng(i)
-        blocks = rng.integers(0, 256, (h * 2, w * 2, 3), dtype=np.uint8)  # one colour per 14-px patch
+        blocks = rng.integers(
+            0, 256, (h * 2, w * 2, 3), dtype=np.uint8
+        )  # one colour per 14-px patch
         pixels = np.kron(blocks, np.ones((UNIT // 2, UNIT // 2, 1), dtype=np.uint8))
         rows["images"].append([Image.fromarray(pixels)])
-        rows["problem"].append(f"<image>Question {i}: how many shapes are in the picture? "
-                               "Think step by step, then give the number.")
+        rows["problem"].append(
+            f"<image>Question {i}: how many shapes are in the picture? "
+            "Think step by step, then give the number."
+        )
         rows["answer"].append("drop" if i % 3 == 0 else "keep")
     low, high = scale["pixels"]
-    return load_training_dataset(Dataset.from_dict(rows), prompt_template="plain",
-                                 min_pixels=low * UNIT**2, max_pixels=high * UNIT**2)
+    return load_training_dataset(
+        Dataset.from_dict(rows),
+        prompt_template="plain",
+        min_pixels=low * UNIT**2,
+        max_pixels=high * UNIT**2,
+    )
 
 
 # ------------------------------------------------------------------------------ numerics
@@ -225,20 +275,32 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def first_rollout_numerics(trainer: VPPOTrainer, output: dict[str, Any], inputs: list[dict[str, Any]]
-                           ) -> dict[str, Any]:
+def first_rollout_numerics(
+    trainer: VPPOTrainer, output: dict[str, Any], inputs: list[dict[str, Any]]
+) -> dict[str, Any]:
     """bf16 numerics of one scored batch (after `_apply_vppo`, so old log-probs are the real ones)."""
     mask = output["completion_mask"].bool()
     trimmed = trainer._scoring_pass(output, None, old_logps=True)["logps"]
     ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
     attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-    with torch.no_grad(), disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
+    with (
+        torch.no_grad(),
+        disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs),
+    ):
         full = GRPOTrainer._get_per_token_logps_and_entropies(
-            trainer, trainer.model, ids, attention, output["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size, **trainer._forward_kwargs(output))[0]
+            trainer,
+            trainer.model,
+            ids,
+            attention,
+            output["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size,
+            **trainer._forward_kwargs(output),
+        )[0]
     perturbed = trainer.perturb_pixel_values(output, inputs, trainer._perturbation_generator())
     k3 = trainer.compute_visual_dependency(output, perturbed, False)[0]
-    floor = trainer.compute_visual_dependency(output, output["pixel_values"] * (1 + NOISE_EPS), False)[0]
+    floor = trainer.compute_visual_dependency(
+        output, output["pixel_values"] * (1 + NOISE_EPS), False
+    )[0]
     trainer.args.dependency_estimator = "kl"
     try:
         kl = trainer.compute_visual_dependency(output, perturbed, False)[0]
@@ -250,7 +312,8 @@ def first_rollout_numerics(trainer: VPPOTrainer, output: dict[str, Any], inputs:
     jaccard = float((kept_k3 & kept_kl).sum() / (kept_k3 | kept_kl).sum().clamp(min=1))
     k3_mean, floor_mean = _mean(k3, mask), _mean(floor, mask)
     return {
-        "rows": int(mask.size(0)), "completion_tokens": int(mask.sum()),
+        "rows": int(mask.size(0)),
+        "completion_tokens": int(mask.sum()),
         "logps_trimmed_vs_full_width_max_abs_diff": float((trimmed - full).abs()[mask].max()),
         "logps_trimmed_vs_full_width_mean_abs_diff": _mean((trimmed - full).abs(), mask),
         "k3_dependency_mean": k3_mean,
@@ -277,8 +340,11 @@ class PhaseRecorder(TrainerCallback):
         self._counting = True
         self._step_start = 0.0
         trainer.model.register_forward_pre_hook(self._count_nograd_rows, with_kwargs=True)
-        rollout, score_round, apply = (trainer._generate_and_score_completions, trainer._score_round,
-                                       trainer._apply_vppo)
+        rollout, score_round, apply = (
+            trainer._generate_and_score_completions,
+            trainer._score_round,
+            trainer._apply_vppo,
+        )
         merge = trainer.processing_class.image_processor.merge_size
         cap = trainer.args.max_completion_length
 
@@ -295,11 +361,16 @@ class PhaseRecorder(TrainerCallback):
             mask = output["completion_mask"]
             lengths = mask.sum(1)
             image_tokens = output["image_grid_thw"].prod(-1) // merge**2
-            record.update(rows=int(mask.size(0)), tokens=int(output["prompt_mask"].sum() + mask.sum()),
-                          completion_mean=float(lengths.float().mean()), completion_max=int(lengths.max()),
-                          truncated=int((lengths == cap).sum()), image_tokens_min=int(image_tokens.min()),
-                          image_tokens_max=int(image_tokens.max()),
-                          image_tokens_mean=float(image_tokens.float().mean()))
+            record.update(
+                rows=int(mask.size(0)),
+                tokens=int(output["prompt_mask"].sum() + mask.sum()),
+                completion_mean=float(lengths.float().mean()),
+                completion_max=int(lengths.max()),
+                truncated=int((lengths == cap).sum()),
+                image_tokens_min=int(image_tokens.min()),
+                image_tokens_max=int(image_tokens.max()),
+                image_tokens_mean=float(image_tokens.float().mean()),
+            )
             _reset_peak()
             return output
 
@@ -360,8 +431,10 @@ class PhaseRecorder(TrainerCallback):
 
         for r in self.rollouts:
             r["update_s"] = r["steps_s"] - r["rollout_s"]
-        phases = {name: {"s": mean(f"{name}_s"), "peak_mb": peak(f"{name}_peak_mb")}
-                  for name in ("scoring", "passes", "update")}
+        phases = {
+            name: {"s": mean(f"{name}_s"), "peak_mb": peak(f"{name}_peak_mb")}
+            for name in ("scoring", "passes", "update")
+        }
         total = sum(r["steps_s"] for r in timed)
         peaks = [p["peak_mb"] for p in phases.values() if p["peak_mb"] is not None]
         return {
@@ -375,16 +448,19 @@ class PhaseRecorder(TrainerCallback):
             "completion_tokens_mean": mean("completion_mean"),
             "completion_tokens_max": max(r["completion_max"] for r in timed),
             "truncated_rows": sum(r["truncated"] for r in timed),
-            "image_tokens": {"min": min(r["image_tokens_min"] for r in timed),
-                             "mean": mean("image_tokens_mean"),
-                             "max": max(r["image_tokens_max"] for r in timed)},
+            "image_tokens": {
+                "min": min(r["image_tokens_min"] for r in timed),
+                "mean": mean("image_tokens_mean"),
+                "max": max(r["image_tokens_max"] for r in timed),
+            },
             "rollouts": self.rollouts,
         }
 
 
 # ------------------------------------------------------------------------------ one method
-def run_method(method: str, args: argparse.Namespace, scale: dict[str, Any], output_dir: str
-               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def run_method(
+    method: str, args: argparse.Namespace, scale: dict[str, Any], output_dir: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Train `method` for one warm-up rollout and the timed ones; free its trainer and model."""
     gc.collect()
     if _cuda():
@@ -393,19 +469,40 @@ def run_method(method: str, args: argparse.Namespace, scale: dict[str, Any], out
     model, processor = build_model(None if args.cpu_smoke else args.size, scale)
     accumulation = scale["gradient_accumulation_steps"]
     config = VPPOConfig(
-        output_dir=output_dir, max_steps=UPDATES_PER_ROLLOUT * (1 + args.rollouts),
-        learning_rate=1e-6, lr_scheduler_type="constant", weight_decay=0.01, max_grad_norm=1.0,
+        output_dir=output_dir,
+        max_steps=UPDATES_PER_ROLLOUT * (1 + args.rollouts),
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        weight_decay=0.01,
+        max_grad_norm=1.0,
         per_device_train_batch_size=scale["per_device_train_batch_size"],
-        num_generations=scale["num_generations"], gradient_accumulation_steps=accumulation,
+        num_generations=scale["num_generations"],
+        gradient_accumulation_steps=accumulation,
         steps_per_generation=UPDATES_PER_ROLLOUT * accumulation,
-        max_completion_length=scale["max_completion_length"], temperature=1.0,
-        dynamic_sampling=True, dynamic_sampling_max_rounds=2, use_vllm=False,
-        bf16=not args.cpu_smoke, use_cpu=args.cpu_smoke, gradient_checkpointing=not args.cpu_smoke,
-        optim=args.optim, save_strategy="no", report_to="none", logging_steps=1, disable_tqdm=True,
-        seed=0, data_seed=0, **METHODS[method],
+        max_completion_length=scale["max_completion_length"],
+        temperature=1.0,
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=2,
+        use_vllm=False,
+        bf16=not args.cpu_smoke,
+        use_cpu=args.cpu_smoke,
+        gradient_checkpointing=not args.cpu_smoke,
+        optim=args.optim,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        **METHODS[method],
     )
-    trainer = VPPOTrainer(model=model, reward_funcs=[recipe_reward], args=config,
-                          train_dataset=make_dataset(scale), processing_class=processor)
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[recipe_reward],
+        args=config,
+        train_dataset=make_dataset(scale),
+        processing_class=processor,
+    )
     synthetic_completions(trainer, scale["max_completion_length"])
     recorder = PhaseRecorder(trainer, numerics=method == "vppo")
     trainer.add_callback(recorder)
@@ -424,7 +521,9 @@ def run_method(method: str, args: argparse.Namespace, scale: dict[str, Any], out
     result["memory_mb"] = {"before": before, "after_free": after}
     assert alive() is None, f"{method}: the model is still referenced after its trainer was freed"
     if _cuda():
-        assert after <= before + 256, f"{method}: {after - before:.0f} MB still allocated after freeing"
+        assert after <= before + 256, (
+            f"{method}: {after - before:.0f} MB still allocated after freeing"
+        )
     return result, numerics
 
 
@@ -435,61 +534,95 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _print(report: dict[str, Any]) -> None:
     s = report["structure"]
-    print(f"{report['size']} Qwen2.5-VL (random weights) on {report['device']}, {report['dtype']}, "
-          f"attention {report['attention']}, optimizer {report['optim']}")
-    print(f"rollout: {s['rows_per_rollout']} rows ({s['prompts_per_rollout']} prompts x "
-          f"{s['num_generations']}), {s['updates_per_rollout']} updates x {s['gradient_accumulation_steps']} "
-          f"micro-batches of {s['per_device_train_batch_size']}, dynamic sampling (<= "
-          f"{s['dynamic_sampling_max_rounds']} refills); timed rollouts: {report['timed_rollouts']}")
+    print(
+        f"{report['size']} Qwen2.5-VL (random weights) on {report['device']}, {report['dtype']}, "
+        f"attention {report['attention']}, optimizer {report['optim']}"
+    )
+    print(
+        f"rollout: {s['rows_per_rollout']} rows ({s['prompts_per_rollout']} prompts x "
+        f"{s['num_generations']}), {s['updates_per_rollout']} updates x {s['gradient_accumulation_steps']} "
+        f"micro-batches of {s['per_device_train_batch_size']}, dynamic sampling (<= "
+        f"{s['dynamic_sampling_max_rounds']} refills); timed rollouts: {report['timed_rollouts']}"
+    )
     print(f"generation: {report['generation']}")
     methods = report["methods"]
     first = next(iter(methods.values()))
-    print(f"image tokens {first['image_tokens']['min']}-{first['image_tokens']['max']} "
-          f"(mean {first['image_tokens']['mean']:.0f}), completion tokens mean "
-          f"{first['completion_tokens_mean']:.0f} (cap {s['max_completion_length']})")
+    print(
+        f"image tokens {first['image_tokens']['min']}-{first['image_tokens']['max']} "
+        f"(mean {first['image_tokens']['mean']:.0f}), completion tokens mean "
+        f"{first['completion_tokens_mean']:.0f} (cap {s['max_completion_length']})"
+    )
 
     def mb(x: float | None) -> str:
         return "-" if x is None else f"{x:.0f}"
 
-    print(f"{'method':<7}{'rounds':>7}{'passes':>7}{'scoring s':>10}{'passes s':>9}{'update s':>9}"
-          f"{'rollout s':>10}{'tokens/s':>10}  peak MB scoring/passes/update")
+    print(
+        f"{'method':<7}{'rounds':>7}{'passes':>7}{'scoring s':>10}{'passes s':>9}{'update s':>9}"
+        f"{'rollout s':>10}{'tokens/s':>10}  peak MB scoring/passes/update"
+    )
     for name, r in methods.items():
         p = r["phases"]
-        print(f"{name:<7}{r['generation_rounds']:>7.1f}{r['nograd_passes']:>7.2f}{p['scoring']['s']:>10.3f}"
-              f"{p['passes']['s']:>9.3f}{p['update']['s']:>9.3f}{r['rollout_s']:>10.3f}{r['tokens_per_s']:>10.1f}"
-              f"  {mb(p['scoring']['peak_mb'])}/{mb(p['passes']['peak_mb'])}/{mb(p['update']['peak_mb'])}")
+        print(
+            f"{name:<7}{r['generation_rounds']:>7.1f}{r['nograd_passes']:>7.2f}{p['scoring']['s']:>10.3f}"
+            f"{p['passes']['s']:>9.3f}{p['update']['s']:>9.3f}{r['rollout_s']:>10.3f}{r['tokens_per_s']:>10.1f}"
+            f"  {mb(p['scoring']['peak_mb'])}/{mb(p['passes']['peak_mb'])}/{mb(p['update']['peak_mb'])}"
+        )
     q = report["ratios"]
 
     def x(v: float | None) -> str:
         return "n/a (CPU)" if v is None else f"{v:.3f}"
 
-    print(f"VPPO / DAPO: rollout time {q['rollout_time']:.3f}, scoring {q['scoring']:.3f}, "
-          f"passes {q['passes']:.3f}, update {q['update']:.3f}, tokens/s {q['tokens_per_s']:.3f}, "
-          f"peak memory {x(q['peak_memory'])}")
+    print(
+        f"VPPO / DAPO: rollout time {q['rollout_time']:.3f}, scoring {q['scoring']:.3f}, "
+        f"passes {q['passes']:.3f}, update {q['update']:.3f}, tokens/s {q['tokens_per_s']:.3f}, "
+        f"peak memory {x(q['peak_memory'])}"
+    )
     n = report["numerics"]
-    pearson = "n/a" if n["kl_vs_k3_trajectory_pearson"] is None else f"{n['kl_vs_k3_trajectory_pearson']:.3f}"
-    print(f"numerics (VPPO's first rollout, {report['dtype']}): trimmed vs full-width log-probs max |diff| "
-          f"{n['logps_trimmed_vs_full_width_max_abs_diff']:.3g}; k3 mean {n['k3_dependency_mean']:.3g}, "
-          f"noise floor mean {n['k3_noise_floor_mean']:.3g}; KL vs k3: trajectory Pearson {pearson}, "
-          f"TGF Jaccard {n['kl_vs_k3_tgf_jaccard']:.3f} (independent: {n['tgf_jaccard_if_independent']:.2f})")
+    pearson = (
+        "n/a"
+        if n["kl_vs_k3_trajectory_pearson"] is None
+        else f"{n['kl_vs_k3_trajectory_pearson']:.3f}"
+    )
+    print(
+        f"numerics (VPPO's first rollout, {report['dtype']}): trimmed vs full-width log-probs max |diff| "
+        f"{n['logps_trimmed_vs_full_width_max_abs_diff']:.3g}; k3 mean {n['k3_dependency_mean']:.3g}, "
+        f"noise floor mean {n['k3_noise_floor_mean']:.3g}; KL vs k3: trajectory Pearson {pearson}, "
+        f"TGF Jaccard {n['kl_vs_k3_tgf_jaccard']:.3f} (independent: {n['tgf_jaccard_if_independent']:.2f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="3b", help="released shape to build")
-    parser.add_argument("--steps", type=int, default=6, choices=range(1, 301), metavar="STEPS",
-                        help=f"timed optimizer steps per method (1-300), rounded up to whole rollouts of "
-                        f"{UPDATES_PER_ROLLOUT}; one warm-up rollout runs first")
-    parser.add_argument("--optim", default=None,
-                        help="optimizer (TrainingArguments.optim); default adamw_torch at 3b, sgd at 7b")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="3b", help="released shape to build"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=6,
+        choices=range(1, 301),
+        metavar="STEPS",
+        help=f"timed optimizer steps per method (1-300), rounded up to whole rollouts of "
+        f"{UPDATES_PER_ROLLOUT}; one warm-up rollout runs first",
+    )
+    parser.add_argument(
+        "--optim",
+        default=None,
+        help="optimizer (TrainingArguments.optim); default adamw_torch at 3b, sgd at 7b",
+    )
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="the same code on a tiny float32 model on CPU, 1 timed rollout (the test suite)")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="the same code on a tiny float32 model on CPU, 1 timed rollout (the test suite)",
+    )
     args = parser.parse_args(argv)
     if args.cpu_smoke:
         args.steps = UPDATES_PER_ROLLOUT
     elif not _cuda():
-        print("gpu_check: no CUDA device; run with --cpu-smoke for the CPU version.", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device; run with --cpu-smoke for the CPU version.", file=sys.stderr
+        )
         return 2
     args.optim = args.optim or ("adamw_torch" if args.cpu_smoke else DEFAULT_OPTIM[args.size])
     args.rollouts = -(-args.steps // UPDATES_PER_ROLLOUT)
@@ -504,29 +637,40 @@ def main(argv: list[str] | None = None) -> int:
     accumulation = scale["gradient_accumulation_steps"]
     rows = scale["per_device_train_batch_size"] * accumulation * UPDATES_PER_ROLLOUT
     report = {
-        "device": torch.cuda.get_device_name() if _cuda() else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name()
+        if _cuda()
+        else (platform.processor() or platform.machine()),
         "size": "tiny" if args.cpu_smoke else args.size,
         "dtype": "float32" if args.cpu_smoke else "bfloat16",
         "attention": "sdpa" if args.cpu_smoke else ATTENTION,
-        "optim": args.optim, "gradient_checkpointing": not args.cpu_smoke,
+        "optim": args.optim,
+        "gradient_checkpointing": not args.cpu_smoke,
         "torch": torch.__version__,
-        "generation": ("synthetic: random-token completions of log-normal lengths (median cap / 3, ~3% "
-                       "cut at the cap) in place of sampling; vLLM's generation cost is left out"),
+        "generation": (
+            "synthetic: random-token completions of log-normal lengths (median cap / 3, ~3% "
+            "cut at the cap) in place of sampling; vLLM's generation cost is left out"
+        ),
         "structure": {
-            "num_generations": scale["num_generations"], "rows_per_rollout": rows,
+            "num_generations": scale["num_generations"],
+            "rows_per_rollout": rows,
             "prompts_per_rollout": rows // scale["num_generations"],
             "per_device_train_batch_size": scale["per_device_train_batch_size"],
-            "gradient_accumulation_steps": accumulation, "updates_per_rollout": UPDATES_PER_ROLLOUT,
+            "gradient_accumulation_steps": accumulation,
+            "updates_per_rollout": UPDATES_PER_ROLLOUT,
             "steps_per_generation": UPDATES_PER_ROLLOUT * accumulation,
-            "dynamic_sampling_max_rounds": 2, "max_completion_length": scale["max_completion_length"],
+            "dynamic_sampling_max_rounds": 2,
+            "max_completion_length": scale["max_completion_length"],
             "image_tokens_range": list(scale["pixels"]),
         },
-        "timed_rollouts": args.rollouts, "timed_optimizer_steps": args.rollouts * UPDATES_PER_ROLLOUT,
+        "timed_rollouts": args.rollouts,
+        "timed_optimizer_steps": args.rollouts * UPDATES_PER_ROLLOUT,
         "methods": results,
         "ratios": {
             "rollout_time": vppo["rollout_s"] / dapo["rollout_s"],
-            **{name: _ratio(vppo["phases"][name]["s"], dapo["phases"][name]["s"])
-               for name in ("scoring", "passes", "update")},
+            **{
+                name: _ratio(vppo["phases"][name]["s"], dapo["phases"][name]["s"])
+                for name in ("scoring", "passes", "update")
+            },
             "tokens_per_s": vppo["tokens_per_s"] / dapo["tokens_per_s"],
             "peak_memory": _ratio(vppo["peak_mb"], dapo["peak_mb"]),
         },

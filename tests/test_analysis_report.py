@@ -48,9 +48,26 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sampled_report(tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "sampled"
-    code = main(["--model", str(tiny_model), "--dataset", "synthetic", "--samples", "3",
-                 "--responses-per-prompt", "2", "--max-new-tokens", "10", "--output-dir", str(out),
-                 "--batch-size", "4", "--no-progress", *SMALL_IMAGES])
+    code = main(
+        [
+            "--model",
+            str(tiny_model),
+            "--dataset",
+            "synthetic",
+            "--samples",
+            "3",
+            "--responses-per-prompt",
+            "2",
+            "--max-new-tokens",
+            "10",
+            "--output-dir",
+            str(out),
+            "--batch-size",
+            "4",
+            "--no-progress",
+            *SMALL_IMAGES,
+        ]
+    )
     assert code == 0
     return out
 
@@ -73,8 +90,12 @@ class _PageParser(HTMLParser):
         if tag == "article" and "response" in classes:
             self.responses.append([])
         if tag == "span" and "t" in classes and "sample" not in classes and self.responses:
-            self._token = {"text": "", "title": attrs.get("title"), "classes": classes,
-                           "dep": float(attrs["data-dep"])}
+            self._token = {
+                "text": "",
+                "title": attrs.get("title"),
+                "classes": classes,
+                "dep": float(attrs["data-dep"]),
+            }
         if tag not in VOID:
             self.stack.append(tag)
 
@@ -138,8 +159,11 @@ def test_sampled_run_writes_every_file_and_a_faithful_page(sampled_report):
     assert "script" not in tags and "link" not in tags
     images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
     assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
-    thumbs = [attrs["class"].split()[1] for tag, attrs in page.tags
-              if tag == "span" and "thumb" in (attrs.get("class") or "")]
+    thumbs = [
+        attrs["class"].split()[1]
+        for tag, attrs in page.tags
+        if tag == "span" and "thumb" in (attrs.get("class") or "")
+    ]
     assert thumbs == ["image-0", "image-0", "image-1", "image-1", "image-2", "image-2"]
     page_text = (sampled_report / "report.html").read_text()
     assert page_text.count("background-image: url(data:image/png;base64,") == 3  # once per row
@@ -152,16 +176,38 @@ def test_benchmark_with_responses_file_exact_kl_and_correctness(tiny_model, tmp_
     raw = make_synthetic_dataset(4, seed=3)
     raw.to_parquet(str(data))
     lines = [
-        {"row": i, "sample": s, "response": f"<think>I look.</think> \\boxed{{{raw[i]['answer'] if s == 0 else 'zzz'}}}"}
-        for i in range(4) for s in range(2)
+        {
+            "row": i,
+            "sample": s,
+            "response": f"<think>I look.</think> \\boxed{{{raw[i]['answer'] if s == 0 else 'zzz'}}}",
+        }
+        for i in range(4)
+        for s in range(2)
     ]
     responses = tmp_path / "responses.jsonl"
     responses.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "kl"
     # a custom benchmark file goes through vppo.evaluation's loader, prompted as `vppo eval` does
-    code = main(["--model", str(tiny_model), "--benchmark", "mysynthetic", "--benchmark-path", str(data),
-                 "--responses", str(responses), "--estimator", "kl", "--output-dir", str(out),
-                 "--no-progress", "--html-order", "dependency", *SMALL_IMAGES])
+    code = main(
+        [
+            "--model",
+            str(tiny_model),
+            "--benchmark",
+            "mysynthetic",
+            "--benchmark-path",
+            str(data),
+            "--responses",
+            str(responses),
+            "--estimator",
+            "kl",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+            "--html-order",
+            "dependency",
+            *SMALL_IMAGES,
+        ]
+    )
     assert code == 0
     stats = json.loads((out / "statistics.json").read_text())
     assert stats["settings"]["estimator"] == "kl" and "clip" not in stats["token_dependency"]
@@ -177,13 +223,28 @@ def test_benchmark_with_responses_file_exact_kl_and_correctness(tiny_model, tmp_
     assert all(a >= b * (1 - 1e-5) for a, b in zip(traj[:-1], traj[1:], strict=True))
 
 
-def test_response_column_is_picked_up_and_bad_input_fails_with_one_line(tiny_model, tmp_path, capsys):
+def test_response_column_is_picked_up_and_bad_input_fails_with_one_line(
+    tiny_model, tmp_path, capsys
+):
     data = tmp_path / "with_responses.parquet"
     raw = make_synthetic_dataset(2, seed=4)
     raw.add_column("response", ["I see \\boxed{3}", "left"]).to_parquet(str(data))
     out = tmp_path / "column"
-    assert main(["--model", str(tiny_model), "--dataset", str(data), "--output-dir", str(out),
-                 "--no-progress", *SMALL_IMAGES]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model),
+                "--dataset",
+                str(data),
+                "--output-dir",
+                str(out),
+                "--no-progress",
+                *SMALL_IMAGES,
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "statistics.json").read_text())
     assert stats["settings"]["responses"] == "column 'response'"
     assert [r.response for r in load_records(out / "records.jsonl")] == ["I see \\boxed{3}", "left"]
@@ -191,26 +252,73 @@ def test_response_column_is_picked_up_and_bad_input_fails_with_one_line(tiny_mod
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"response": "ok"}\n{"row": 0}\n')
     capsys.readouterr()
-    assert main(["--model", str(tiny_model), "--dataset", str(data), "--responses", str(bad),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model),
+                "--dataset",
+                str(data),
+                "--responses",
+                str(bad),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "line 2 of" in capsys.readouterr().err
     beyond = tmp_path / "beyond.jsonl"
     beyond.write_text('{"row": 5, "response": "ok"}\n')
-    assert main(["--model", str(tiny_model), "--dataset", str(data), "--responses", str(beyond),
-                 "--no-progress", *SMALL_IMAGES]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model),
+                "--dataset",
+                str(data),
+                "--responses",
+                str(beyond),
+                "--no-progress",
+                *SMALL_IMAGES,
+            ]
+        )
+        == 2
+    )
     assert "refers to row 5" in capsys.readouterr().err
-    assert main(["--model", str(tiny_model), "--dataset", str(tmp_path / "missing.jsonl"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model),
+                "--dataset",
+                str(tmp_path / "missing.jsonl"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "missing.jsonl" in capsys.readouterr().err
 
 
 def test_page_escapes_model_text_and_shows_control_characters(tmp_path):
     tokens = ["<script>", "alert(1)", "</script>", " & ", "\x0b", "\n", "é"]
     n = len(tokens)
-    record = ResponseRecord(index=0, row=0, sample=0, question="<b>Q</b>", response="".join(tokens),
-                            answer="<i>", correct=None, num_images=0, token_ids=list(range(n)),
-                            tokens=tokens, logp_real=[-1.0] * n, logp_perturbed=[-2.0] * n,
-                            dependency=[0.0, 0.5, 1.0, 2.0, 0.1, 0.0, 3.0], entropy=[1.0] * n)
+    record = ResponseRecord(
+        index=0,
+        row=0,
+        sample=0,
+        question="<b>Q</b>",
+        response="".join(tokens),
+        answer="<i>",
+        correct=None,
+        num_images=0,
+        token_ids=list(range(n)),
+        tokens=tokens,
+        logp_real=[-1.0] * n,
+        logp_perturbed=[-2.0] * n,
+        dependency=[0.0, 0.5, 1.0, 2.0, 0.1, 0.0, 3.0],
+        entropy=[1.0] * n,
+    )
     stats = analyze_records([record], ratio=0.4, clip=10.0)
     page_text = render_html([record], stats)
     assert "<script>" not in page_text and "&lt;script&gt;" in page_text
@@ -223,13 +331,23 @@ def test_page_escapes_model_text_and_shows_control_characters(tmp_path):
     assert all(p.exists() for p in paths.values())
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"
+)
 def test_page_renders_in_headless_chromium(sampled_report, tmp_path):
     shot = tmp_path / "page.png"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,800",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1000,800",
         (sampled_report / "report.html").resolve().as_uri(),
     ]
     subprocess.run(command, check=True, timeout=120, capture_output=True)

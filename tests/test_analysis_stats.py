@@ -40,7 +40,9 @@ def test_all_mass_on_one_token_gives_full_top_shares_and_maximal_gini():
     assert stats["selection"]["dependency_share_selected"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("n, top10, top40", [(10, 0.1, 0.4), (7, 1 / 7, 3 / 7), (25, 3 / 25, 10 / 25)])
+@pytest.mark.parametrize(
+    "n, top10, top40", [(10, 0.1, 0.4), (7, 1 / 7, 3 / 7), (25, 3 / 25, 10 / 25)]
+)
 def test_uniform_dependency_shares_equal_the_kept_fraction(n, top10, top40):
     dep, mask = _one_row([0.5] * n)
     tok = perception_statistics(dep, mask)["token_dependency"]
@@ -76,7 +78,9 @@ def test_numpy_and_torch_inputs_agree():
     dep = rng.exponential(0.2, size=(4, 9))
     mask = rng.random((4, 9)) > 0.2
     a = perception_statistics(dep, mask, entropy=dep[::-1].copy())
-    b = perception_statistics(torch.tensor(dep), torch.tensor(mask), entropy=torch.tensor(dep[::-1].copy()))
+    b = perception_statistics(
+        torch.tensor(dep), torch.tensor(mask), entropy=torch.tensor(dep[::-1].copy())
+    )
     assert a == b
 
 

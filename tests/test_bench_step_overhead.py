@@ -24,7 +24,9 @@ def test_reasoning_lengths_have_the_stated_spread(benchmark_script):
 
 
 def test_reasoning_configuration_meets_the_token_floors(benchmark_script):
-    result = benchmark_script("bench_step_overhead").measure("reasoning", cycles=1, completion=48, memory=False)
+    result = benchmark_script("bench_step_overhead").measure(
+        "reasoning", cycles=1, completion=48, memory=False
+    )
     for method, row in result.items():
         assert row["update_tokens"] <= 1.10 * row["update_floor_tokens"], (method, row)
         assert row["nograd_tokens"] <= 1.05 * row["floor_tokens"], (method, row)

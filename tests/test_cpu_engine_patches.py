@@ -28,11 +28,16 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_the_engine_patches_load_only_under_the_test_switch(vllm_engine_ready):
-    assert vppo_cpu_engine_patches.engine_patches_on() and os.environ["VPPO_CPU_ENGINE_PATCHES"] == "1"
+    assert (
+        vppo_cpu_engine_patches.engine_patches_on() and os.environ["VPPO_CPU_ENGINE_PATCHES"] == "1"
+    )
     user = {k: v for k, v in os.environ.items() if k != "VPPO_CPU_ENGINE_PATCHES"}
     unpatched = _run([sys.executable, "-c", PROBE], user)
     assert unpatched.returncode == 0, unpatched.stderr[-2000:]
-    assert unpatched.stdout.split() == ["False", "False"]  # `make demo`, `vppo train`: engines unpatched
+    assert unpatched.stdout.split() == [
+        "False",
+        "False",
+    ]  # `make demo`, `vppo train`: engines unpatched
     patched = _run([sys.executable, "-c", PROBE], dict(os.environ))
     assert patched.returncode == 0, patched.stderr[-2000:]
     assert patched.stdout.split() == ["True", "True"]  # a process a test starts inherits the switch

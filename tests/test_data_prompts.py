@@ -27,13 +27,16 @@ def test_default_template_matches_the_official_prompt_exactly():
     assert {"vppo_math", "plain"} <= set(available_templates())
 
 
-@pytest.mark.parametrize("problem", [
-    "<image>Sum the digits?\n\n" + INSTRUCTION,                        # the official layout
-    "<image>Sum the digits? " + INSTRUCTION + "\n",                     # one line, trailing newline
-    "<image>Sum the digits?\n" + INSTRUCTION.replace(". Then", ".\nThen").replace(" ", "  ", 3),
-    "<image>Sum the digits?\r\n\r\n" + INSTRUCTION.replace(" ", "\u00a0", 1),
-    INSTRUCTION + "\n<image>Sum the digits?",                            # before the question
-])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "<image>Sum the digits?\n\n" + INSTRUCTION,  # the official layout
+        "<image>Sum the digits? " + INSTRUCTION + "\n",  # one line, trailing newline
+        "<image>Sum the digits?\n" + INSTRUCTION.replace(". Then", ".\nThen").replace(" ", "  ", 3),
+        "<image>Sum the digits?\r\n\r\n" + INSTRUCTION.replace(" ", "\u00a0", 1),
+        INSTRUCTION + "\n<image>Sum the digits?",  # before the question
+    ],
+)
 def test_an_instruction_already_in_the_problem_is_not_added_twice(problem):
     text = render_prompt(problem)
     assert text.count("You first think") == 1 and text.endswith("\n\n" + INSTRUCTION)
@@ -43,13 +46,18 @@ def test_an_instruction_already_in_the_problem_is_not_added_twice(problem):
 
 
 def test_remove_instruction_matches_whole_instructions_only():
-    assert remove_instruction("Q? You first think twice.", INSTRUCTION) == "Q? You first think twice."
+    assert (
+        remove_instruction("Q? You first think twice.", INSTRUCTION) == "Q? You first think twice."
+    )
     assert remove_instruction("Q?", "") == "Q?"
     assert remove_instruction("A " + INSTRUCTION + " B", INSTRUCTION) == "A\nB"
     # a template with text on both sides: neither is added twice
     template = load_template("Question: {{ problem }}\nAnswer in \\boxed{}.")
     assert template.instructions == ("Question:", "Answer in \\boxed{}.")
-    assert template.render("Question: 2+2? Answer in \\boxed{}.") == "Question: 2+2?\nAnswer in \\boxed{}."
+    assert (
+        template.render("Question: 2+2? Answer in \\boxed{}.")
+        == "Question: 2+2?\nAnswer in \\boxed{}."
+    )
 
 
 def test_inline_file_and_extra_variables(tmp_path):

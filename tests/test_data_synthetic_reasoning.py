@@ -33,8 +33,13 @@ def tokenizer():
     from vppo.models.tiny import train_bpe_tokenizer
 
     return train_bpe_tokenizer(
-        syn.SYNTHETIC_VOCAB_TEXTS + syn.REASONING_VOCAB_TEXTS, 768, ["<|endoftext|>", "<|im_end|>"],
-        bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template="",
+        syn.SYNTHETIC_VOCAB_TEXTS + syn.REASONING_VOCAB_TEXTS,
+        768,
+        ["<|endoftext|>", "<|im_end|>"],
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template="",
     )
 
 
@@ -162,7 +167,9 @@ def test_every_solution_word_is_one_token(train_rows, tokenizer):
     words = re.compile(r"[A-Za-z]+")
     for row in train_rows[:120]:
         text = row["problem"] + " " + syn.reference_solution(row)
-        pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+        pieces = tokenizer.convert_ids_to_tokens(
+            tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
         whole = {p.removeprefix("Ġ") for p in pieces}
         for word in set(words.findall(text)):  # never split into sub-word pieces
             assert word in whole or word in ("think", "boxed"), word
@@ -212,7 +219,7 @@ def test_shipped_reasoning_checkpoint_loads_and_generates():
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=96, do_sample=False)
     completion = processor.tokenizer.decode(
-        out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True
+        out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
     )
     assert completion.startswith("<think>") and "\\boxed{" in completion
 

@@ -46,7 +46,11 @@ def test_every_method_shares_the_cpu_setup_and_keeps_vppo_defaults(tmp_path):
     # The algorithm keeps the paper's defaults.
     assert (vppo.token_selection, vppo.token_ratio, vppo.use_tas) == ("topk", 0.4, True)
     assert (vppo.tas_beta_min, vppo.tas_beta_max) == (0.9, "dynamic")
-    assert (vppo.dependency_estimator, vppo.perturbation, vppo.perturbation_prob) == ("k3", "blacken", 0.5)
+    assert (vppo.dependency_estimator, vppo.perturbation, vppo.perturbation_prob) == (
+        "k3",
+        "blacken",
+        0.5,
+    )
     assert (vppo.epsilon, vppo.epsilon_high, vppo.loss_type, vppo.beta) == (0.2, 0.28, "dapo", 0.0)
     assert vppo.needs_dependency and vppo.dynamic_sampling
     assert not configs["dapo"].needs_dependency and configs["dapo"].dynamic_sampling
@@ -60,21 +64,35 @@ def test_highlight_brackets_the_tgf_selected_tokens():
 
     tokens = ["<think>", "I", " see", " 3", " shapes", "</think>", " \\boxed{", "3", "}"]
     dep = [0.0, 0.0, 0.1, 4.0, 0.5, 0.0, 0.0, 2.0, 0.0]
-    record = ResponseRecord(index=0, row=0, sample=0, question="q", response="r", answer="3",
-                            correct=True, num_images=1, token_ids=list(range(9)), tokens=tokens,
-                            logp_real=[0.0] * 9, logp_perturbed=[0.0] * 9, dependency=dep,
-                            entropy=[0.0] * 9)
+    record = ResponseRecord(
+        index=0,
+        row=0,
+        sample=0,
+        question="q",
+        response="r",
+        answer="3",
+        correct=True,
+        num_images=1,
+        token_ids=list(range(9)),
+        tokens=tokens,
+        logp_real=[0.0] * 9,
+        logp_perturbed=[0.0] * 9,
+        dependency=dep,
+        entropy=[0.0] * 9,
+    )
     # ceil(0.4 * 9) = 4 tokens: the four largest dependencies.
-    assert _highlight(record, 0.4) == '<think>I[ see][ 3][ shapes]</think> \\boxed{[3]}'
+    assert _highlight(record, 0.4) == "<think>I[ see][ 3][ shapes]</think> \\boxed{[3]}"
 
 
 def test_curve_keeps_the_steps_with_a_reward():
     from vppo.toy.demo import _curve
 
-    history = [{"step": 1, "reward": 0.5, "loss": 0.1, "vppo/dependency_mean": 0.2, "note": "x"},
-               {"step": 2, "loss": 0.05},
-               {"step": 3, "reward": 0.75},
-               {"train_runtime": 9.0, "step": 3}]
+    history = [
+        {"step": 1, "reward": 0.5, "loss": 0.1, "vppo/dependency_mean": 0.2, "note": "x"},
+        {"step": 2, "loss": 0.05},
+        {"step": 3, "reward": 0.75},
+        {"train_runtime": 9.0, "step": 3},
+    ]
     assert _curve(history) == [
         {"step": 1.0, "reward": 0.5, "loss": 0.1, "vppo/dependency_mean": 0.2},
         {"step": 3.0, "reward": 0.75},
@@ -113,10 +131,13 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     k, steps = QUICK_SETTINGS.eval_k, QUICK_SETTINGS.steps
     before = re.search(rf"validation avg@{k} before training: ([0-9.]+)%", text)
-    after = re.search(rf"validation avg@{k} after {steps} VPPO steps: ([0-9.]+)% \(([-+][0-9.]+) points\)",
-                      text)
+    after = re.search(
+        rf"validation avg@{k} after {steps} VPPO steps: ([0-9.]+)% \(([-+][0-9.]+) points\)", text
+    )
     assert before and after, text
-    assert float(after.group(1)) - float(before.group(1)) == pytest.approx(float(after.group(2)), abs=0.11)
+    assert float(after.group(1)) - float(before.group(1)) == pytest.approx(
+        float(after.group(2)), abs=0.11
+    )
     # The token-perception summary of the analysis layer, and highlighted responses.
     assert "token dependency: mean" in text and "TGF top 40%" in text
     assert re.search(r"  A: .*\[.+\]", text)

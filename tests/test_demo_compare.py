@@ -30,8 +30,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _run(method: str, seed: int, after: float, rewards: list[float]) -> dict:
-    return {"method": method, "seed": seed, "after": after, "seconds": {"train": 60.0},
-            "curve": [{"step": float(i + 1), "reward": r} for i, r in enumerate(rewards)]}
+    return {
+        "method": method,
+        "seed": seed,
+        "after": after,
+        "seconds": {"train": 60.0},
+        "curve": [{"step": float(i + 1), "reward": r} for i, r in enumerate(rewards)],
+    }
 
 
 def test_mean_std_is_the_sample_standard_deviation():
@@ -87,20 +92,35 @@ def test_paired_differences_use_common_seeds_and_the_right_sign():
     assert vppo["ci"][0] <= 1.0 <= vppo["ci"][1]
     assert vppo["ci"] == list(bootstrap_ci([1.0, -1.0, 3.0]))
     assert paired_differences(summary, baseline="grpo") == {}  # no common seed with grpo
-    tied = paired_differences({"dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
-                               "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]}})
+    tied = paired_differences(
+        {
+            "dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
+            "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]},
+        }
+    )
     assert tied["vppo"]["wins"] == 0 and tied["vppo"]["ties"] == 1 and tied["vppo"]["mean"] == -0.5
     assert "| 0/2 (1 tied) |" in format_table(
-        {m: {**row, "ci": [0, 0], "sd": 0.0, "mean": 50.0, "minutes": 1.0}
-         for m, row in {"dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
-                        "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]}}.items()},
-        before=None, k=8, steps=4, eval_size=128)
+        {
+            m: {**row, "ci": [0, 0], "sd": 0.0, "mean": 50.0, "minutes": 1.0}
+            for m, row in {
+                "dapo": {"seeds": [0, 1], "scores": [50.0, 50.0]},
+                "vppo": {"seeds": [0, 1], "scores": [50.0, 49.0]},
+            }.items()
+        },
+        before=None,
+        k=8,
+        steps=4,
+        eval_size=128,
+    )
     assert paired_differences({"vppo": summary["vppo"]}) == {}
 
 
 def test_aggregate_and_table():
     results = {
-        "dapo": [_run("dapo", 0, 50.0, [0.4, 0.5, 0.6, 0.8]), _run("dapo", 1, 54.0, [0.4, 0.4, 0.6, 0.6])],
+        "dapo": [
+            _run("dapo", 0, 50.0, [0.4, 0.5, 0.6, 0.8]),
+            _run("dapo", 1, 54.0, [0.4, 0.4, 0.6, 0.6]),
+        ],
         "vppo": [_run("vppo", 0, 60.0, [0.5, 0.6, 0.7, 0.9])],
     }
     summary = aggregate(results)
@@ -112,11 +132,15 @@ def test_aggregate_and_table():
     assert summary["vppo"]["sd"] == 0.0 and summary["vppo"]["minutes"] == 1.0
     table = format_table(summary, before=45.0, k=8, steps=4, eval_size=128)
     lines = table.splitlines()
-    assert lines[0] == ("| Method | n | Test avg@8 (%) mean [95% CI] | "
-                        "Δ vs DAPO, paired [95% CI] | Wins vs DAPO | sd | Δ vs start | Train reward, last 25% of steps | "
-                        "Minutes / run |")
+    assert lines[0] == (
+        "| Method | n | Test avg@8 (%) mean [95% CI] | "
+        "Δ vs DAPO, paired [95% CI] | Wins vs DAPO | sd | Δ vs start | Train reward, last 25% of steps | "
+        "Minutes / run |"
+    )
     assert lines[2] == "| Warm start (no RL) | – | 45.0 | – | – | – | – | – | – |"
-    dapo_row = "| DAPO | 2 | 52.0 [50.0, 54.0] | (baseline) | – | 2.8 | +7.0 | 0.700 ± 0.141 | 1.0 |"
+    dapo_row = (
+        "| DAPO | 2 | 52.0 [50.0, 54.0] | (baseline) | – | 2.8 | +7.0 | 0.700 ± 0.141 | 1.0 |"
+    )
     assert dapo_row in table
     assert "| VPPO | 1 | 60.0 [60.0, 60.0] | +10.0 [+10.0, +10.0] | 1/1 | 0.0 | +15.0 |" in table
     # per-seed table: a column per seed, the differences to DAPO below the scores
@@ -131,8 +155,10 @@ def test_aggregate_and_table():
 
 
 def test_plot_curves_writes_a_png(tmp_path):
-    results = {"grpo": [_run("grpo", s, 40.0, [0.1 * s, 0.2, 0.3]) for s in range(3)],
-               "vppo": [_run("vppo", 0, 40.0, [0.3, 0.4, 0.5])]}
+    results = {
+        "grpo": [_run("grpo", s, 40.0, [0.1 * s, 0.2, 0.3]) for s in range(3)],
+        "vppo": [_run("vppo", 0, 40.0, [0.3, 0.4, 0.5])],
+    }
     path = plot_curves(results, tmp_path / "img" / "curves.png", window=2)
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
@@ -166,8 +192,12 @@ def test_the_task_sets_the_response_length():
     parse = build_parser().parse_args
     reasoning = settings_from_args(parse(["--task", "reasoning"]))
     assert reasoning == replace(COMPARE_DEFAULTS, task="reasoning", max_completion_length=96)
-    assert settings_from_args(parse(["--task", "reasoning", "--max-completion-length", "64"])
-                              ).max_completion_length == 64
+    assert (
+        settings_from_args(
+            parse(["--task", "reasoning", "--max-completion-length", "64"])
+        ).max_completion_length
+        == 64
+    )
     assert settings_from_args(parse(["--quick"])).max_completion_length == 48
     with pytest.raises(SystemExit):
         parse(["--task", "poetry"])
@@ -205,7 +235,9 @@ def test_tiny_comparison_writes_table_and_plot_and_resumes(tmp_path, monkeypatch
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(compare_runner, "train_rl", no_training)
-    second = run_comparison(["dapo", "vppo"], [0], settings, out, progress=False, out=lambda _: None)
+    second = run_comparison(
+        ["dapo", "vppo"], [0], settings, out, progress=False, out=lambda _: None
+    )
     assert second["summary"] == first["summary"] and second["before"] == first["before"]
 
 
@@ -225,14 +257,16 @@ def test_parallel_runs_equal_the_sequential_ones(tmp_path):
     try:
         kwargs = {"progress": False, "out": lambda _: None}
         one = run_comparison(["dapo", "vppo"], [0, 1], settings, tmp_path / "one", jobs=1, **kwargs)
-        two = run_comparison(["dapo", "vppo"], [0, 1], settings, tmp_path / "two", jobs=2,
-                             threads=1, **kwargs)
+        two = run_comparison(
+            ["dapo", "vppo"], [0, 1], settings, tmp_path / "two", jobs=2, threads=1, **kwargs
+        )
     finally:
         torch.set_num_threads(threads)
     for method in ("dapo", "vppo"):
         for seed in (0, 1):
-            assert _run_file(tmp_path / "two", method, seed) == _run_file(tmp_path / "one", method,
-                                                                          seed)
+            assert _run_file(tmp_path / "two", method, seed) == _run_file(
+                tmp_path / "one", method, seed
+            )
     assert two["before"] == one["before"] and two["paired"] == one["paired"]
     for method in ("dapo", "vppo"):  # all but the timings
         assert {**two["summary"][method], "minutes": 0} == {**one["summary"][method], "minutes": 0}
@@ -246,8 +280,25 @@ def test_quick_reasoning_comparison_from_the_command_line(tmp_path, monkeypatch)
     monkeypatch.setattr(compare_cli, "quiet_library_noise", lambda: None)  # keeps test logging
     threads = torch.get_num_threads()
     try:
-        assert main(["--quick", "--task", "reasoning", "--methods", "dapo,vppo", "--seeds", "0",
-                     "--output-dir", str(tmp_path), "--threads", "1", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "--quick",
+                    "--task",
+                    "reasoning",
+                    "--methods",
+                    "dapo,vppo",
+                    "--seeds",
+                    "0",
+                    "--output-dir",
+                    str(tmp_path),
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((tmp_path / "summary.json").read_text())

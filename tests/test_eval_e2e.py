@@ -49,11 +49,14 @@ def data_dir(tmp_path_factory) -> Path:
     Image.new("RGB", (40, 90), (0, 0, 250)).save(images / "1.png")
     (images / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
     rows = [
-        {"messages": [{"role": "user", "content": f"<image>{q}\n\n{INSTRUCTION}"},
-                      {"role": "assistant", "content": a}],
-         "images": [f"./data/images/hiyouga_geometry3k/{i}.png"]}
-        for i, (q, a) in enumerate([("Find x.", "48"), ("Which? A. 1 B. 2", "B"),
-                                    ("Find y.", "3")])
+        {
+            "messages": [
+                {"role": "user", "content": f"<image>{q}\n\n{INSTRUCTION}"},
+                {"role": "assistant", "content": a},
+            ],
+            "images": [f"./data/images/hiyouga_geometry3k/{i}.png"],
+        }
+        for i, (q, a) in enumerate([("Find x.", "48"), ("Which? A. 1 B. 2", "B"), ("Find y.", "3")])
     ]
     (root / "papo").mkdir()
     (root / "papo" / "hiyouga_geometry3k.json").write_text(json.dumps(rows), encoding="utf-8")
@@ -68,8 +71,9 @@ def test_transformers_backend_end_to_end(tiny, data_dir, tmp_path):
     path, _, _ = tiny
     backend = TransformersBackend.from_pretrained(path, device="cpu")
     geo3k = load_benchmark("geo3k", data_dir=data_dir)
-    report = evaluate([geo3k], backend, run_settings(), tmp_path / "a", model_id=str(path),
-                      progress=False)
+    report = evaluate(
+        [geo3k], backend, run_settings(), tmp_path / "a", model_id=str(path), progress=False
+    )
     (result,) = report.results
 
     assert (result.num_questions, result.num_samples, result.generated) == (2, 2, 4)
@@ -84,8 +88,9 @@ def test_transformers_backend_end_to_end(tiny, data_dir, tmp_path):
     assert len(cache_rows) == 4
 
     # The prompt is the chat template with the default system prompt and the perception prompt.
-    messages = build_prompt_messages(result.questions[0].prompt, 1,
-                                     system_prompt="You are a helpful assistant.")
+    messages = build_prompt_messages(
+        result.questions[0].prompt, 1, system_prompt="You are a helpful assistant."
+    )
     request = GenerationRequest("0", 0, messages, [Image.new("RGB", (56, 56))])
     text = backend.chat_text(request)
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
@@ -93,8 +98,9 @@ def test_transformers_backend_end_to_end(tiny, data_dir, tmp_path):
     assert backend.prompt_length(request) > len(backend.tokenizer(text)["input_ids"])
 
     # Same batches, same seeds: a second run reproduces every sample.
-    again = evaluate([geo3k], backend, run_settings(), tmp_path / "b", model_id=str(path),
-                     progress=False)
+    again = evaluate(
+        [geo3k], backend, run_settings(), tmp_path / "b", model_id=str(path), progress=False
+    )
     assert [q.samples for q in again.results[0].questions] == [q.samples for q in result.questions]
 
 
@@ -105,8 +111,11 @@ def test_smolvlm_batches_prompts_with_different_image_counts(data_dir, tmp_path)
     folder = data_dir / "images" / "hiyouga_geometry3k"
     rows = [
         {"problem": "<image>One image.", "answer": "1", "images": [str(folder / "0.png")]},
-        {"problem": "<image> and <image>: two.", "answer": "2",
-         "images": [str(folder / "0.png"), str(folder / "1.png")]},
+        {
+            "problem": "<image> and <image>: two.",
+            "answer": "2",
+            "images": [str(folder / "0.png"), str(folder / "1.png")],
+        },
     ]
     loaded = rows_to_examples(rows, "mixed")
     settings = EvalSettings(num_samples=1, batch_size=2, sampling=SamplingConfig(max_new_tokens=4))
@@ -120,17 +129,47 @@ def test_cli_end_to_end_with_resume_and_a_custom_benchmark(tiny, data_dir, tmp_p
     image_struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     png = (data_dir / "images" / "hiyouga_geometry3k" / "0.png").read_bytes()
     pq.write_table(
-        pa.table({"images": [[{"bytes": png, "path": None}]], "problem": ["<image>Count."],
-                  "answer": ["2"]},
-                 schema=pa.schema([("images", pa.list_(image_struct)), ("problem", pa.string()),
-                                   ("answer", pa.string())])),
+        pa.table(
+            {
+                "images": [[{"bytes": png, "path": None}]],
+                "problem": ["<image>Count."],
+                "answer": ["2"],
+            },
+            schema=pa.schema(
+                [
+                    ("images", pa.list_(image_struct)),
+                    ("problem", pa.string()),
+                    ("answer", pa.string()),
+                ]
+            ),
+        ),
         custom,
     )
     out = tmp_path / "out"
-    argv = ["eval", "--model", str(path), "--benchmarks", "geo3k,mine", "--data-dir",
-            str(data_dir), "--benchmark-path", f"mine={custom}", "-k", "2", "--max-new-tokens",
-            "8", "--output-dir", str(out), "--backend", "transformers", "--device", "cpu",
-            "--compare-to", "Qwen2.5-VL-7B+VPPO", "--no-progress"]
+    argv = [
+        "eval",
+        "--model",
+        str(path),
+        "--benchmarks",
+        "geo3k,mine",
+        "--data-dir",
+        str(data_dir),
+        "--benchmark-path",
+        f"mine={custom}",
+        "-k",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--output-dir",
+        str(out),
+        "--backend",
+        "transformers",
+        "--device",
+        "cpu",
+        "--compare-to",
+        "Qwen2.5-VL-7B+VPPO",
+        "--no-progress",
+    ]
 
     assert vppo_main(argv) == 0
     printed = capsys.readouterr().out
@@ -159,8 +198,20 @@ def test_cli_end_to_end_with_resume_and_a_custom_benchmark(tiny, data_dir, tmp_p
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, tiny):
     assert vppo_main(["eval", "--model", str(tmp_path), "--compare-to", "GPT-5"]) == 2
     assert "not a reference row" in capsys.readouterr().err
-    assert vppo_main(["eval", "--model", str(tiny[0]), "--benchmarks", "dynamath",
-                      "--data-dir", str(tmp_path)]) == 2
+    assert (
+        vppo_main(
+            [
+                "eval",
+                "--model",
+                str(tiny[0]),
+                "--benchmarks",
+                "dynamath",
+                "--data-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "no ShareGPT file for dynamath" in capsys.readouterr().err
     assert vppo_main(["eval", "--model", str(tmp_path), "--benchmark-path", "oops"]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
@@ -172,8 +223,9 @@ def test_transformers_backend_sets_every_sampling_field_and_bans_vision_tokens(t
     # The vLLM side of the same settings is tested against real vLLM in tests/test_vllm_engine.py.
     _, model, processor = tiny
     hf_backend = TransformersBackend(model, processor)
-    config = hf_backend._generation_config(SamplingConfig(temperature=1.0, top_p=1.0, top_k=50,
-                                                          max_new_tokens=2048))
+    config = hf_backend._generation_config(
+        SamplingConfig(temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=2048)
+    )
     assert (config.temperature, config.top_p, config.top_k) == (1.0, 1.0, 50)
     banned = set(hf_backend.banned_token_ids)
     assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") in banned

@@ -72,14 +72,21 @@ def test_sharegpt_json_in_papo_eval_layout(tmp_path):
     save_png(data / "images" / "hiyouga_geometry3k" / "1a.png", GREEN)
     save_png(data / "images" / "hiyouga_geometry3k" / "1b.png", BLUE)
     rows = [
-        sharegpt_row("<image>Find x. Round to the nearest tenth.", "48",
-                     ["./data/images/hiyouga_geometry3k/0.png"]),
-        sharegpt_row("<image>Compare <image>.\nChoices: A. 1 B. 2", "B",
-                     ["./data/images/hiyouga_geometry3k/1a.png",
-                      "./data/images/hiyouga_geometry3k/1b.png"]),
+        sharegpt_row(
+            "<image>Find x. Round to the nearest tenth.",
+            "48",
+            ["./data/images/hiyouga_geometry3k/0.png"],
+        ),
+        sharegpt_row(
+            "<image>Compare <image>.\nChoices: A. 1 B. 2",
+            "B",
+            ["./data/images/hiyouga_geometry3k/1a.png", "./data/images/hiyouga_geometry3k/1b.png"],
+        ),
         sharegpt_row("<image>Lost image.", "3", ["./data/images/hiyouga_geometry3k/nope.png"]),
-        {"messages": [{"role": "user", "content": user_turn("<image>No answer.")}],
-         "images": ["./data/images/hiyouga_geometry3k/0.png"]},
+        {
+            "messages": [{"role": "user", "content": user_turn("<image>No answer.")}],
+            "images": ["./data/images/hiyouga_geometry3k/0.png"],
+        },
         sharegpt_row("<image>Empty answer.", "  ", ["./data/images/hiyouga_geometry3k/0.png"]),
     ]
     (data / "papo").mkdir()
@@ -110,10 +117,18 @@ def test_sharegpt_file_of_your_own_carrying_the_instruction_gets_it_once(tmp_pat
     or before the question: the default template's prompt has the instruction once."""
     save_png(tmp_path / "d.png", RED)
     spaced = INSTRUCTION.replace(". Then", ".\nThen")
-    questions = [f"<image>Sum of the digits?\n{spaced}", f"<image>{INSTRUCTION}\nSum of the digits?",
-                 f"<image>Sum of the digits?\n\n{INSTRUCTION}  "]
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "9"}],
-             "images": ["d.png"]} for q in questions]
+    questions = [
+        f"<image>Sum of the digits?\n{spaced}",
+        f"<image>{INSTRUCTION}\nSum of the digits?",
+        f"<image>Sum of the digits?\n\n{INSTRUCTION}  ",
+    ]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "9"}],
+            "images": ["d.png"],
+        }
+        for q in questions
+    ]
     path = tmp_path / "digits.json"
     path.write_text(json.dumps(rows), encoding="utf-8")
     loaded = load_benchmark("digits", path=path)
@@ -121,7 +136,9 @@ def test_sharegpt_file_of_your_own_carrying_the_instruction_gets_it_once(tmp_pat
     for example in loaded.examples:
         assert INSTRUCTION not in example.problem and "You first think" not in example.problem
         assert render_prompt(example.problem) in (
-            f"<image>Sum of the digits?\n\n{INSTRUCTION}", f"<image>\nSum of the digits?\n\n{INSTRUCTION}")
+            f"<image>Sum of the digits?\n\n{INSTRUCTION}",
+            f"<image>\nSum of the digits?\n\n{INSTRUCTION}",
+        )
 
 
 def test_sharegpt_parquet_hub_layout_with_moved_images(tmp_path):
@@ -181,15 +198,25 @@ def test_missing_sharegpt_file_names_what_was_searched(tmp_path):
 
 def test_easyr1_parquet_with_image_structs_and_optional_ids(tmp_path):
     schema = pa.schema(
-        [("images", pa.list_(IMAGE_STRUCT)), ("problem", pa.string()), ("answer", pa.string()),
-         ("id", pa.string())]
+        [
+            ("images", pa.list_(IMAGE_STRUCT)),
+            ("problem", pa.string()),
+            ("answer", pa.string()),
+            ("id", pa.string()),
+        ]
     )
     table = pa.table(
         {
-            "images": [[{"bytes": png(RED), "path": None}],
-                       [{"bytes": png(GREEN), "path": None}, {"bytes": png(BLUE), "path": "x.png"}],
-                       []],
-            "problem": ["<image>How many?", "<image> vs <image>: which is larger?", "Text only: 2+2"],
+            "images": [
+                [{"bytes": png(RED), "path": None}],
+                [{"bytes": png(GREEN), "path": None}, {"bytes": png(BLUE), "path": "x.png"}],
+                [],
+            ],
+            "problem": [
+                "<image>How many?",
+                "<image> vs <image>: which is larger?",
+                "Text only: 2+2",
+            ],
             "answer": ["\\boxed{17}", "B", "4"],
             "id": ["virl-7", None, "virl-9"],
         },
@@ -209,8 +236,16 @@ def test_easyr1_parquet_with_image_structs_and_optional_ids(tmp_path):
 
 def test_original_virl39k_jsonl_with_relative_paths(tmp_path):
     save_png(tmp_path / "images" / "q1.png", GREEN)
-    rows = [{"qid": "q1", "question": "<image>What is shown?", "answer": "\\boxed{\\frac{1}{2}}",
-             "image": ["images/q1.png"], "source": "x", "category": "y"}]
+    rows = [
+        {
+            "qid": "q1",
+            "question": "<image>What is shown?",
+            "answer": "\\boxed{\\frac{1}{2}}",
+            "image": ["images/q1.png"],
+            "source": "x",
+            "category": "y",
+        }
+    ]
     path = tmp_path / "virl.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
 
@@ -226,8 +261,11 @@ def test_saved_hf_dataset_with_decoded_image_feature(tmp_path):
     import datasets
 
     features = datasets.Features(
-        {"images": datasets.List(datasets.Image()), "problem": datasets.Value("string"),
-         "answer": datasets.Value("string")}
+        {
+            "images": datasets.List(datasets.Image()),
+            "problem": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+        }
     )
     ds = datasets.Dataset.from_dict(
         {
@@ -260,20 +298,37 @@ def write_parquet(path: Path, columns: dict, schema: pa.Schema | None = None) ->
 
 def test_geo3k_raw_uses_the_answer_not_the_choice_letter(tmp_path):
     schema = pa.schema(
-        [("images", pa.list_(IMAGE_STRUCT)), ("problem", pa.string()), ("answer", pa.string()),
-         ("id", pa.int64()), ("choices", pa.list_(pa.string())), ("ground_truth", pa.string())]
+        [
+            ("images", pa.list_(IMAGE_STRUCT)),
+            ("problem", pa.string()),
+            ("answer", pa.string()),
+            ("id", pa.int64()),
+            ("choices", pa.list_(pa.string())),
+            ("ground_truth", pa.string()),
+        ]
     )
     write_parquet(
         tmp_path / "data" / "test-00000-of-00001.parquet",
-        {"images": [[{"bytes": png(RED), "path": None}]],
-         "problem": ["<image>Find x. Round to the nearest tenth."], "answer": ["48"], "id": [2101],
-         "choices": [["24", "48", "60", "96"]], "ground_truth": ["B"]},
+        {
+            "images": [[{"bytes": png(RED), "path": None}]],
+            "problem": ["<image>Find x. Round to the nearest tenth."],
+            "answer": ["48"],
+            "id": [2101],
+            "choices": [["24", "48", "60", "96"]],
+            "ground_truth": ["B"],
+        },
         schema,
     )
     write_parquet(  # another split in the same snapshot is not read
         tmp_path / "data" / "train-00000-of-00001.parquet",
-        {"images": [[]], "problem": ["Train"], "answer": ["1"], "id": [0],
-         "choices": [[]], "ground_truth": ["A"]},
+        {
+            "images": [[]],
+            "problem": ["Train"],
+            "answer": ["1"],
+            "id": [0],
+            "choices": [[]],
+            "ground_truth": ["A"],
+        },
         schema,
     )
     loaded = load_examples_from_path("geo3k", tmp_path)
@@ -293,7 +348,10 @@ def test_wemath_image_in_image_path_column(tmp_path):
             "answer": ["C", "A"],
             "key": ["k", "k"],
             "question number": [1, 2],
-            "image_path": [{"bytes": png(RED), "path": "1.png"}, {"bytes": png(BLUE), "path": None}],
+            "image_path": [
+                {"bytes": png(RED), "path": "1.png"},
+                {"bytes": png(BLUE), "path": None},
+            ],
         },
     )
     loaded = load_examples_from_path("wemath", path)
@@ -309,15 +367,21 @@ def test_wemath_image_in_image_path_column(tmp_path):
 def test_mmk12_raw_with_plain_bytes_images(tmp_path):
     write_parquet(
         tmp_path / "test-00000-of-00001.parquet",
-        {"id": ["m1", "m2"], "subject": ["math", "physics"], "image": [png(GREEN), png(RED)],
-         "question": ["<image>Pick one. A. 1 B. 2", "Which force? A. up B. down"],
-         "answer": ["A", "B"]},
+        {
+            "id": ["m1", "m2"],
+            "subject": ["math", "physics"],
+            "image": [png(GREEN), png(RED)],
+            "question": ["<image>Pick one. A. 1 B. 2", "Which force? A. up B. down"],
+            "answer": ["A", "B"],
+        },
     )
     loaded = load_examples_from_path("mmk12", tmp_path)  # a folder: split files are found
 
     assert loaded.schema == "mmk12"
     assert [e.problem for e in loaded.examples] == [
-        "<image>Pick one. A. 1 B. 2", "<image>Which force? A. up B. down"]
+        "<image>Pick one. A. 1 B. 2",
+        "<image>Which force? A. up B. down",
+    ]
     assert [colors(e) for e in loaded.examples] == [[GREEN], [RED]]
 
 
@@ -346,9 +410,17 @@ def test_mathverse_keeps_multiple_choice_only(tmp_path):
 def test_mathvision_decoded_image_options_and_image_refs(tmp_path):
     save_png(tmp_path / "images" / "2.jpg", GREEN)
     schema = pa.schema(
-        [("id", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
-         ("image", pa.string()), ("decoded_image", IMAGE_STRUCT), ("answer", pa.string()),
-         ("solution", pa.string()), ("level", pa.int64()), ("subject", pa.string())]
+        [
+            ("id", pa.string()),
+            ("question", pa.string()),
+            ("options", pa.list_(pa.string())),
+            ("image", pa.string()),
+            ("decoded_image", IMAGE_STRUCT),
+            ("answer", pa.string()),
+            ("solution", pa.string()),
+            ("level", pa.int64()),
+            ("subject", pa.string()),
+        ]
     )
     path = write_parquet(
         tmp_path / "test.parquet",
@@ -394,10 +466,16 @@ def test_dynamath_from_the_hub_concatenates_variants(monkeypatch):
                 "knowledge_level": ["high school", "college"],
             },
             features=datasets.Features(
-                {"id": datasets.Value("string"), "question": datasets.Value("string"),
-                 "image": datasets.Value("string"), "decoded_image": datasets.Image(),
-                 "ground_truth": datasets.Value("string"), "answer_type": datasets.Value("string"),
-                 "subject": datasets.Value("string"), "knowledge_level": datasets.Value("string")}
+                {
+                    "id": datasets.Value("string"),
+                    "question": datasets.Value("string"),
+                    "image": datasets.Value("string"),
+                    "decoded_image": datasets.Image(),
+                    "ground_truth": datasets.Value("string"),
+                    "answer_type": datasets.Value("string"),
+                    "subject": datasets.Value("string"),
+                    "knowledge_level": datasets.Value("string"),
+                }
             ),
         )
 
@@ -406,8 +484,12 @@ def test_dynamath_from_the_hub_concatenates_variants(monkeypatch):
 
     assert loaded.schema == "dynamath"
     assert [e.id for e in loaded.examples] == [
-        "sample_variant1/1", "sample_variant1/2", "sample_variant2/1", "sample_variant2/2",
-        "sample_variant3/1"]
+        "sample_variant1/1",
+        "sample_variant1/2",
+        "sample_variant2/1",
+        "sample_variant2/2",
+        "sample_variant3/1",
+    ]
     assert [e.answer for e in loaded.examples[:2]] == ["3.5", "B"]
     assert colors(loaded.examples[2]) == [(2, 0, 0)]
 
@@ -415,9 +497,15 @@ def test_dynamath_from_the_hub_concatenates_variants(monkeypatch):
 def test_logicvista_multi_letter_answers(tmp_path):
     path = write_parquet(
         tmp_path / "test.parquet",
-        {"question": ["Which two? (A) a (B) b (C) c"], "answer": ["A, C"], "reasoning": ["r"],
-         "image": [{"bytes": png(BLUE), "path": None}], "skill": ["inductive"],
-         "broad_capability": ["x"], "id": ["lv1"]},
+        {
+            "question": ["Which two? (A) a (B) b (C) c"],
+            "answer": ["A, C"],
+            "reasoning": ["r"],
+            "image": [{"bytes": png(BLUE), "path": None}],
+            "skill": ["inductive"],
+            "broad_capability": ["x"],
+            "id": ["lv1"],
+        },
     )
     (example,) = load_examples_from_path("logicvista", path).examples
     assert (example.id, example.answer, colors(example)) == ("lv1", "A, C", [BLUE])
@@ -425,8 +513,12 @@ def test_logicvista_multi_letter_answers(tmp_path):
 
 def test_mmmu_pro_options_string_and_numbered_image_columns(tmp_path):
     schema = pa.schema(
-        [("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
-         ("explanation", pa.string())]
+        [
+            ("id", pa.string()),
+            ("question", pa.string()),
+            ("options", pa.string()),
+            ("explanation", pa.string()),
+        ]
         + [(f"image_{i}", IMAGE_STRUCT) for i in range(1, 8)]
         + [("img_type", pa.string()), ("answer", pa.string()), ("subject", pa.string())]
     )
@@ -453,7 +545,8 @@ def test_mmmu_pro_options_string_and_numbered_image_columns(tmp_path):
     assert loaded.schema == "mmmu_pro"
     first, second = loaded.examples
     assert first.problem == (
-        "Compare <image> with <image>.\nChoices:\nA. <image>\nB. both\nC. neither")
+        "Compare <image> with <image>.\nChoices:\nA. <image>\nB. both\nC. neither"
+    )
     assert colors(first) == [GREEN, RED, BLUE]  # images follow the order of the references
     # An image the text never references is put first.
     assert second.problem == "<image>What does the chart show?\nChoices:\nA. up\nB. down"
@@ -463,8 +556,13 @@ def test_mmmu_pro_options_string_and_numbered_image_columns(tmp_path):
 def test_mmmu_pro_vision_config_and_sharegpt_conversations(tmp_path):
     vision = write_parquet(
         tmp_path / "vision" / "test.parquet",
-        {"id": ["v1"], "image": [{"bytes": png(GREEN), "path": None}],
-         "options": ["['1', '2']"], "answer": ["B"], "subject": ["Math"]},
+        {
+            "id": ["v1"],
+            "image": [{"bytes": png(GREEN), "path": None}],
+            "options": ["['1', '2']"],
+            "answer": ["B"],
+            "subject": ["Math"],
+        },
     )
     loaded = load_examples_from_path("mmmu_pro", vision)
     assert loaded.schema == "mmmu_pro_vision"
@@ -473,9 +571,15 @@ def test_mmmu_pro_vision_config_and_sharegpt_conversations(tmp_path):
     assert (example.answer, colors(example)) == ("B", [GREEN])
 
     save_png(tmp_path / "img.png", BLUE)
-    rows = [{"conversations": [{"from": "human", "value": user_turn("<image>Sum?")},
-                               {"from": "gpt", "value": "7"}],
-             "images": ["img.png"]}]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": user_turn("<image>Sum?")},
+                {"from": "gpt", "value": "7"},
+            ],
+            "images": ["img.png"],
+        }
+    ]
     (tmp_path / "conv.json").write_text(json.dumps(rows), encoding="utf-8")
     (example,) = load_examples_from_path("custom", tmp_path / "conv.json").examples
     assert (example.problem, example.answer, colors(example)) == ("<image>Sum?", "7", [BLUE])
@@ -523,7 +627,9 @@ def test_papo_eval_from_the_hub_extracts_the_image_archive(tmp_path, monkeypatch
     (snapshot / "data").mkdir(parents=True)
     rows = [sharegpt_row("<image>Count.", "5", ["./data/images/lscpku_LogicVista/0.png"])]
     pq.write_table(
-        pa.table({"messages": [r["messages"] for r in rows], "images": [r["images"] for r in rows]}),
+        pa.table(
+            {"messages": [r["messages"] for r in rows], "images": [r["images"] for r in rows]}
+        ),
         snapshot / "data" / "lscpku_LogicVista-00000-of-00001.parquet",
     )
     with zipfile.ZipFile(snapshot / "lscpku_LogicVista_images.zip", "w") as archive:
@@ -539,9 +645,15 @@ def test_papo_eval_from_the_hub_extracts_the_image_archive(tmp_path, monkeypatch
 
     loaded = load_benchmark("logicvista")
 
-    assert calls == [("PAPO-Galaxy/PAPO_eval", "dataset",
-                      ("data/lscpku_LogicVista-*.parquet", "lscpku_LogicVista_images.zip"))]
+    assert calls == [
+        (
+            "PAPO-Galaxy/PAPO_eval",
+            "dataset",
+            ("data/lscpku_LogicVista-*.parquet", "lscpku_LogicVista_images.zip"),
+        )
+    ]
     (example,) = loaded.examples
     assert (example.answer, colors(example)) == ("5", [GREY])
-    assert (tmp_path / "cache" / "eval_images" / "lscpku_LogicVista" / "lscpku_LogicVista"
-            / "0.png").is_file()
+    assert (
+        tmp_path / "cache" / "eval_images" / "lscpku_LogicVista" / "lscpku_LogicVista" / "0.png"
+    ).is_file()

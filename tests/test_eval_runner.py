@@ -45,8 +45,9 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, answers: dict[str, str], fail_after: int | None = None,
-                 benchmark: str = "toy"):
+    def __init__(
+        self, answers: dict[str, str], fail_after: int | None = None, benchmark: str = "toy"
+    ):
         self.answers = answers
         self.benchmark = benchmark
         self.fail_after = fail_after
@@ -70,8 +71,12 @@ class ScriptedBackend:
 
 def toy_benchmark(num_questions: int = 4, corrupt: tuple[int, ...] = (), name: str = "toy"):
     rows = [
-        {"id": str(q), "problem": f"<image>Question {q}", "answer": str(10 + q),
-         "images": [b"definitely not an image" if q in corrupt else png()]}
+        {
+            "id": str(q),
+            "problem": f"<image>Question {q}",
+            "answer": str(10 + q),
+            "images": [b"definitely not an image" if q in corrupt else png()],
+        }
         for q in range(num_questions)
     ]
     return rows_to_examples(rows, name, schema="easyr1")
@@ -139,13 +144,19 @@ def test_scores_outputs_and_per_question_jsonl(tmp_path):
 def test_resume_after_interrupt_generates_only_the_rest(tmp_path):
     loaded = toy_benchmark(5)
     reference = evaluate_benchmark(
-        loaded, ScriptedBackend(ANSWERS), settings(), tmp_path / "uninterrupted",
-        model_id="m", progress=False,
+        loaded,
+        ScriptedBackend(ANSWERS),
+        settings(),
+        tmp_path / "uninterrupted",
+        model_id="m",
+        progress=False,
     )
 
     first = ScriptedBackend(ANSWERS, fail_after=7)  # dies during the third batch of 3
     with pytest.raises(KeyboardInterrupt):
-        evaluate_benchmark(loaded, first, settings(), tmp_path / "run", model_id="m", progress=False)
+        evaluate_benchmark(
+            loaded, first, settings(), tmp_path / "run", model_id="m", progress=False
+        )
     assert len(first.generated) == 6  # two finished batches reached the cache
 
     second = ScriptedBackend(ANSWERS)
@@ -161,15 +172,22 @@ def test_resume_after_interrupt_generates_only_the_rest(tmp_path):
 
     # A third run finds everything cached and generates nothing.
     third = ScriptedBackend(ANSWERS)
-    again = evaluate_benchmark(loaded, third, settings(), tmp_path / "run", model_id="m",
-                               progress=False)
+    again = evaluate_benchmark(
+        loaded, third, settings(), tmp_path / "run", model_id="m", progress=False
+    )
     assert third.generated == [] and again.score == pytest.approx(reference.score)
 
 
 def test_cache_survives_a_torn_line_and_keys_on_settings(tmp_path):
     loaded = toy_benchmark(2)
-    evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(num_samples=2), tmp_path,
-                       model_id="m", progress=False)
+    evaluate_benchmark(
+        loaded,
+        ScriptedBackend(ANSWERS),
+        settings(num_samples=2),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
     cache_path = tmp_path / "cache" / "toy.jsonl"
     with cache_path.open("a", encoding="utf-8") as handle:
         handle.write('{"fingerprint": "abc", "id": "0", "sam')  # killed mid-write
@@ -177,19 +195,27 @@ def test_cache_survives_a_torn_line_and_keys_on_settings(tmp_path):
 
     # Raising k reuses the first samples and generates only the new indices.
     more = ScriptedBackend(ANSWERS)
-    evaluate_benchmark(loaded, more, settings(num_samples=3), tmp_path, model_id="m",
-                       progress=False)
+    evaluate_benchmark(
+        loaded, more, settings(num_samples=3), tmp_path, model_id="m", progress=False
+    )
     assert more.generated == [("0", 2), ("1", 2)]
     cache = SampleCache(cache_path)
     assert len(cache.load(settings().fingerprint("m"))) == 6 and cache.corrupt_lines == 1
 
     # Different sampling settings or another model: nothing is reused, old rows are kept.
     hotter = ScriptedBackend(ANSWERS)
-    evaluate_benchmark(loaded, hotter, settings(num_samples=2, sampling=SamplingConfig(
-        temperature=0.7, max_new_tokens=16)), tmp_path, model_id="m", progress=False)
+    evaluate_benchmark(
+        loaded,
+        hotter,
+        settings(num_samples=2, sampling=SamplingConfig(temperature=0.7, max_new_tokens=16)),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
     other_model = ScriptedBackend(ANSWERS)
-    evaluate_benchmark(loaded, other_model, settings(num_samples=2), tmp_path, model_id="m2",
-                       progress=False)
+    evaluate_benchmark(
+        loaded, other_model, settings(num_samples=2), tmp_path, model_id="m2", progress=False
+    )
     assert len(hotter.generated) == 4 and len(other_model.generated) == 4
     assert cache_path.read_text(encoding="utf-8").count("\n") == lines_before + 2 + 1 + 8
     assert settings().fingerprint("m") == settings(num_samples=8, batch_size=1).fingerprint("m")
@@ -198,13 +224,27 @@ def test_cache_survives_a_torn_line_and_keys_on_settings(tmp_path):
 
 def test_changed_question_text_is_regenerated(tmp_path):
     loaded = toy_benchmark(2)
-    evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(num_samples=2), tmp_path,
-                       model_id="m", progress=False)
-    rows = [{"id": "0", "problem": "<image>Question 0, edited", "answer": "10", "images": [png()]},
-            {"id": "1", "problem": "<image>Question 1", "answer": "11", "images": [png()]}]
+    evaluate_benchmark(
+        loaded,
+        ScriptedBackend(ANSWERS),
+        settings(num_samples=2),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
+    rows = [
+        {"id": "0", "problem": "<image>Question 0, edited", "answer": "10", "images": [png()]},
+        {"id": "1", "problem": "<image>Question 1", "answer": "11", "images": [png()]},
+    ]
     backend = ScriptedBackend(ANSWERS)
-    evaluate_benchmark(rows_to_examples(rows, "toy"), backend, settings(num_samples=2), tmp_path,
-                       model_id="m", progress=False)
+    evaluate_benchmark(
+        rows_to_examples(rows, "toy"),
+        backend,
+        settings(num_samples=2),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
     assert backend.generated == [("0", 0), ("0", 1)]
 
 
@@ -222,30 +262,51 @@ class LookingBackend:
 
 
 def _coloured(reds):
-    rows = [{"id": str(q), "problem": f"<image>What is the red value? {q}", "answer": str(red),
-             "images": [png((red, 10, 10))]} for q, red in enumerate(reds)]
+    rows = [
+        {
+            "id": str(q),
+            "problem": f"<image>What is the red value? {q}",
+            "answer": str(red),
+            "images": [png((red, 10, 10))],
+        }
+        for q, red in enumerate(reds)
+    ]
     return rows_to_examples(rows, "toy", schema="easyr1")
 
 
 def test_changed_images_are_regenerated_and_the_rerun_equals_a_fresh_one(tmp_path):
     k = settings(num_samples=2)
-    evaluate_benchmark(_coloured([10, 20, 30, 40]), LookingBackend(), k, tmp_path / "run", model_id="m",
-                       progress=False)
+    evaluate_benchmark(
+        _coloured([10, 20, 30, 40]),
+        LookingBackend(),
+        k,
+        tmp_path / "run",
+        model_id="m",
+        progress=False,
+    )
     # same questions; questions 1 and 3 now show other pictures (and have other answers)
     changed = _coloured([10, 120, 30, 140])
     backend = LookingBackend()
     rerun = evaluate_benchmark(changed, backend, k, tmp_path / "run", model_id="m", progress=False)
     assert sorted(backend.generated) == [("1", 0), ("1", 1), ("3", 0), ("3", 1)]
     assert (rerun.generated, rerun.reused) == (4, 4)
-    fresh = evaluate_benchmark(changed, LookingBackend(), k, tmp_path / "fresh", model_id="m", progress=False)
+    fresh = evaluate_benchmark(
+        changed, LookingBackend(), k, tmp_path / "fresh", model_id="m", progress=False
+    )
     assert rerun.score == fresh.score == 100.0
     assert [q.samples for q in rerun.questions] == [q.samples for q in fresh.questions]
 
 
 def test_a_torn_multibyte_line_and_a_null_response_are_skipped(tmp_path, capsys):
     loaded = toy_benchmark(2)
-    evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(num_samples=2), tmp_path, model_id="m",
-                       progress=False)
+    evaluate_benchmark(
+        loaded,
+        ScriptedBackend(ANSWERS),
+        settings(num_samples=2),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
     cache_path = tmp_path / "cache" / "toy.jsonl"
     rows = [json.loads(line) for line in cache_path.read_text(encoding="utf-8").splitlines()]
     rows[0]["response"] = None  # a null is not the text "None"
@@ -253,8 +314,9 @@ def test_a_torn_multibyte_line_and_a_null_response_are_skipped(tmp_path, capsys)
     torn = torn[: torn.index("é".encode()) + 1]  # cut inside the two bytes of "é"
     cache_path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows) + torn)
     backend = ScriptedBackend(ANSWERS)
-    result = evaluate_benchmark(loaded, backend, settings(num_samples=2), tmp_path, model_id="m",
-                                progress=False)
+    result = evaluate_benchmark(
+        loaded, backend, settings(num_samples=2), tmp_path, model_id="m", progress=False
+    )
     assert backend.generated == [("0", 0)]  # the null sample; the torn line duplicated a cached one
     assert f"[toy] ignored 2 unreadable line(s) in {cache_path}." in capsys.readouterr().err
     assert "None" not in json.dumps([q.samples for q in result.questions])
@@ -282,8 +344,14 @@ def test_prompt_longer_than_the_limit_is_skipped(tmp_path):
             return 100 if request.question_id == "1" else 10
 
     backend = LongPrompts(ANSWERS)
-    result = evaluate_benchmark(toy_benchmark(3), backend, settings(max_prompt_tokens=50),
-                                tmp_path, model_id="m", progress=False)
+    result = evaluate_benchmark(
+        toy_benchmark(3),
+        backend,
+        settings(max_prompt_tokens=50),
+        tmp_path,
+        model_id="m",
+        progress=False,
+    )
     assert [s.id for s in result.skipped] == ["1"]
     assert "100 tokens" in result.skipped[0].reason
     assert {q for q, _ in backend.generated} == {"0", "2"}
@@ -323,8 +391,7 @@ def test_compare_to_reference_over_all_and_over_a_subset():
     diff = compare_to_reference(full, "Qwen2.5-VL-7B")
     assert all(diff[b] == pytest.approx(1.0) for b in PAPER_BENCHMARKS)
     assert diff["avg"] == pytest.approx(38.325 + 1.0 - 38.3)  # the paper's printed Avg
-    subset = compare_to_reference({"geo3k": 40.0, "wemath": 50.0, "custom": 3.0},
-                                  "Qwen2.5-VL-7B")
+    subset = compare_to_reference({"geo3k": 40.0, "wemath": 50.0, "custom": 3.0}, "Qwen2.5-VL-7B")
     assert set(subset) == {"geo3k", "wemath", "avg"}
     assert subset["avg"] == pytest.approx(45.0 - (37.1 + 46.4) / 2)
 
@@ -332,8 +399,14 @@ def test_compare_to_reference_over_all_and_over_a_subset():
 def test_table_uses_the_paper_column_order(tmp_path):
     names = ["wemath", "custom_set", "mathverse"]
     results = [
-        evaluate_benchmark(toy_benchmark(2, name=n), ScriptedBackend(ANSWERS, benchmark=n),
-                           settings(), tmp_path, model_id="m", progress=False)
+        evaluate_benchmark(
+            toy_benchmark(2, name=n),
+            ScriptedBackend(ANSWERS, benchmark=n),
+            settings(),
+            tmp_path,
+            model_id="m",
+            progress=False,
+        )
         for n in names
     ]
     report = EvalReport("m", "fp", "scripted", settings(), results)
@@ -352,8 +425,9 @@ def test_duplicate_question_ids_are_refused(tmp_path):
     loaded = toy_benchmark(2)
     loaded.examples.append(loaded.examples[0])
     with pytest.raises(ValueError, match="question id '0' occurs twice"):
-        evaluate_benchmark(loaded, ScriptedBackend(ANSWERS), settings(), tmp_path, model_id="m",
-                           progress=False)
+        evaluate_benchmark(
+            loaded, ScriptedBackend(ANSWERS), settings(), tmp_path, model_id="m", progress=False
+        )
 
 
 def test_a_model_trained_again_into_its_folder_gets_a_new_cache_key(tmp_path):
@@ -368,4 +442,6 @@ def test_a_model_trained_again_into_its_folder_gets_a_new_cache_key(tmp_path):
     weights.write_bytes(b"other weights")
     os.utime(weights, ns=(1, 10**18))
     assert settings().fingerprint(str(folder)) != first
-    assert settings().fingerprint("Qwen/Qwen2.5-VL-7B-Instruct") == settings().fingerprint("Qwen/Qwen2.5-VL-7B-Instruct")
+    assert settings().fingerprint("Qwen/Qwen2.5-VL-7B-Instruct") == settings().fingerprint(
+        "Qwen/Qwen2.5-VL-7B-Instruct"
+    )

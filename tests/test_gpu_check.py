@@ -18,12 +18,21 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 def test_gpu_check_cpu_smoke_reports_phases_numerics_and_ratios(tmp_path, subprocess_env):
     out = tmp_path / "gpu_check.json"
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--json", str(out)],
-                            capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
     assert elapsed < 120, f"--cpu-smoke took {elapsed:.0f} s"
-    assert "VPPO / DAPO: rollout time" in result.stdout and "numerics (VPPO's first rollout" in result.stdout
+    assert (
+        "VPPO / DAPO: rollout time" in result.stdout
+        and "numerics (VPPO's first rollout" in result.stdout
+    )
     assert "{'loss'" not in result.stdout  # the trainer's own log lines are not printed
     report = json.loads(out.read_text())
     assert report["size"] == "tiny" and report["dtype"] == "float32"
@@ -32,7 +41,10 @@ def test_gpu_check_cpu_smoke_reports_phases_numerics_and_ratios(tmp_path, subpro
     assert structure["updates_per_rollout"] == 3 and structure["gradient_accumulation_steps"] > 1
     assert structure["steps_per_generation"] == 3 * structure["gradient_accumulation_steps"]
     assert report["timed_rollouts"] == 1 and report["timed_optimizer_steps"] == 3
-    passes = {"dapo": 1, "vppo": 2}  # old log-probs; VPPO's real-image pass gives them, plus the perturbed one
+    passes = {
+        "dapo": 1,
+        "vppo": 2,
+    }  # old log-probs; VPPO's real-image pass gives them, plus the perturbed one
     for method in ("dapo", "vppo"):
         row = report["methods"][method]
         assert set(row["phases"]) == {"scoring", "passes", "update"}
@@ -61,8 +73,13 @@ def test_gpu_check_cpu_smoke_reports_phases_numerics_and_ratios(tmp_path, subpro
 
 
 def test_gpu_check_without_a_gpu_says_so():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--size", "3b"], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--size", "3b"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert result.returncode == 2 and "--cpu-smoke" in result.stderr
 
 

@@ -101,14 +101,22 @@ def test_the_pure_core_imports_only_torch_numpy_and_pil():
             if root == "vppo":
                 if _package(name) not in PURE:
                     wrong.append(f"{module} imports {name}")
-            elif root not in sys.stdlib_module_names and root not in PURE_THIRD_PARTY and root != "__future__":
+            elif (
+                root not in sys.stdlib_module_names
+                and root not in PURE_THIRD_PARTY
+                and root != "__future__"
+            ):
                 wrong.append(f"{module} imports {name}")
     assert not wrong, "\n".join(wrong)
 
 
 def test_nothing_in_the_package_imports_the_old_paths():
-    wrong = [f"{m} imports {n}" for m, imports in MODULES.items() for n in imports
-             if n in SHIMS and m != "vppo.cli"]
+    wrong = [
+        f"{m} imports {n}"
+        for m, imports in MODULES.items()
+        for n in imports
+        if n in SHIMS and m != "vppo.cli"
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -122,7 +130,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -168,7 +176,13 @@ def test_no_import_cycle_between_modules():
     assert cycle is None, " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("graph, cyclic", [({"a": {"b"}, "b": {"a"}}, True), ({"a": {"b"}, "b": set()}, False),
-                                           ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True)])
+@pytest.mark.parametrize(
+    "graph, cyclic",
+    [
+        ({"a": {"b"}, "b": {"a"}}, True),
+        ({"a": {"b"}, "b": set()}, False),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True),
+    ],
+)
 def test_the_cycle_finder_finds_cycles(graph, cyclic):
     assert (_cycle(graph) is not None) == cyclic

@@ -138,8 +138,10 @@ def test_file_instead_of_directory(tmp_path):
 
 def test_text_only_model_is_refused_in_one_sentence(text_only_model, saved):
     folder = text_only_model
-    expected = (f"model {folder} is not a vision-language model (model_type 'qwen2'); vppo needs an "
-                "image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM.")
+    expected = (
+        f"model {folder} is not a vision-language model (model_type 'qwen2'); vppo needs an "
+        "image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM."
+    )
     with pytest.raises(ValueError) as info:
         check_vision_language_model(folder)
     assert str(info.value) == expected
@@ -150,22 +152,41 @@ def test_text_only_model_is_refused_in_one_sentence(text_only_model, saved):
 
 
 @pytest.mark.parametrize("command", ["eval", "analyze"])
-def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(command, tmp_path, capsys, text_only_model):
+def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(
+    command, tmp_path, capsys, text_only_model
+):
     """The same sentence as `vppo train` (tests/test_train_bad_input.py), exit code 2, no data read."""
     from vppo.cli import main as vppo_main
 
     folder = text_only_model
     data = tmp_path / "never_read.json"  # the model is checked first: this file does not exist
-    argv = {"eval": ["eval", "--model", str(folder), "--benchmark-path", f"digits={data}",
-                     "--output-dir", str(tmp_path / "out")],
-            "analyze": ["analyze", "--model", str(folder), "--dataset", str(data),
-                        "--output-dir", str(tmp_path / "out")]}[command]
+    argv = {
+        "eval": [
+            "eval",
+            "--model",
+            str(folder),
+            "--benchmark-path",
+            f"digits={data}",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        "analyze": [
+            "analyze",
+            "--model",
+            str(folder),
+            "--dataset",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+    }[command]
     assert vppo_main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines() == [
         f"vppo {command}: model {folder} is not a vision-language model (model_type 'qwen2'); vppo "
-        "needs an image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM."]
+        "needs an image-text-to-text model such as Qwen2.5-VL, Qwen3-VL or SmolVLM."
+    ]
     assert not (tmp_path / "out").exists()
 
 

@@ -41,18 +41,36 @@ def _hf_config(m: ModelShape):
     """The transformers config of a ModelShape (for counting parameters on the meta device)."""
     from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
-    text = dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
-                num_key_value_heads=m.num_kv_heads, intermediate_size=m.intermediate_size,
-                vocab_size=m.vocab_size, head_dim=m.head_dim)
-    vision = dict(depth=m.vision_depth, hidden_size=m.vision_hidden_size, num_heads=16,
-                  intermediate_size=m.vision_intermediate_size, out_hidden_size=m.vision_out_hidden_size,
-                  patch_size=m.patch_size, spatial_merge_size=m.spatial_merge_size,
-                  temporal_patch_size=m.temporal_patch_size)
+    text = dict(
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        num_key_value_heads=m.num_kv_heads,
+        intermediate_size=m.intermediate_size,
+        vocab_size=m.vocab_size,
+        head_dim=m.head_dim,
+    )
+    vision = dict(
+        depth=m.vision_depth,
+        hidden_size=m.vision_hidden_size,
+        num_heads=16,
+        intermediate_size=m.vision_intermediate_size,
+        out_hidden_size=m.vision_out_hidden_size,
+        patch_size=m.patch_size,
+        spatial_merge_size=m.spatial_merge_size,
+        temporal_patch_size=m.temporal_patch_size,
+    )
     if m.family == "qwen3_vl":
-        vision |= dict(num_position_embeddings=m.vision_position_embeddings,
-                       deepstack_visual_indexes=list(range(m.deepstack_layers)))
-        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings)
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings)
+        vision |= dict(
+            num_position_embeddings=m.vision_position_embeddings,
+            deepstack_visual_indexes=list(range(m.deepstack_layers)),
+        )
+        return Qwen3VLConfig(
+            text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings
+        )
+    return Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=m.tie_word_embeddings
+    )
 
 
 def _meta_counts(config) -> tuple[int, int]:
@@ -85,10 +103,25 @@ def test_parameter_counts_match_the_model_cards_and_transformers(name):
 
 
 # A made-up Qwen2.5-VL small enough to count by hand.
-SMALL = ModelShape(family="qwen2_5_vl", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
-                   intermediate_size=128, vocab_size=1000, tie_word_embeddings=False, vision_depth=2,
-                   vision_hidden_size=32, vision_intermediate_size=64, vision_out_hidden_size=64, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, source="small")
+SMALL = ModelShape(
+    family="qwen2_5_vl",
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=128,
+    vocab_size=1000,
+    tie_word_embeddings=False,
+    vision_depth=2,
+    vision_hidden_size=32,
+    vision_intermediate_size=64,
+    vision_out_hidden_size=64,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    source="small",
+)
 
 
 def test_parameter_count_of_a_small_config_by_hand():
@@ -103,9 +136,19 @@ def test_parameter_count_of_a_small_config_by_hand():
     assert (counts["layer"], counts["language"], counts["vision"]) == (layer, language, vision)
     assert _meta_counts(_hf_config(SMALL)) == (language + vision, vision)
     # and a small Qwen3-VL (no q/k/v bias, q/k norms, LayerNorms, plain MLP, DeepStack mergers)
-    small3 = ModelShape(**{**{f.name: getattr(SMALL, f.name) for f in fields(SMALL)}, "family": "qwen3_vl",
-                           "patch_size": 16, "vision_position_embeddings": 16, "deepstack_layers": 2})
-    assert _meta_counts(_hf_config(small3)) == (parameter_counts(small3)["total"], parameter_counts(small3)["vision"])
+    small3 = ModelShape(
+        **{
+            **{f.name: getattr(SMALL, f.name) for f in fields(SMALL)},
+            "family": "qwen3_vl",
+            "patch_size": 16,
+            "vision_position_embeddings": 16,
+            "deepstack_layers": 2,
+        }
+    )
+    assert _meta_counts(_hf_config(small3)) == (
+        parameter_counts(small3)["total"],
+        parameter_counts(small3)["vision"],
+    )
 
 
 def _yaml(tmp_path, name, content: dict):
@@ -115,12 +158,26 @@ def _yaml(tmp_path, name, content: dict):
 
 
 def test_every_component_of_a_small_plan_by_hand(tmp_path):
-    recipe = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3, "steps_per_generation": 6,
-              "max_completion_length": 100, "max_pixels": 3136, "use_vllm": True, "vllm_mode": "colocate",
-              "vllm_gpu_memory_utilization": 0.5, "vllm_enable_sleep_mode": True, "bf16": True,
-              "token_selection": "topk", "dependency_estimator": "k3", "dynamic_sampling": False}
-    zero3 = read_sharding(_yaml(tmp_path, "z3", {"distributed_type": "DEEPSPEED",
-                                                 "deepspeed_config": {"zero_stage": 3}}))
+    recipe = {
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 3,
+        "steps_per_generation": 6,
+        "max_completion_length": 100,
+        "max_pixels": 3136,
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": 0.5,
+        "vllm_enable_sleep_mode": True,
+        "bf16": True,
+        "token_selection": "topk",
+        "dependency_estimator": "k3",
+        "dynamic_sampling": False,
+    }
+    zero3 = read_sharding(
+        _yaml(
+            tmp_path, "z3", {"distributed_type": "DEEPSPEED", "deepspeed_config": {"zero_stage": 3}}
+        )
+    )
     plan = build_plan(recipe, SMALL, zero3, gpus=4, card_gb=10)
     gb = {line.name: line.gb * 1e9 for line in plan.lines}  # bytes
     n = 285920  # SMALL's parameters
@@ -137,7 +194,10 @@ def test_every_component_of_a_small_plan_by_hand(tmp_path):
         "gathered modules": 3 * 64000 * 2,  # the embedding (1000 x 64) is the largest module
         "vLLM engine (generating)": 0.5 * 10e9,  # a share of the card's total
         "vLLM asleep (level 2)": VLLM_SLEEP_RESIDUAL_GB * 1e9,
-        "pixel_values (the rollout)": rows * patches * (3 * 2 * 14 * 14) * 2,  # bf16 under DeepSpeed
+        "pixel_values (the rollout)": rows
+        * patches
+        * (3 * 2 * 14 * 14)
+        * 2,  # bf16 under DeepSpeed
         "perturbed pixel_values (VPPO)": rows * patches * 1176 * 2,
         "scoring forward (one layer)": 2 * (seq * text_layer + patches * vision_block) * 2,
         "fused LM head (no grad)": tile + scored * 64 * 2,
@@ -154,26 +214,49 @@ def test_every_component_of_a_small_plan_by_hand(tmp_path):
         assert gb[name] == pytest.approx(value, rel=1e-12), name
     assert not any("logits" in name for name in gb)  # TRL's fused head builds no [B, T, V] logits
     states = expected["parameters"] + expected["gradients"] + expected["optimizer (AdamW)"]
-    common = (states + expected["gathered modules"] + expected["pixel_values (the rollout)"]
-              + expected["CUDA / NCCL overhead"])
+    common = (
+        states
+        + expected["gathered modules"]
+        + expected["pixel_values (the rollout)"]
+        + expected["CUDA / NCCL overhead"]
+    )
     assert plan.phase_gb("generation") * 1e9 == pytest.approx(common + 0.5 * 10e9)
     assert plan.phase_gb("merge") * 1e9 == pytest.approx(common + expected["vLLM asleep (level 2)"])
-    update = common + expected["vLLM asleep (level 2)"] + sum(expected[k] for k in (
-        "text checkpoints", "vision checkpoints", "text layer recompute", "vision block recompute",
-        "fused LM head + its grads"))
+    update = (
+        common
+        + expected["vLLM asleep (level 2)"]
+        + sum(
+            expected[k]
+            for k in (
+                "text checkpoints",
+                "vision checkpoints",
+                "text layer recompute",
+                "vision block recompute",
+                "fused LM head + its grads",
+            )
+        )
+    )
     assert plan.phase_gb("update") * 1e9 == pytest.approx(update)
     assert plan.peak_phase == "generation" and plan.fits
 
     # Without sleep mode the engine's whole share stays through scoring and the update.
-    awake = build_plan({**recipe, "vllm_enable_sleep_mode": False}, SMALL, zero3, gpus=4, card_gb=10)
-    assert awake.phase_gb("update") - plan.phase_gb("update") == pytest.approx(5.0 - VLLM_SLEEP_RESIDUAL_GB)
+    awake = build_plan(
+        {**recipe, "vllm_enable_sleep_mode": False}, SMALL, zero3, gpus=4, card_gb=10
+    )
+    assert awake.phase_gb("update") - plan.phase_gb("update") == pytest.approx(
+        5.0 - VLLM_SLEEP_RESIDUAL_GB
+    )
 
     # Dynamic sampling: a refill round is generated beside the rounds kept so far (two rollouts'
     # pixel_values), and merging the kept rows builds the batch once more (three).
     refills = build_plan({**recipe, "dynamic_sampling": True}, SMALL, zero3, gpus=4, card_gb=10)
     pixels = expected["pixel_values (the rollout)"]
-    assert refills.phase_gb("generation") * 1e9 == pytest.approx(plan.phase_gb("generation") * 1e9 + pixels)
-    assert refills.phase_gb("merge") * 1e9 == pytest.approx(plan.phase_gb("merge") * 1e9 + 2 * pixels)
+    assert refills.phase_gb("generation") * 1e9 == pytest.approx(
+        plan.phase_gb("generation") * 1e9 + pixels
+    )
+    assert refills.phase_gb("merge") * 1e9 == pytest.approx(
+        plan.phase_gb("merge") * 1e9 + 2 * pixels
+    )
     assert refills.phase_gb("update") == pytest.approx(plan.phase_gb("update"))
 
 
@@ -181,20 +264,40 @@ def test_sharding_of_each_engine(tmp_path):
     recipe = {"use_vllm": True, "max_pixels": 3136, "max_completion_length": 100}
 
     def states(config: dict) -> dict:
-        plan = build_plan(recipe, SMALL, read_sharding(_yaml(tmp_path, "acc", config)), gpus=4, card_gb=10)
+        plan = build_plan(
+            recipe, SMALL, read_sharding(_yaml(tmp_path, "acc", config)), gpus=4, card_gb=10
+        )
         return {line.name: round(line.gb * 1e9) for line in plan.lines}
 
     n = 285920
     z2 = states({"distributed_type": "DEEPSPEED", "deepspeed_config": {"zero_stage": 2}})
-    assert (z2["parameters"], z2["gradients"], z2["optimizer (AdamW)"]) == (n * 2, n * 2 / 4, n * 12 / 4)
+    assert (z2["parameters"], z2["gradients"], z2["optimizer (AdamW)"]) == (
+        n * 2,
+        n * 2 / 4,
+        n * 12 / 4,
+    )
     assert "gathered modules" not in z2
-    offload = states({"distributed_type": "DEEPSPEED", "deepspeed_config": {
-        "zero_stage": 3, "offload_optimizer_device": "cpu", "offload_param_device": "cpu"}})
+    offload = states(
+        {
+            "distributed_type": "DEEPSPEED",
+            "deepspeed_config": {
+                "zero_stage": 3,
+                "offload_optimizer_device": "cpu",
+                "offload_param_device": "cpu",
+            },
+        }
+    )
     assert offload["parameters"] == offload["gradients"] == offload["optimizer (AdamW)"] == 0
-    fsdp2 = states({"distributed_type": "FSDP", "fsdp_config": {"fsdp_version": 2,
-                                                                "fsdp_reshard_after_forward": True}})
+    fsdp2 = states(
+        {
+            "distributed_type": "FSDP",
+            "fsdp_config": {"fsdp_version": 2, "fsdp_reshard_after_forward": True},
+        }
+    )
     assert fsdp2["parameters"] == n * 2 / 4 and fsdp2["optimizer (AdamW)"] == n * 12 / 4
-    assert fsdp2["pixel_values (the rollout)"] == 8 * 16 * 1176 * 4  # float32: only DeepSpeed casts inputs
+    assert (
+        fsdp2["pixel_values (the rollout)"] == 8 * 16 * 1176 * 4
+    )  # float32: only DeepSpeed casts inputs
     ddp = states({"distributed_type": "MULTI_GPU"})
     assert (ddp["parameters"], ddp["optimizer (AdamW)"]) == (n * 2, n * 12)
     shipped = {p.stem: read_sharding(p.stem) for p in ACCELERATE_DIR.glob("*.yaml")}
@@ -215,26 +318,58 @@ MARGIN = 0.05
 def test_every_gpu_recipe_fits_its_80gb_cards_with_each_shipped_sharded_config(name):
     recipe = load_recipe(name)
     gpus, nodes = _hardware(recipe)
-    configs = [p.stem for p in ACCELERATE_DIR.glob("*.yaml")
-               if p.stem.startswith(("zero3_", "fsdp2_")) and yaml.safe_load(p.read_text())["num_processes"] == gpus]
+    configs = [
+        p.stem
+        for p in ACCELERATE_DIR.glob("*.yaml")
+        if p.stem.startswith(("zero3_", "fsdp2_"))
+        and yaml.safe_load(p.read_text())["num_processes"] == gpus
+    ]
     assert configs
     for config in configs:
-        plan = build_plan({**recipe, "max_pixels": recipe_max_pixels(recipe)},
-                          model_shape(recipe["model_name_or_path"]), read_sharding(config), gpus, CARD_GB,
-                          nodes, name=name)
+        plan = build_plan(
+            {**recipe, "max_pixels": recipe_max_pixels(recipe)},
+            model_shape(recipe["model_name_or_path"]),
+            read_sharding(config),
+            gpus,
+            CARD_GB,
+            nodes,
+            name=name,
+        )
         problems = [note for note in plan.notes if not note.startswith("host memory")]
-        assert plan.peak_gb <= (1 - MARGIN) * CARD_GB and not problems, (name, config, plan.peak_gb, problems)
+        assert plan.peak_gb <= (1 - MARGIN) * CARD_GB and not problems, (
+            name,
+            config,
+            plan.peak_gb,
+            problems,
+        )
     # the official rollout survives: 384 x 8 responses, 3 updates of 1024
-    b, ga, spg = (recipe[k] for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
-                                      "steps_per_generation"))
+    b, ga, spg = (
+        recipe[k]
+        for k in (
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "steps_per_generation",
+        )
+    )
     assert b * spg * gpus == 3072 and spg == 3 * ga and b * ga * gpus == 1024
 
 
 def test_the_previous_7b_settings_did_not_fit():
     # micro-batch 16 with vLLM awake: the settings the tool was written to catch
-    recipe = {**load_recipe("qwen2_5_vl_7b_vppo"), "per_device_train_batch_size": 16,
-              "gradient_accumulation_steps": 8, "steps_per_generation": 24, "vllm_enable_sleep_mode": False}
-    plan = build_plan(recipe, BUILTIN_MODELS["Qwen/Qwen2.5-VL-7B-Instruct"], read_sharding("zero3_8gpu"), 8, CARD_GB)
+    recipe = {
+        **load_recipe("qwen2_5_vl_7b_vppo"),
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 8,
+        "steps_per_generation": 24,
+        "vllm_enable_sleep_mode": False,
+    }
+    plan = build_plan(
+        recipe,
+        BUILTIN_MODELS["Qwen/Qwen2.5-VL-7B-Instruct"],
+        read_sharding("zero3_8gpu"),
+        8,
+        CARD_GB,
+    )
     assert not plan.fits and plan.peak_phase == "update"
 
 
@@ -242,14 +377,18 @@ def test_defaults_and_dependency_rule_match_the_trainer():
     from vppo.trainer.cli import TrainScriptArguments
     from vppo.trainer.config import VPPOConfig
 
-    defaults = {f.name: f.default for cls in (VPPOConfig, TrainScriptArguments) for f in fields(cls)}
+    defaults = {
+        f.name: f.default for cls in (VPPOConfig, TrainScriptArguments) for f in fields(cls)
+    }
     for key, value in RECIPE_DEFAULTS.items():
         # bf16: TRL derives it from the device; every GPU recipe sets it.
         if key != "bf16":
             assert defaults[key] == value, key
     for name in [*GPU_RECIPES, "tiny_vppo", "tiny_dapo"]:
         _, config, _ = parse(["--config", name, *CPU])
-        assert needs_dependency({**RECIPE_DEFAULTS, **load_recipe(name)}) == config.needs_dependency, name
+        assert (
+            needs_dependency({**RECIPE_DEFAULTS, **load_recipe(name)}) == config.needs_dependency
+        ), name
 
 
 def test_local_model_folder_is_read_with_autoconfig(tmp_path):
@@ -266,11 +405,30 @@ def test_command_prints_the_budget_ending_with_the_peak_line(capsys):
     assert sum(line.startswith("peak per GPU:") for line in out) == 1
     assert any(line.startswith("optimizer (AdamW)") and "/ 8 GPUs" in line for line in out)
     # a card too small: the same table, exit status 1
-    assert vppo_main(["plan", "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--gpu-memory-gb", "40"]) == 1
+    assert (
+        vppo_main(
+            ["plan", "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--gpu-memory-gb", "40"]
+        )
+        == 1
+    )
     out = capsys.readouterr().out.rstrip("\n").splitlines()
     assert out[-1].endswith("GB of 40 GB") and out[-2].startswith("does NOT fit")
-    assert vppo_main(["plan", "--config", "qwen2_5_vl_32b_vppo", "--gpus", "32", "--nodes", "4",
-                      "--accelerate-config", "fsdp2_32gpu"]) == 0
+    assert (
+        vppo_main(
+            [
+                "plan",
+                "--config",
+                "qwen2_5_vl_32b_vppo",
+                "--gpus",
+                "32",
+                "--nodes",
+                "4",
+                "--accelerate-config",
+                "fsdp2_32gpu",
+            ]
+        )
+        == 0
+    )
 
 
 def _bad(capsys, *argv: str) -> str:
@@ -285,25 +443,38 @@ def _bad(capsys, *argv: str) -> str:
 
 
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
-    assert "no recipe file 'no_such_recipe'" in _bad(capsys, "--config", "no_such_recipe", "--gpus", "8")
-    assert "--gpus must be a positive" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "0")
-    assert "--gpus must be a positive" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "-8")
+    assert "no recipe file 'no_such_recipe'" in _bad(
+        capsys, "--config", "no_such_recipe", "--gpus", "8"
+    )
+    assert "--gpus must be a positive" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "0"
+    )
+    assert "--gpus must be a positive" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "-8"
+    )
     assert "invalid int value" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "eight")
-    assert "divide --gpus" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--nodes", "3")
-    assert "no shipped accelerate config zero3_6gpu" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "6")
-    assert "shipped configs are" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8",
-                                         "--accelerate-config", "zero9")
+    assert "divide --gpus" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--nodes", "3"
+    )
+    assert "no shipped accelerate config zero3_6gpu" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "6"
+    )
+    assert "shipped configs are" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--accelerate-config", "zero9"
+    )
     # a model whose architecture the plan does not know: a local Llama, an unknown model_type, a tiny model
     llama = tmp_path / "llama"
     llama.mkdir()
     (llama / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     assert "model_type 'llama' is not an architecture" in _bad(
-        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--model", str(llama))
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--model", str(llama)
+    )
     odd = tmp_path / "odd"
     odd.mkdir()
     (odd / "config.json").write_text(json.dumps({"model_type": "no_such_arch"}))
-    assert "model_type 'no_such_arch' is not an architecture" in _bad(capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8",
-                                                 "--model", str(odd))
+    assert "model_type 'no_such_arch' is not an architecture" in _bad(
+        capsys, "--config", "qwen2_5_vl_7b_vppo", "--gpus", "8", "--model", str(odd)
+    )
     assert "neither a built-in model" in _bad(capsys, "--config", "tiny_vppo", "--gpus", "1")
 
 
@@ -325,14 +496,26 @@ def test_a_recipe_without_pixels_is_planned_at_what_train_reads(tmp_path, capsys
     from vppo.data.images import DEFAULT_MAX_PIXELS
     from vppo.data.settings import PromptSettings, write_prompt_settings
 
-    base = {k: v for k, v in load_recipe("qwen2_5_vl_7b_vppo").items() if k not in ("min_pixels", "max_pixels")}
+    base = {
+        k: v
+        for k, v in load_recipe("qwen2_5_vl_7b_vppo").items()
+        if k not in ("min_pixels", "max_pixels")
+    }
     bare = _yaml(tmp_path, "bare", base)
-    assert recipe_max_pixels(load_recipe(bare)) == _train_max_pixels(["--config", bare]) == DEFAULT_MAX_PIXELS
+    assert (
+        recipe_max_pixels(load_recipe(bare))
+        == _train_max_pixels(["--config", bare])
+        == DEFAULT_MAX_PIXELS
+    )
     # a model folder that records its pixel range (vppo_prompt.json): both read it
     folder = tmp_path / "my_model"
     _hf_config(BUILTIN_MODELS["Qwen/Qwen2.5-VL-7B-Instruct"]).save_pretrained(folder)
     write_prompt_settings(folder, PromptSettings("vppo_math", None, 3136, 200704))
     recorded = _yaml(tmp_path, "recorded", {**base, "model_name_or_path": str(folder)})
-    assert recipe_max_pixels(load_recipe(recorded)) == _train_max_pixels(["--config", recorded]) == 200704
+    assert (
+        recipe_max_pixels(load_recipe(recorded))
+        == _train_max_pixels(["--config", recorded])
+        == 200704
+    )
     assert vppo_main(["plan", "--config", recorded, "--gpus", "8"]) == 0
     assert "256 image (200,704 px / 28^2)" in capsys.readouterr().out

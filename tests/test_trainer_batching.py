@@ -41,10 +41,14 @@ def _piece(index, prompt_lengths, lengths, mode=None, clip=(None, 3.0), tool_mas
     real = completion_mask.bool()
     # Model log-probs are defined at padding too; vLLM's sampling log-probs are padded with 0.
     old = -torch.rand(rows, width, generator=generator) * 0.5
-    sampling = torch.where(real, old + (torch.rand(rows, width, generator=generator) - 0.5) * 0.6, 0.0)
+    sampling = torch.where(
+        real, old + (torch.rand(rows, width, generator=generator) - 0.5) * 0.6, 0.0
+    )
     piece = {
-        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-        "completion_ids": completion_ids, "completion_mask": completion_mask,
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
         "advantages": torch.arange(rows, dtype=torch.float32) + 10.0 * index,
         "num_items_in_batch": torch.tensor(999),  # global in TRL: select_rows must recompute it
         "old_per_token_logps": old,
@@ -59,11 +63,15 @@ def _piece(index, prompt_lengths, lengths, mode=None, clip=(None, 3.0), tool_mas
     return piece
 
 
-@pytest.mark.parametrize("clip", [(None, 3.0), (1.05, 3.0), (0.5, 0.95)], ids=["default", "min>1", "max<1"])
+@pytest.mark.parametrize(
+    "clip", [(None, 3.0), (1.05, 3.0), (0.5, 0.95)], ids=["default", "min>1", "max<1"]
+)
 @pytest.mark.parametrize("mode", IS_MODES)
 def test_importance_sampling_ratio_follows_the_picked_rows(mode, clip):
-    pieces = [_piece(0, [2, 3, 1, 2], [3, 2, 1, 3], mode, clip),
-              _piece(1, [4, 1, 2, 2], [5, 1, 4, 2], mode, clip)]
+    pieces = [
+        _piece(0, [2, 3, 1, 2], [3, 2, 1, 3], mode, clip),
+        _piece(1, [4, 1, 2, 2], [5, 1, 4, 2], mode, clip),
+    ]
     picks = [(1, 2), (1, 3), (0, 0), (0, 1), (1, 0), (0, 3)]
     pad = importance_sampling_pad_value(mode, *clip)
     out = select_rows(pieces, picks, PAD_ID, importance_sampling_pad=pad)
@@ -81,17 +89,29 @@ def test_importance_sampling_ratio_follows_the_picked_rows(mode, clip):
         else:
             assert torch.equal(ratio[k], source)
     # Merging the scored rows equals scoring the merged rows, padding included.
-    expected = _is_ratio(out["old_per_token_logps"], out["sampling_per_token_logps"], out["completion_mask"],
-                         mode, *clip)
+    expected = _is_ratio(
+        out["old_per_token_logps"],
+        out["sampling_per_token_logps"],
+        out["completion_mask"],
+        mode,
+        *clip,
+    )
     torch.testing.assert_close(ratio, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["token_truncate", "token_mask"])
 def test_per_token_ratio_respects_the_tool_mask(mode):
-    pieces = [_piece(0, [2, 2], [3, 2], mode, tool_mask=True), _piece(1, [1, 3], [4, 4], mode, tool_mask=True)]
-    out = select_rows(pieces, [(0, 1), (1, 0)], PAD_ID, importance_sampling_pad_value(mode, None, 3.0))
+    pieces = [
+        _piece(0, [2, 2], [3, 2], mode, tool_mask=True),
+        _piece(1, [1, 3], [4, 4], mode, tool_mask=True),
+    ]
+    out = select_rows(
+        pieces, [(0, 1), (1, 0)], PAD_ID, importance_sampling_pad_value(mode, None, 3.0)
+    )
     loss_mask = out["completion_mask"] * out["tool_mask"]
-    expected = _is_ratio(out["old_per_token_logps"], out["sampling_per_token_logps"], loss_mask, mode, None, 3.0)
+    expected = _is_ratio(
+        out["old_per_token_logps"], out["sampling_per_token_logps"], loss_mask, mode, None, 3.0
+    )
     torch.testing.assert_close(out["importance_sampling_ratio"], expected, rtol=0, atol=1e-6)
     assert out["tool_mask"][0, 2:].tolist() == [1, 1]  # TRL pads tool_mask with 1
     assert out["num_items_in_batch"].item() == int(loss_mask.sum())
@@ -107,15 +127,23 @@ def test_per_row_ratio_without_a_column_dimension():
 
 def test_token_ratios_with_one_token_completions_are_padded():
     """A round whose completions are all one token wide still holds a per-token ratio."""
-    pieces = [_piece(0, [2, 2], [1, 1], "token_truncate"), _piece(1, [1, 3], [4, 2], "token_truncate")]
+    pieces = [
+        _piece(0, [2, 2], [1, 1], "token_truncate"),
+        _piece(1, [1, 3], [4, 2], "token_truncate"),
+    ]
     out = select_rows(pieces, [(0, 0), (1, 0)], PAD_ID, importance_sampling_pad=0.7)
     assert out["importance_sampling_ratio"].shape == (2, 4)
     assert out["importance_sampling_ratio"][0, 1:].tolist() == pytest.approx([0.7] * 3)
-    assert torch.equal(out["importance_sampling_ratio"][1], pieces[1]["importance_sampling_ratio"][0])
+    assert torch.equal(
+        out["importance_sampling_ratio"][1], pieces[1]["importance_sampling_ratio"][0]
+    )
 
 
 def test_ratio_of_unexpected_width_is_refused():
-    pieces = [_piece(0, [2, 2], [3, 2], "token_truncate"), _piece(1, [1, 3], [4, 4], "token_truncate")]
+    pieces = [
+        _piece(0, [2, 2], [3, 2], "token_truncate"),
+        _piece(1, [1, 3], [4, 4], "token_truncate"),
+    ]
     pieces[1]["importance_sampling_ratio"] = pieces[1]["importance_sampling_ratio"][:, :2]
     with pytest.raises(ValueError, match="importance_sampling_ratio.*dynamic_sampling=False"):
         select_rows(pieces, [(0, 0), (1, 0)], PAD_ID)
@@ -135,7 +163,9 @@ def test_every_row_key_follows_the_picks_and_is_padded_like_trl():
         assert torch.equal(out["prompt_ids"][k, 3 - p :], pieces[i]["prompt_ids"][r, -p:])
         assert (out["prompt_ids"][k, : 3 - p] == PAD_ID).all() and out["prompt_mask"][k].sum() == p
         assert torch.equal(out["completion_ids"][k, :n], pieces[i]["completion_ids"][r, :n])
-        assert (out["completion_ids"][k, n:] == PAD_ID).all() and out["completion_mask"][k].sum() == n
+        assert (out["completion_ids"][k, n:] == PAD_ID).all() and out["completion_mask"][
+            k
+        ].sum() == n
         for key in ("old_per_token_logps", "sampling_per_token_logps", "ref_per_token_logps"):
             assert torch.equal(out[key][k, :n], pieces[i][key][r, :n])
         assert (out["sampling_per_token_logps"][k, n:] == 0).all()
@@ -147,13 +177,17 @@ def test_every_row_key_follows_the_picks_and_is_padded_like_trl():
 def test_sequence_type_ids_are_split_at_each_prompt_width():
     pieces = [_piece(0, [2, 1], [2, 1]), _piece(1, [3, 1], [4, 2])]
     for piece in pieces:
-        piece["mm_token_type_ids"] = torch.cat([piece["prompt_mask"], 2 * piece["completion_mask"]], dim=1)
+        piece["mm_token_type_ids"] = torch.cat(
+            [piece["prompt_mask"], 2 * piece["completion_mask"]], dim=1
+        )
     out = select_rows(pieces, [(0, 0), (1, 0)], PAD_ID)
     expected = torch.cat([out["prompt_mask"], 2 * out["completion_mask"]], dim=1)
     assert torch.equal(out["mm_token_type_ids"], expected)
 
 
-@pytest.mark.parametrize("key", ["spatial_shapes", "image_position_ids", "num_tiles", "something_new"])
+@pytest.mark.parametrize(
+    "key", ["spatial_shapes", "image_position_ids", "num_tiles", "something_new"]
+)
 def test_keys_it_cannot_merge_are_refused_by_name(key):
     pieces = [_piece(0, [2, 2], [3, 2]), _piece(1, [1, 3], [4, 4])]
     for piece in pieces:
@@ -162,16 +196,19 @@ def test_keys_it_cannot_merge_are_refused_by_name(key):
         select_rows(pieces, [(0, 0), (1, 0)], PAD_ID)
 
 
-@pytest.mark.parametrize(("mode", "clip_min", "clip_max", "expected"), [
-    ("token_truncate", None, 3.0, 1.0),
-    ("sequence_truncate", 0.5, 2.0, 1.0),
-    ("token_truncate", 1.5, 3.0, 1.5),
-    ("token_truncate", None, 0.8, 0.8),
-    ("token_mask", None, 3.0, 1.0),
-    ("token_mask", 0.5, 1.0, 1.0),
-    ("token_mask", 1.5, None, 0.0),
-    ("sequence_mask", None, 0.5, 0.0),
-])
+@pytest.mark.parametrize(
+    ("mode", "clip_min", "clip_max", "expected"),
+    [
+        ("token_truncate", None, 3.0, 1.0),
+        ("sequence_truncate", 0.5, 2.0, 1.0),
+        ("token_truncate", 1.5, 3.0, 1.5),
+        ("token_truncate", None, 0.8, 0.8),
+        ("token_mask", None, 3.0, 1.0),
+        ("token_mask", 0.5, 1.0, 1.0),
+        ("token_mask", 1.5, None, 0.0),
+        ("sequence_mask", None, 0.5, 0.0),
+    ],
+)
 def test_importance_sampling_pad_value(mode, clip_min, clip_max, expected):
     assert importance_sampling_pad_value(mode, clip_min, clip_max) == expected
     one = torch.zeros(1, 1)

@@ -29,9 +29,22 @@ def test_every_recipe_parses_into_a_valid_config(name):
 def test_official_7b_recipe_matches_the_paper():
     _, config, _ = parse(["--config", "qwen2_5_vl_7b_vppo", *CPU])
     assert (config.token_ratio, config.tas_beta_min, config.tas_beta_max) == (0.4, 0.9, "dynamic")
-    assert (config.epsilon, config.epsilon_high, config.beta, config.loss_type) == (0.2, 0.28, 0.0, "dapo")
-    assert (config.nll_coef, config.dependency_estimator, config.perturbation_prob) == (0.06, "k3", 0.5)
-    assert (config.learning_rate, config.num_generations, config.max_completion_length) == (1e-6, 8, 2048)
+    assert (config.epsilon, config.epsilon_high, config.beta, config.loss_type) == (
+        0.2,
+        0.28,
+        0.0,
+        "dapo",
+    )
+    assert (config.nll_coef, config.dependency_estimator, config.perturbation_prob) == (
+        0.06,
+        "k3",
+        0.5,
+    )
+    assert (config.learning_rate, config.num_generations, config.max_completion_length) == (
+        1e-6,
+        8,
+        2048,
+    )
     assert config.top_p == 0.99 and config.dynamic_sampling
     # 384 prompts x 8 responses per rollout on 8 GPUs, 3 optimizer steps per rollout
     assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 384 * 8
@@ -67,7 +80,9 @@ def test_max_steps_counts_the_official_rollouts_in_optimizer_steps(name):
 
 
 def test_baselines_differ_from_vppo_in_the_algorithm_only():
-    vppo, dapo, grpo = (load_recipe(n) for n in ("qwen2_5_vl_7b_vppo", "qwen2_5_vl_7b_dapo", "qwen2_5_vl_7b_grpo"))
+    vppo, dapo, grpo = (
+        load_recipe(n) for n in ("qwen2_5_vl_7b_vppo", "qwen2_5_vl_7b_dapo", "qwen2_5_vl_7b_grpo")
+    )
     changed = {k for k in vppo.keys() | dapo.keys() if vppo.get(k) != dapo.get(k)}
     assert changed == {"token_selection", "use_tas", "output_dir"}
     changed = {k for k in dapo.keys() | grpo.keys() if dapo.get(k) != grpo.get(k)}
@@ -96,22 +111,48 @@ def _image_rows(tmp_path, modes):
     for i, mode in enumerate(modes):
         image = Image.new("RGB", (56, 56), (40 * i, 120, 200)).convert(mode)
         image.save(folder / f"img{i}.png")
-        rows.append({"images": [f"img{i}.png"], "problem": f"<image>How many shapes are there {i}?",
-                     "answer": str(i % 3)})
+        rows.append(
+            {
+                "images": [f"img{i}.png"],
+                "problem": f"<image>How many shapes are there {i}?",
+                "answer": str(i % 3),
+            }
+        )
     path = folder / "train.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return path
 
 
-TINY = ["--max_completion_length", "8", "--per_device_train_batch_size", "4", "--num_generations", "2",
-        "--min_pixels", "3136", "--max_pixels", "3136", "--save_steps", "1"]
+TINY = [
+    "--max_completion_length",
+    "8",
+    "--per_device_train_batch_size",
+    "4",
+    "--num_generations",
+    "2",
+    "--min_pixels",
+    "3136",
+    "--max_pixels",
+    "3136",
+    "--save_steps",
+    "1",
+]
 
 
 @pytest.mark.slow
 def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
     data = _image_rows(tmp_path, ["RGB", "RGBA", "L", "P", "RGB", "RGBA", "L", "RGB"])
     out = tmp_path / "run"
-    common = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), "--output_dir", str(out), *TINY]
+    common = [
+        "train",
+        "--config",
+        "tiny_vppo",
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
     assert vppo_main([*common, "--max_steps", "1"]) == 0
     assert (out / "checkpoint-1").is_dir() and (out / "model.safetensors").is_file()
     assert vppo_main([*common, "--max_steps", "2", "--resume_from_checkpoint", "last"]) == 0
@@ -120,8 +161,12 @@ def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
     assert any("vppo/kept_token_frac" in entry for entry in state["log_history"])
     # every checkpoint records the prompt settings, as the final folder does (vppo_prompt.json)
     final = (out / "vppo_prompt.json").read_text()
-    assert json.loads(final) == {"template": "vppo_math", "system_prompt": None, "min_pixels": 3136,
-                                 "max_pixels": 3136}
+    assert json.loads(final) == {
+        "template": "vppo_math",
+        "system_prompt": None,
+        "min_pixels": 3136,
+        "max_pixels": 3136,
+    }
     assert (out / "checkpoint-1" / "vppo_prompt.json").read_text() == final
     assert (out / "checkpoint-2" / "vppo_prompt.json").read_text() == final
 
@@ -139,9 +184,27 @@ def test_report_to_tensorboard_logs_the_vppo_metrics(tmp_path):
 
     data = _image_rows(tmp_path, ["RGB"] * 8)
     out = tmp_path / "run"
-    assert vppo_main(["train", "--config", "tiny_vppo", "--dataset_name", str(data),
-                      "--output_dir", str(out), *TINY, "--max_steps", "2", "--save_strategy", "no",
-                      "--report_to", "tensorboard"]) == 0
+    assert (
+        vppo_main(
+            [
+                "train",
+                "--config",
+                "tiny_vppo",
+                "--dataset_name",
+                str(data),
+                "--output_dir",
+                str(out),
+                *TINY,
+                "--max_steps",
+                "2",
+                "--save_strategy",
+                "no",
+                "--report_to",
+                "tensorboard",
+            ]
+        )
+        == 0
+    )
     event_files = list((out / "runs").rglob("events.out.tfevents.*"))
     assert len(event_files) == 1
     events = EventAccumulator(str(event_files[0].parent))
@@ -164,7 +227,9 @@ def test_resume_restores_the_weights_saved_under_original_key_names(tmp_path):
     from vppo.trainer.resume import load_renamed_checkpoint
 
     build_tiny_vlm("qwen2_5_vl", tmp_path / "init", seed=0)
-    model, _ = load_model_and_processor(tmp_path / "init", dtype="float32")  # as vppo train loads it
+    model, _ = load_model_and_processor(
+        tmp_path / "init", dtype="float32"
+    )  # as vppo train loads it
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.5)
@@ -172,34 +237,64 @@ def test_resume_restores_the_weights_saved_under_original_key_names(tmp_path):
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     fresh, _ = load_model_and_processor(tmp_path / "init", dtype="float32")
     # what transformers 5.23's Trainer does on resume: almost no saved key matches
-    result = fresh.load_state_dict(load_file(tmp_path / "checkpoint-1" / "model.safetensors"), strict=False)
+    result = fresh.load_state_dict(
+        load_file(tmp_path / "checkpoint-1" / "model.safetensors"), strict=False
+    )
     assert len(result.missing_keys) > len(saved) // 2
     assert load_renamed_checkpoint(fresh, tmp_path / "checkpoint-1")
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_the_uninterrupted_run_without_dynamic_sampling(tmp_path, interrupt_training):
+def test_resumed_run_equals_the_uninterrupted_run_without_dynamic_sampling(
+    tmp_path, interrupt_training
+):
     """Interrupted after checkpoint-1 and resumed: the same losses, metrics and final weights as one
     uninterrupted run (CPU, dynamic sampling off; docs/trainer.md says what differs with it on)."""
     import torch
     from safetensors.torch import load_file
 
     data = _image_rows(tmp_path, ["RGB"] * 8)
-    common = ["train", "--config", "tiny_vppo", "--dataset_name", str(data), *TINY, "--max_steps", "3",
-              "--dynamic_sampling", "false"]
+    common = [
+        "train",
+        "--config",
+        "tiny_vppo",
+        "--dataset_name",
+        str(data),
+        *TINY,
+        "--max_steps",
+        "3",
+        "--dynamic_sampling",
+        "false",
+    ]
     assert vppo_main([*common, "--output_dir", str(tmp_path / "a")]) == 0
     interrupt_training(2)
     assert vppo_main([*common, "--output_dir", str(tmp_path / "b")]) == 130
     interrupt_training(None)
-    assert vppo_main([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "last"]) == 0
+    assert (
+        vppo_main(
+            [*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "last"]
+        )
+        == 0
+    )
 
     def history(run):
-        log = json.loads((tmp_path / run / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
-        return [{k: v for k, v in entry.items() if "time" not in k and "per_second" not in k
-                 and k != "train_runtime"} for entry in log]
+        log = json.loads((tmp_path / run / "checkpoint-3" / "trainer_state.json").read_text())[
+            "log_history"
+        ]
+        return [
+            {
+                k: v
+                for k, v in entry.items()
+                if "time" not in k and "per_second" not in k and k != "train_runtime"
+            }
+            for entry in log
+        ]
 
     assert history("a") == history("b")
     assert [e["step"] for e in history("a") if "loss" in e] == [1, 2, 3]
-    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    wa, wb = (
+        load_file(tmp_path / "a" / "model.safetensors"),
+        load_file(tmp_path / "b" / "model.safetensors"),
+    )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

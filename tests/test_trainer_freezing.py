@@ -31,10 +31,28 @@ def test_freezing_a_text_model_says_so():
 def test_frozen_vision_tower_keeps_its_weights_through_a_step(tmp_path):
     from vppo.trainer.cli import build_trainer, parse
 
-    script_args, config, model_args = parse([
-        "--config", "tiny_vppo", "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
-        "--save_strategy", "no", "--freeze_vision_tower", "true", "--max_completion_length", "8",
-        "--per_device_train_batch_size", "4", "--num_generations", "2", "--dynamic_sampling", "false"])
+    script_args, config, model_args = parse(
+        [
+            "--config",
+            "tiny_vppo",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            "--freeze_vision_tower",
+            "true",
+            "--max_completion_length",
+            "8",
+            "--per_device_train_batch_size",
+            "4",
+            "--num_generations",
+            "2",
+            "--dynamic_sampling",
+            "false",
+        ]
+    )
     trainer = build_trainer(script_args, config, model_args)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()

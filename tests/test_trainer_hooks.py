@@ -27,14 +27,29 @@ def test_generate_and_score_completions_signature():
 
 def test_calculate_rewards_signature():
     assert _params(GRPOTrainer._calculate_rewards) == [
-        "self", "inputs", "prompts", "completions", "completion_ids_list"]
+        "self",
+        "inputs",
+        "prompts",
+        "completions",
+        "completion_ids_list",
+    ]
 
 
 def test_per_token_logps_signature_and_keywords():
     params = _params(GRPOTrainer._get_per_token_logps_and_entropies)
     assert params[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
-    for name in ("batch_size", "compute_entropy", "pixel_values", "image_grid_thw", "num_images",
-                 "pixel_attention_mask", "image_sizes", "token_type_ids", "mm_token_type_ids", "num_tiles"):
+    for name in (
+        "batch_size",
+        "compute_entropy",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "pixel_attention_mask",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "num_tiles",
+    ):
         assert name in params, f"_get_per_token_logps_and_entropies lost its `{name}` argument"
     # It must return (logps, entropies, aux_loss): the 3-tuple arrived in trl 1.9.
     source = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
@@ -43,21 +58,45 @@ def test_per_token_logps_signature_and_keywords():
 
 def test_compute_loss_signature_and_token_level_advantages():
     assert _params(GRPOTrainer.compute_loss) == [
-        "self", "model", "inputs", "return_outputs", "num_items_in_batch"]
+        "self",
+        "model",
+        "inputs",
+        "return_outputs",
+        "num_items_in_batch",
+    ]
     source = inspect.getsource(GRPOTrainer._compute_loss)
     # VPPO hands TRL [B, T] advantages; TRL must keep accepting them unchanged.
     assert "if advantages.dim() == 1:" in source
     # The loss mask must stay completion_mask (x tool_mask): TGF relies on zero advantages, not masks.
-    assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in source
+    assert (
+        'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]'
+        in source
+    )
     # The NLL term reproduces the dapo normalizer.
-    assert 'normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes' in source
+    assert (
+        'normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes'
+        in source
+    )
 
 
 def test_dataloader_and_sampler_hooks_for_dynamic_sampling():
     assert _params(Trainer._get_dataloader)[:6] == [
-        "self", "dataset", "description", "batch_size", "sampler_fn", "is_training"]
+        "self",
+        "dataset",
+        "description",
+        "batch_size",
+        "sampler_fn",
+        "is_training",
+    ]
     assert _params(RepeatSampler.__init__) == [
-        "self", "data_source", "mini_repeat_count", "batch_size", "repeat_count", "shuffle", "seed"]
+        "self",
+        "data_source",
+        "mini_repeat_count",
+        "batch_size",
+        "repeat_count",
+        "shuffle",
+        "seed",
+    ]
 
 
 def test_scored_batch_keys_are_known_to_the_merger():
@@ -70,11 +109,20 @@ def test_scored_batch_keys_are_known_to_the_merger():
         line = line.strip()
         if line.startswith('output["') and "] =" in line:
             produced.add(line.split('"')[1])
-    handled = (set(batching._LEFT_PADDED) | set(batching._RIGHT_PADDED) | set(batching._SEQUENCE_KEYS)
-               | set(batching._PER_ROW_KEYS) | set(batching._SCALAR_KEYS) | set(batching._IMAGE_KEYS)
-               | set(batching._IMPORTANCE_SAMPLING_KEYS) | set(batching._UNSUPPORTED))
+    handled = (
+        set(batching._LEFT_PADDED)
+        | set(batching._RIGHT_PADDED)
+        | set(batching._SEQUENCE_KEYS)
+        | set(batching._PER_ROW_KEYS)
+        | set(batching._SCALAR_KEYS)
+        | set(batching._IMAGE_KEYS)
+        | set(batching._IMPORTANCE_SAMPLING_KEYS)
+        | set(batching._UNSUPPORTED)
+    )
     assert produced, "could not read the keys of TRL's scored batch"
-    assert produced <= handled, f"TRL produces keys the dynamic-sampling merger does not know: {produced - handled}"
+    assert produced <= handled, (
+        f"TRL produces keys the dynamic-sampling merger does not know: {produced - handled}"
+    )
 
 
 def test_old_logps_are_the_first_logps_call_of_scoring_under_the_condition_vppo_mirrors():
@@ -84,12 +132,21 @@ def test_old_logps_are_the_first_logps_call_of_scoring_under_the_condition_vppo_
     importance sampling (which VPPO never defers)."""
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     first_call = source.index("self._get_per_token_logps_and_entropies(")
-    assert source.rindex("\n", 0, first_call) == source.rindex("\n", 0, source.index(
-        "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies("))
+    assert source.rindex("\n", 0, first_call) == source.rindex(
+        "\n",
+        0,
+        source.index("old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies("),
+    )
     assert "generate_every = self.args.steps_per_generation * self.num_iterations" in source
-    assert ("if self.args.gradient_accumulation_steps % generate_every != 0 or (\n"
-            "                self.use_vllm and self.vllm_importance_sampling_correction\n            ):") in source
-    uses = [line.strip() for line in source.splitlines() if "old_per_token_logps" in line and "#" not in line]
+    assert (
+        "if self.args.gradient_accumulation_steps % generate_every != 0 or (\n"
+        "                self.use_vllm and self.vllm_importance_sampling_correction\n            ):"
+    ) in source
+    uses = [
+        line.strip()
+        for line in source.splitlines()
+        if "old_per_token_logps" in line and "#" not in line
+    ]
     assert uses == [
         "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
         "old_per_token_logps = None",
@@ -132,8 +189,15 @@ def test_the_renamed_checkpointing_fields_are_one_without_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         default = VPPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
-        old = VPPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                         gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert default.gradient_checkpointing is default.activation_checkpointing is True  # TRL's default
+        old = VPPOConfig(
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    assert (
+        default.gradient_checkpointing is default.activation_checkpointing is True
+    )  # TRL's default
     assert old.activation_checkpointing is False
     assert old.activation_checkpointing_kwargs == {"use_reentrant": False}

@@ -31,13 +31,18 @@ def _mixed_rows(n: int = 12) -> list[dict]:
         colour = ((i * 40) % 255, 100, 200)
         kind = i % 3
         if kind == 0:
-            content, images = [image, {"type": "text", "text": f"Colour {i}?"}], [Image.new("RGB", (56, 56), colour)]
+            content, images = (
+                [image, {"type": "text", "text": f"Colour {i}?"}],
+                [Image.new("RGB", (56, 56), colour)],
+            )
         elif kind == 1:
             content = [image, image, {"type": "text", "text": f"Which is larger, {i}?"}]
             images = [Image.new("RGB", (84, 56), colour), Image.new("RGB", (56, 112), colour[::-1])]
         else:
             content, images = [{"type": "text", "text": f"What is {i} + 1?"}], []
-        rows.append({"prompt": [{"role": "user", "content": content}], "images": images, "kind": kind})
+        rows.append(
+            {"prompt": [{"role": "user", "content": content}], "images": images, "kind": kind}
+        )
     return rows
 
 
@@ -48,14 +53,30 @@ def _reward(completions, **kwargs):
 def _trainer(tmp_path, arch, **overrides):
     model, processor = build_tiny_vlm(arch, seed=0, min_pixels=56 * 56, max_pixels=112 * 112)
     settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, steps_per_generation=3,
-        num_generations=2, max_completion_length=8, max_steps=3, bf16=False, use_cpu=True,
-        report_to="none", logging_steps=1, save_strategy="no", gradient_checkpointing=False,
-        dynamic_sampling=False, learning_rate=1e-4, seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        steps_per_generation=3,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=3,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        dynamic_sampling=False,
+        learning_rate=1e-4,
+        seed=0,
     )
     settings.update(overrides)
-    return VPPOTrainer(model=model, reward_funcs=[_reward], args=VPPOConfig(**settings),
-                       train_dataset=Dataset.from_list(_mixed_rows(3)), processing_class=processor)
+    return VPPOTrainer(
+        model=model,
+        reward_funcs=[_reward],
+        args=VPPOConfig(**settings),
+        train_dataset=Dataset.from_list(_mixed_rows(3)),
+        processing_class=processor,
+    )
 
 
 @pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
@@ -64,8 +85,15 @@ def test_mixed_rows_train_with_text_only_rows_at_dependency_zero(tmp_path, monke
     original = trainer_module.token_advantages
 
     def recording(advantages, dep, mask, **kwargs):
-        calls.append({"dep": dep.clone(), "mask": mask.clone(), "scale": kwargs["scale"].clone(),
-                      "weights": kwargs["token_weights"].clone(), "advantages": advantages.clone()})
+        calls.append(
+            {
+                "dep": dep.clone(),
+                "mask": mask.clone(),
+                "scale": kwargs["scale"].clone(),
+                "weights": kwargs["token_weights"].clone(),
+                "advantages": advantages.clone(),
+            }
+        )
         return original(advantages, dep, mask, **kwargs)
 
     monkeypatch.setattr(trainer_module, "token_advantages", recording)
@@ -81,7 +109,8 @@ def test_mixed_rows_train_with_text_only_rows_at_dependency_zero(tmp_path, monke
     trainer._generate_and_score_completions = recording_score
     # Every forward the trainer runs: text-only chunks must reach the model without vision tensors.
     handle = trainer.model.register_forward_pre_hook(
-        lambda module, args, kwargs: forwards.append("pixel_values" in kwargs), with_kwargs=True)
+        lambda module, args, kwargs: forwards.append("pixel_values" in kwargs), with_kwargs=True
+    )
     trainer.train()
     handle.remove()
 
@@ -106,10 +135,16 @@ def test_mixed_rows_train_with_text_only_rows_at_dependency_zero(tmp_path, monke
 
 def test_an_empty_vision_batch_runs_as_text_only():
     model, processor = build_tiny_vlm("qwen2_5_vl", seed=0)
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     inputs = processor(text=[text], return_tensors="pt")
-    empty = {"pixel_values": torch.zeros(0, 1176), "image_grid_thw": torch.zeros(0, 3, dtype=torch.long)}
+    empty = {
+        "pixel_values": torch.zeros(0, 1176),
+        "image_grid_thw": torch.zeros(0, 3, dtype=torch.long),
+    }
     with torch.no_grad(), pytest.raises((ValueError, RuntimeError)):
         model(**inputs, **empty)  # the failure the hook exists for
     handle = model.register_forward_pre_hook(_drop_empty_vision_inputs, with_kwargs=True)
@@ -143,13 +178,35 @@ def test_vppo_train_on_a_mixed_parquet(tmp_path):
     for i, row in enumerate(_mixed_rows(12)):
         problem = "<image>" * len(row["images"]) + f"What is {i}? Put the answer in \\boxed{{}}."
         rows.append({"problem": problem, "images": row["images"], "answer": str(i)})
-    features = Features({"problem": Value("string"), "images": List(ImageFeature()), "answer": Value("string")})
+    features = Features(
+        {"problem": Value("string"), "images": List(ImageFeature()), "answer": Value("string")}
+    )
     Dataset.from_list(rows, features=features).to_parquet(tmp_path / "mixed.parquet")
     run = tmp_path / "run"
-    assert vppo_main(["train", "--model_name_or_path", str(default_checkpoint()), "--dataset_name",
-                      str(tmp_path / "mixed.parquet"), "--output_dir", str(run), "--max_steps", "2",
-                      "--num_generations", "2", "--per_device_train_batch_size", "12",
-                      "--max_completion_length", "32", "--logging_steps", "1"]) == 0
+    assert (
+        vppo_main(
+            [
+                "train",
+                "--model_name_or_path",
+                str(default_checkpoint()),
+                "--dataset_name",
+                str(tmp_path / "mixed.parquet"),
+                "--output_dir",
+                str(run),
+                "--max_steps",
+                "2",
+                "--num_generations",
+                "2",
+                "--per_device_train_batch_size",
+                "12",
+                "--max_completion_length",
+                "32",
+                "--logging_steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     history = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

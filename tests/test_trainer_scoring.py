@@ -25,11 +25,22 @@ def test_length_sorted_chunks_longest_first_with_bounded_padding():
     # real lengths 3, 6, 3, 4, 5: sorted 1, 4, 3, 0, 2
     assert length_sorted_chunks(prompt, completion, 2, max_padding=1.0) == [[1, 4], [3, 0], [2]]
     # [1, 4] trimmed is 2 x (3 + 3) = 12 tokens for 11 real ones: more than 2% padding
-    assert length_sorted_chunks(prompt, completion, 2, max_padding=0.02) == [[1], [4], [3], [0], [2]]
+    assert length_sorted_chunks(prompt, completion, 2, max_padding=0.02) == [
+        [1],
+        [4],
+        [3],
+        [0],
+        [2],
+    ]
     # ... but within the default 10%
     assert length_sorted_chunks(prompt, completion, 2) == [[1, 4], [3], [0], [2]]
     # the most expensive chunk is halved until every process has as many chunks
-    assert length_sorted_chunks(prompt, completion, 2, max_padding=1.0, num_chunks=4) == [[1], [4], [3, 0], [2]]
+    assert length_sorted_chunks(prompt, completion, 2, max_padding=1.0, num_chunks=4) == [
+        [1],
+        [4],
+        [3, 0],
+        [2],
+    ]
     with pytest.raises(ValueError, match="rows_per_chunk"):
         length_sorted_chunks(prompt, completion, 0)
     with pytest.raises(ValueError, match="num_chunks"):
@@ -81,8 +92,13 @@ class _ForwardCounter:
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "smolvlm"])
 def scored(request, tmp_path_factory):
     """A tiny trainer and one scored batch of 8 rows (varied prompt and completion lengths)."""
-    trainer = _trainer(tmp_path_factory.mktemp("scoring"), arch=request.param, per_device_train_batch_size=8,
-                       num_generations=4, max_completion_length=10)
+    trainer = _trainer(
+        tmp_path_factory.mktemp("scoring"),
+        arch=request.param,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=10,
+    )
     trainer.args.per_device_train_batch_size = 3  # chunks of 3 rows: 3 chunks of different widths
     trainer.model.train()
     inputs = next(iter(trainer.get_train_dataloader()))
@@ -99,8 +115,15 @@ def _full_width(trainer, output, pixel_values=None, entropy=False):
     attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
     with torch.no_grad():
         return GRPOTrainer._get_per_token_logps_and_entropies(
-            trainer, trainer.model, ids, attention, output["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size, compute_entropy=entropy, **kwargs)
+            trainer,
+            trainer.model,
+            ids,
+            attention,
+            output["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size,
+            compute_entropy=entropy,
+            **kwargs,
+        )
 
 
 def test_padding_free_logps_equal_full_width_logps(scored):
@@ -120,14 +143,20 @@ def _naive_kl(trainer, output, pixel_values):
     """KL(π_I ‖ π_I') from full [B, L, V] logits of the unfused forward."""
     log_probs = []
     for pv in (output["pixel_values"], pixel_values):
-        kwargs = {k: v for k, v in trainer._forward_kwargs(output).items() if k not in ("num_images", "num_tiles")}
+        kwargs = {
+            k: v
+            for k, v in trainer._forward_kwargs(output).items()
+            if k not in ("num_images", "num_tiles")
+        }
         kwargs["pixel_values"] = pv
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         with torch.no_grad():
             logits = trainer.model(input_ids=ids, attention_mask=attention, **kwargs).logits
         t = output["completion_ids"].size(1)
-        log_probs.append(torch.log_softmax(logits[:, -t - 1 : -1].float() / trainer.temperature, dim=-1))
+        log_probs.append(
+            torch.log_softmax(logits[:, -t - 1 : -1].float() / trainer.temperature, dim=-1)
+        )
     real, perturbed = log_probs
     kl = (real.exp() * (real - perturbed)).sum(-1)
     return kl * output["completion_mask"]
@@ -160,9 +189,14 @@ def test_dependency_and_advantages_equal_the_full_width_path(scored, monkeypatch
     monkeypatch.setattr(trainer, "_dependency_scores", recording)
     trainer.args.dependency_estimator = estimator
     try:
-        for split in (True, False):  # False: the full-width branch (layouts that cannot be cut by row)
+        for split in (
+            True,
+            False,
+        ):  # False: the full-width branch (layouts that cannot be cut by row)
             monkeypatch.setattr(scoring_module, "splits_by_row", lambda batch, split=split: split)
-            shaped = trainer._apply_vppo(dict(output, advantages=output["advantages"].clone()), inputs)
+            shaped = trainer._apply_vppo(
+                dict(output, advantages=output["advantages"].clone()), inputs
+            )
             advantages.append(shaped["advantages"])
     finally:
         trainer.args.dependency_estimator = "k3"
@@ -183,13 +217,22 @@ def test_full_lm_head_is_the_plain_weight_when_not_sharded():
 # ------------------------------------------------------------------------------ old log-probs
 def _official_trainer(tmp_path, **overrides):
     """steps_per_generation = 2 × gradient_accumulation_steps: TRL needs old log-probs."""
-    settings = dict(dynamic_sampling=True, dynamic_sampling_max_rounds=3, per_device_train_batch_size=4,
-                    num_generations=2, steps_per_generation=2, max_steps=2, max_completion_length=6)
+    settings = dict(
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=3,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        steps_per_generation=2,
+        max_steps=2,
+        max_completion_length=6,
+    )
     settings.update(overrides)
     return _trainer(tmp_path, dataset=_dataset(32), **settings)
 
 
-@pytest.mark.parametrize("method, passes", [({"token_selection": "none", "use_tas": False}, 1), ({}, 2)])
+@pytest.mark.parametrize(
+    "method, passes", [({"token_selection": "none", "use_tas": False}, 1), ({}, 2)]
+)
 def test_old_logps_are_computed_once_on_the_kept_rows(tmp_path, method, passes):
     trainer = _official_trainer(tmp_path, **method)
     assert trainer._trl_needs_old_logps()
@@ -224,7 +267,9 @@ def test_pruned_rounds_give_the_batch_of_whole_rounds(tmp_path):
             trainer._prune_round = lambda *args: None
         trainer.model.train()
         torch.manual_seed(0)
-        outputs.append(trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader()))))
+        outputs.append(
+            trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+        )
     assert trainer._metrics["train"]["vppo/dynamic_sampling/extra_rounds"][-1] > 0
     pruned, whole = outputs
     assert pruned.keys() == whole.keys()

@@ -36,9 +36,18 @@ def half_uniform(completions, answer, **kwargs):
 '''
 
 
-def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], port: int,
-            worker: bool = True, config: str = "fsdp2_8gpu", text_only_rows: int = 0,
-            expect_success: bool = True, reward: str = REWARD):
+def _launch(
+    tmp_path: Path,
+    name: str,
+    extra: list[str],
+    env: dict[str, str],
+    port: int,
+    worker: bool = True,
+    config: str = "fsdp2_8gpu",
+    text_only_rows: int = 0,
+    expect_success: bool = True,
+    reward: str = REWARD,
+):
     """Train tiny_vppo on 2 CPU processes with a shipped accelerate config; returns output_dir
     (with `expect_success=False`, the finished process)."""
     (tmp_path / "reward.py").write_text(reward)
@@ -46,45 +55,95 @@ def _launch(tmp_path: Path, name: str, extra: list[str], env: dict[str, str], po
 
     for i in range(4):  # a distinct picture per row
         Image.new("RGB", (56, 56), (60 * i, 200 - 40 * i, 30)).save(tmp_path / f"img{i}.png")
-    rows = [{"images": [f"img{i % 4}.png"], "problem": f"<image>What is {i}?", "answer": str(i)}
-            for i in range(16)]
+    rows = [
+        {"images": [f"img{i % 4}.png"], "problem": f"<image>What is {i}?", "answer": str(i)}
+        for i in range(16)
+    ]
     for i in range(text_only_rows):
         rows[-1 - i] = {"images": [], "problem": f"What is {i}?", "answer": str(i)}
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / name
     argv = [
-        "--accelerate_config", config, "--num_processes", "2",
-        "--mixed_precision", "no", "--main_process_port", str(port),
-        "--config", "tiny_vppo", "--dataset_name", str(tmp_path / "train.jsonl"),
-        "--reward_funcs", f"{tmp_path / 'reward.py'}:half_uniform",
-        "--dynamic_sampling_reward", "half_uniform", "--dynamic_sampling_max_rounds", "2",
-        "--max_steps", "2", "--max_completion_length", "8", "--per_device_train_batch_size", "4",
-        "--num_generations", "4", "--min_pixels", "3136", "--max_pixels", "3136",
-        "--save_strategy", "no", "--output_dir", str(out), *extra,
+        "--accelerate_config",
+        config,
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(port),
+        "--config",
+        "tiny_vppo",
+        "--dataset_name",
+        str(tmp_path / "train.jsonl"),
+        "--reward_funcs",
+        f"{tmp_path / 'reward.py'}:half_uniform",
+        "--dynamic_sampling_reward",
+        "half_uniform",
+        "--dynamic_sampling_max_rounds",
+        "2",
+        "--max_steps",
+        "2",
+        "--max_completion_length",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "4",
+        "--min_pixels",
+        "3136",
+        "--max_pixels",
+        "3136",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(out),
+        *extra,
     ]
     if worker:
         launch, train = split_arguments(argv)
         command = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(WORKER), *train]
     else:
         command = [sys.executable, "-m", "vppo.cli", "train", *argv]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
     if not expect_success:
         return result
-    errors = [line for line in result.stderr.splitlines() if "vppo train:" in line or "Error" in line]
+    errors = [
+        line for line in result.stderr.splitlines() if "vppo train:" in line or "Error" in line
+    ]
     assert result.returncode == 0, "\n".join(errors)[-4000:]
     return out
 
 
 def test_named_configs_resolve_and_split_the_arguments():
     assert {"fsdp2_8gpu", "fsdp2_32gpu", "zero3_8gpu", "zero3_32gpu"} <= set(shipped_configs())
-    args = accelerate_argv(["--accelerate_config", "zero3_32gpu", "--machine_rank", "2",
-                            "--main_process_ip", "10.0.0.1", "--config", "qwen2_5_vl_32b_vppo",
-                            "--learning_rate", "1e-6"])
+    args = accelerate_argv(
+        [
+            "--accelerate_config",
+            "zero3_32gpu",
+            "--machine_rank",
+            "2",
+            "--main_process_ip",
+            "10.0.0.1",
+            "--config",
+            "qwen2_5_vl_32b_vppo",
+            "--learning_rate",
+            "1e-6",
+        ]
+    )
     assert args[0] == "--config_file" and args[1].endswith("recipes/accelerate/zero3_32gpu.yaml")
     assert args[2:6] == ["--machine_rank", "2", "--main_process_ip", "10.0.0.1"]
-    assert args[6:] == ["--module", "vppo.cli", "train", "--config", "qwen2_5_vl_32b_vppo",
-                        "--learning_rate", "1e-6"]
+    assert args[6:] == [
+        "--module",
+        "vppo.cli",
+        "train",
+        "--config",
+        "qwen2_5_vl_32b_vppo",
+        "--learning_rate",
+        "1e-6",
+    ]
     with pytest.raises(FileNotFoundError, match="shipped configs are .*fsdp2_8gpu"):
         accelerate_argv(["--accelerate_config", "zero9"])
 
@@ -97,7 +156,9 @@ def _single_process_logps(model, record, pixel_values, temperature=1.0):
     extra = {k: record[k] for k in record["forward_keys"]}  # image_grid_thw, mm_token_type_ids, ...
     extra["pixel_values"] = pixel_values
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attention, **extra).logits[:, -t - 1 : -1].float()
+        logits = (
+            model(input_ids=ids, attention_mask=attention, **extra).logits[:, -t - 1 : -1].float()
+        )
     logits = logits / temperature
     logp = torch.log_softmax(logits, -1).gather(-1, record["completion_ids"][..., None]).squeeze(-1)
     return logp, logits
@@ -113,19 +174,36 @@ mixed_precision: "no"
 """
 
 
-@pytest.mark.parametrize(("config", "estimator"), [("fsdp2_8gpu", "k3"), ("fsdp2_8gpu", "kl"),
-                                                   ("zero3_8gpu", "k3"), ("zero3_8gpu", "kl"),
-                                                   ("ddp", "k3")])
-def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator, subprocess_env, free_port):
+@pytest.mark.parametrize(
+    ("config", "estimator"),
+    [
+        ("fsdp2_8gpu", "k3"),
+        ("fsdp2_8gpu", "kl"),
+        ("zero3_8gpu", "k3"),
+        ("zero3_8gpu", "kl"),
+        ("ddp", "k3"),
+    ],
+)
+def test_sharded_vppo_equals_a_single_process(
+    tmp_path, config, estimator, subprocess_env, free_port
+):
     if config == "ddp":
         (tmp_path / "ddp.yaml").write_text(DDP_CONFIG)
         config = str(tmp_path / "ddp.yaml")
     # ZeRO-3 partitions parameters while the model is built (zero.Init), which transformers'
     # initialisation of a model built from a config does not survive: it loads the warm start.
     built = not config.startswith("zero3")
-    model_flags = [] if built else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
-    out = _launch(tmp_path, f"vppo_{estimator}", ["--dependency_estimator", estimator, *model_flags],
-                  subprocess_env(VPPO_TEST_DUMP=str(tmp_path)), free_port, config=config)
+    model_flags = (
+        [] if built else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    )
+    out = _launch(
+        tmp_path,
+        f"vppo_{estimator}",
+        ["--dependency_estimator", estimator, *model_flags],
+        subprocess_env(VPPO_TEST_DUMP=str(tmp_path)),
+        free_port,
+        config=config,
+    )
     records = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     initial = out / "tiny_model" if built else default_checkpoint()
     model, _ = load_model_and_processor(initial, dtype="float32")
@@ -143,11 +221,16 @@ def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator, subpr
             assert sharding["local_numel"] < 0.75 * full  # each rank holds about half
         mask = record["completion_mask"].bool()
         logp_real, logits_real = _single_process_logps(model, record, record["pixel_values"])
-        logp_pert, logits_pert = _single_process_logps(model, record, record["perturbed_pixel_values"])
+        logp_pert, logits_pert = _single_process_logps(
+            model, record, record["perturbed_pixel_values"]
+        )
         if estimator == "k3":  # the sampled-token log-probs of both passes, sharded = unsharded
-            torch.testing.assert_close(record["logp_real"][mask], logp_real[mask], rtol=0, atol=1e-5)
-            torch.testing.assert_close(record["logp_perturbed"][mask], logp_pert[mask], rtol=0,
-                                       atol=1e-5)
+            torch.testing.assert_close(
+                record["logp_real"][mask], logp_real[mask], rtol=0, atol=1e-5
+            )
+            torch.testing.assert_close(
+                record["logp_perturbed"][mask], logp_pert[mask], rtol=0, atol=1e-5
+            )
             expected = token_dependency(logp_real, logp_pert, mask, estimator="k3", clip=10.0)
         else:
             expected = distribution_dependency(logits_real, logits_pert, mask, "kl")
@@ -158,19 +241,39 @@ def test_sharded_vppo_equals_a_single_process(tmp_path, config, estimator, subpr
     width = max(r["completion_mask"].size(1) for r in records)
 
     def cat(key):
-        return torch.cat([torch.nn.functional.pad(r[key], (0, width - r[key].size(1)))
-                          for r in records])
+        return torch.cat(
+            [torch.nn.functional.pad(r[key], (0, width - r[key].size(1))) for r in records]
+        )
 
-    union = token_advantages(torch.cat([r["advantages"] for r in records]), cat("dep"),
-                             cat("completion_mask").bool(), ratio=0.4, beta_min=0.9,
-                             beta_max="dynamic")
+    union = token_advantages(
+        torch.cat([r["advantages"] for r in records]),
+        cat("dep"),
+        cat("completion_mask").bool(),
+        ratio=0.4,
+        beta_min=0.9,
+        beta_max="dynamic",
+    )
     torch.testing.assert_close(cat("token_advantages"), union, rtol=1e-5, atol=1e-6)
 
 
 def test_fsdp2_dapo_trains_through_vppo_train_by_config_name(tmp_path, subprocess_env, free_port):
-    out = _launch(tmp_path, "dapo", ["--token_selection", "none", "--use_tas", "false",
-                                     "--save_strategy", "steps", "--save_steps", "2"],
-                  subprocess_env(), free_port, worker=False)
+    out = _launch(
+        tmp_path,
+        "dapo",
+        [
+            "--token_selection",
+            "none",
+            "--use_tas",
+            "false",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+        ],
+        subprocess_env(),
+        free_port,
+        worker=False,
+    )
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     assert len(logs) == 2 and all(e["vppo/dynamic_sampling/dropped_frac"] > 0 for e in logs)
@@ -178,24 +281,41 @@ def test_fsdp2_dapo_trains_through_vppo_train_by_config_name(tmp_path, subproces
 
 
 @pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])
-def test_sharded_training_refuses_text_only_rows_up_front(tmp_path, config, subprocess_env, free_port):
+def test_sharded_training_refuses_text_only_rows_up_front(
+    tmp_path, config, subprocess_env, free_port
+):
     """A rank whose micro-batch has no image would skip the sharded vision tower while the other
     gathers it (a hang): refused before training, in one sentence, on every rank."""
-    model_flags = [] if config.startswith("fsdp") else [
-        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
-    result = _launch(tmp_path, "mixed", model_flags, subprocess_env(), free_port, worker=False,
-                     config=config, text_only_rows=3, expect_success=False)
+    model_flags = (
+        []
+        if config.startswith("fsdp")
+        else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    )
+    result = _launch(
+        tmp_path,
+        "mixed",
+        model_flags,
+        subprocess_env(),
+        free_port,
+        worker=False,
+        config=config,
+        text_only_rows=3,
+        expect_success=False,
+    )
     assert result.returncode != 0
     engine = "FSDP" if config.startswith("fsdp") else "DeepSpeed ZeRO-3"
-    message = (f"vppo train: train_dataset has 3 rows without an image (the first is row 13); under "
-               f"{engine} a process whose micro-batch holds no image")
+    message = (
+        f"vppo train: train_dataset has 3 rows without an image (the first is row 13); under "
+        f"{engine} a process whose micro-batch holds no image"
+    )
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])
-def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(tmp_path, config, subprocess_env,
-                                                                            free_port):
+def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(
+    tmp_path, config, subprocess_env, free_port
+):
     """VPPO with dynamic sampling and refills on 2 processes: resumed from checkpoint-2 (what a run
     killed after that save leaves, in a fresh folder), the run ends where the uninterrupted one does:
     the same logged metrics and bit-identical final weights."""
@@ -203,20 +323,38 @@ def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(tmp_p
 
     from safetensors.torch import load_file
 
-    model_flags = [] if config.startswith("fsdp") else [
-        "--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    model_flags = (
+        []
+        if config.startswith("fsdp")
+        else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    )
     steps = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", *model_flags]
-    full = _launch(tmp_path, "full", steps, subprocess_env(), free_port, worker=False, config=config)
+    full = _launch(
+        tmp_path, "full", steps, subprocess_env(), free_port, worker=False, config=config
+    )
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
-    _launch(tmp_path, "resumed", [*steps, "--resume_from_checkpoint", "last"], subprocess_env(), free_port,
-            worker=False, config=config)
+    _launch(
+        tmp_path,
+        "resumed",
+        [*steps, "--resume_from_checkpoint", "last"],
+        subprocess_env(),
+        free_port,
+        worker=False,
+        config=config,
+    )
 
     def history(run):
         log = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
-        return [{k: v for k, v in e.items() if "time" not in k and "per_second" not in k and k != "train_runtime"}
-                for e in log]
+        return [
+            {
+                k: v
+                for k, v in e.items()
+                if "time" not in k and "per_second" not in k and k != "train_runtime"
+            }
+            for e in log
+        ]
 
     assert history(full) == history(resumed)
     logs = [e for e in history(full) if "loss" in e]
@@ -225,8 +363,9 @@ def test_sharded_resume_with_dynamic_sampling_equals_the_uninterrupted_run(tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-
-PRE_EMPTED = REWARD + """
+PRE_EMPTED = (
+    REWARD
+    + """
 import os, signal
 
 calls = []
@@ -238,22 +377,48 @@ def pre_empted(completions, answer, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
     return half_uniform(completions, answer)
 """
+)
 
 
 def test_sigterm_on_one_process_saves_on_all_and_resumes(tmp_path, subprocess_env, free_port):
     """The processes agree on the step to stop at (a checkpoint is a collective), save it together,
     and the run continues from it with --resume_from_checkpoint last."""
-    common = ["--reward_funcs", f"{tmp_path / 'reward.py'}:pre_empted", "--dynamic_sampling", "false",
-              "--max_steps", "4"]
-    result = _launch(tmp_path, "run", common, subprocess_env(), free_port, worker=False,
-                     expect_success=False, reward=PRE_EMPTED)
+    common = [
+        "--reward_funcs",
+        f"{tmp_path / 'reward.py'}:pre_empted",
+        "--dynamic_sampling",
+        "false",
+        "--max_steps",
+        "4",
+    ]
+    result = _launch(
+        tmp_path,
+        "run",
+        common,
+        subprocess_env(),
+        free_port,
+        worker=False,
+        expect_success=False,
+        reward=PRE_EMPTED,
+    )
     assert result.returncode == 143, result.stderr[-3000:]
     out = tmp_path / "run"
     assert (out / "checkpoint-2" / "vppo_trainer_state.json").is_file()
     assert "vppo train: stopped by SIGTERM at step 2; saved:" in result.stderr
     assert "Traceback" not in result.stderr
-    plain = REWARD + "\ndef pre_empted(completions, answer, **kwargs):\n    return half_uniform(completions, answer)\n"
-    resumed = _launch(tmp_path, "run", [*common, "--resume_from_checkpoint", "last"], subprocess_env(),
-                      free_port, worker=False, expect_success=False, reward=plain)
+    plain = (
+        REWARD
+        + "\ndef pre_empted(completions, answer, **kwargs):\n    return half_uniform(completions, answer)\n"
+    )
+    resumed = _launch(
+        tmp_path,
+        "run",
+        [*common, "--resume_from_checkpoint", "last"],
+        subprocess_env(),
+        free_port,
+        worker=False,
+        expect_success=False,
+        reward=plain,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"vppo train: 4 steps trained; the model is in {out}." in resumed.stderr

@@ -31,9 +31,16 @@ MICRO, STEPS = 2, 4  # 4 micro-batches of 2 rows: one optimizer step per generat
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A tiny VPPO trainer and one scored generation batch of 8 rows with varied completion lengths."""
-    trainer = _trainer(tmp_path_factory.mktemp("update"), per_device_train_batch_size=MICRO, num_generations=2,
-                       steps_per_generation=STEPS, gradient_accumulation_steps=STEPS, max_completion_length=10,
-                       nll_coef=0.1, disable_dropout=True)
+    trainer = _trainer(
+        tmp_path_factory.mktemp("update"),
+        per_device_train_batch_size=MICRO,
+        num_generations=2,
+        steps_per_generation=STEPS,
+        gradient_accumulation_steps=STEPS,
+        max_completion_length=10,
+        nll_coef=0.1,
+        disable_dropout=True,
+    )
     trainer.model.train()
     inputs = next(iter(trainer.get_train_dataloader()))
     output = trainer._generate_and_score_completions(inputs)
@@ -106,15 +113,20 @@ def test_micro_batches_keep_trls_rows_per_optimizer_step_and_trim_every_per_toke
     trainer, output = scored
     trl = _trl_micro_batches(output, seed=5)
     ours = _ours(trainer, output, seed=5, window=2)  # two optimizer steps of 2 micro-batches each
-    key = output["completion_ids"].sum(-1) * 1000 + output["prompt_ids"].sum(-1)  # a row fingerprint
+    key = output["completion_ids"].sum(-1) * 1000 + output["prompt_ids"].sum(
+        -1
+    )  # a row fingerprint
     assert key.unique().numel() == key.numel()
 
     def rows(micro):
-        return sorted((micro["completion_ids"].sum(-1) * 1000 + micro["prompt_ids"].sum(-1)).tolist())
+        return sorted(
+            (micro["completion_ids"].sum(-1) * 1000 + micro["prompt_ids"].sum(-1)).tolist()
+        )
 
     for step in range(2):
-        assert sorted(rows(trl[2 * step]) + rows(trl[2 * step + 1])) == \
-            sorted(rows(ours[2 * step]) + rows(ours[2 * step + 1]))
+        assert sorted(rows(trl[2 * step]) + rows(trl[2 * step + 1])) == sorted(
+            rows(ours[2 * step]) + rows(ours[2 * step + 1])
+        )
     for micro in ours:
         width = micro["completion_mask"].size(1)
         assert micro["completion_mask"][:, -1].any() and micro["prompt_mask"][:, 0].any()  # trimmed
@@ -149,11 +161,16 @@ def test_the_trainer_buffers_the_padding_free_micro_batches(scored, monkeypatch)
     full = STEPS * MICRO * (output["prompt_ids"].size(1) + output["completion_ids"].size(1))
     assert sum(m["prompt_ids"].numel() + m["completion_ids"].numel() for m in buffered) < full
     trainer._step = 1
-    assert trainer._prepare_inputs(None) is buffered[1]  # no new rollout inside the generation batch
+    assert (
+        trainer._prepare_inputs(None) is buffered[1]
+    )  # no new rollout inside the generation batch
     # The next rollout generates with the previous one's micro-batches already released.
     held = []
-    monkeypatch.setattr(trainer, "_generate_and_score_completions",
-                        lambda batch: held.append(trainer._buffered_inputs) or dict(output))
+    monkeypatch.setattr(
+        trainer,
+        "_generate_and_score_completions",
+        lambda batch: held.append(trainer._buffered_inputs) or dict(output),
+    )
     trainer._step = STEPS
     trainer._prepare_inputs(None)
     assert held == [None] and trainer._buffered_inputs is not buffered
@@ -165,8 +182,12 @@ def test_per_token_ratios_are_trimmed_and_per_sequence_ones_kept():
         return {
             "prompt_ids": torch.tensor([[0, 5, 6], [0, 0, 7], [4, 5, 6], [0, 0, 7]]),
             "prompt_mask": torch.tensor([[0, 1, 1], [0, 0, 1], [1, 1, 1], [0, 0, 1]]),
-            "completion_ids": torch.tensor([[8, 9, 0, 0], [8, 0, 0, 0], [8, 9, 9, 9], [8, 0, 0, 0]]),
-            "completion_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+            "completion_ids": torch.tensor(
+                [[8, 9, 0, 0], [8, 0, 0, 0], [8, 9, 9, 9], [8, 0, 0, 0]]
+            ),
+            "completion_mask": torch.tensor(
+                [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+            ),
             "advantages": torch.arange(16.0).view(4, 4),
             "importance_sampling_ratio": ratio,
             "num_items_in_batch": torch.tensor(8),
@@ -177,7 +198,9 @@ def test_per_token_ratios_are_trimmed_and_per_sequence_ones_kept():
     # longest first: rows 2 and 0 together (width 3 + 4), rows 1 and 3 (width 1 + 1)
     assert micro[0]["importance_sampling_ratio"].tolist() == per_token[[2, 0]].tolist()
     assert micro[1]["importance_sampling_ratio"].tolist() == per_token[[1, 3], :1].tolist()
-    assert micro[1]["advantages"].tolist() == [[4.0], [12.0]] and micro[1]["prompt_ids"].tolist() == [[7], [7]]
+    assert micro[1]["advantages"].tolist() == [[4.0], [12.0]] and micro[1][
+        "prompt_ids"
+    ].tolist() == [[7], [7]]
     assert all(m["num_items_in_batch"] == 8 for m in micro)
     per_sequence = torch.tensor([[0.5], [0.6], [0.7], [0.8]])
     micro = update_micro_batches(batch(per_sequence), [0, 1, 2, 3], 2, 2, pad_token_id=0)

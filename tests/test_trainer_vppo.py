@@ -25,12 +25,21 @@ def _dataset(n: int = 16, mode: str = "RGB") -> Dataset:
     for i in range(n):
         image = Image.new("RGB", (56, 56), ((i * 40) % 255, 100, 200))
         image.paste((255, 255, 255), (8 * (i % 5), 8, 8 * (i % 5) + 14, 22))
-        rows.append({
-            "prompt": [{"role": "user", "content": [{"type": "image"},
-                                                     {"type": "text", "text": f"What colour {i}?"}]}],
-            "images": [image.convert(mode)],
-            "answer": str(i % 3),
-        })
+        rows.append(
+            {
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image"},
+                            {"type": "text", "text": f"What colour {i}?"},
+                        ],
+                    }
+                ],
+                "images": [image.convert(mode)],
+                "answer": str(i % 3),
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -47,16 +56,30 @@ def constant_reward(completions, **kwargs):
 def _trainer(tmp_path, arch="qwen2_5_vl", reward=parity_reward, dataset=None, **overrides):
     model, processor = build_tiny_vlm(arch, seed=0)
     settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
-        max_completion_length=8, max_steps=2, bf16=False, use_cpu=True, report_to="none",
-        logging_steps=1, save_strategy="no", gradient_checkpointing=False, dynamic_sampling=False,
-        learning_rate=1e-4, seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=2,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        dynamic_sampling=False,
+        learning_rate=1e-4,
+        seed=0,
     )
     settings.update(overrides)
     args = VPPOConfig(**settings)
-    return VPPOTrainer(model=model, reward_funcs=[reward], args=args,
-                       train_dataset=dataset if dataset is not None else _dataset(),
-                       processing_class=processor)
+    return VPPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset if dataset is not None else _dataset(),
+        processing_class=processor,
+    )
 
 
 class _Recorder:
@@ -68,9 +91,16 @@ class _Recorder:
 
         def recording(advantages, dep, mask, **kwargs):
             out = original(advantages, dep, mask, **kwargs)
-            self.calls.append({"advantages": advantages.clone(), "dep": dep.clone(), "mask": mask.clone(),
-                               "scale": kwargs["scale"].clone(), "weights": kwargs["token_weights"].clone(),
-                               "token_advantages": out.clone()})
+            self.calls.append(
+                {
+                    "advantages": advantages.clone(),
+                    "dep": dep.clone(),
+                    "mask": mask.clone(),
+                    "scale": kwargs["scale"].clone(),
+                    "weights": kwargs["token_weights"].clone(),
+                    "token_advantages": out.clone(),
+                }
+            )
             return out
 
         monkeypatch.setattr(trainer_module, "token_advantages", recording)
@@ -124,7 +154,9 @@ def _loss_gradient(trainer, monkeypatch):
 @pytest.mark.parametrize("nll_coef", [0.0, 0.06])
 def test_filtered_tokens_get_exactly_zero_policy_gradient(tmp_path, monkeypatch, nll_coef):
     recorder = _Recorder(monkeypatch)
-    trainer = _trainer(tmp_path, nll_coef=nll_coef, per_device_train_batch_size=8, num_generations=4)
+    trainer = _trainer(
+        tmp_path, nll_coef=nll_coef, per_device_train_batch_size=8, num_generations=4
+    )
     batch, logps = _loss_gradient(trainer, monkeypatch)
     call = recorder.calls[-1]
     mask, weights = call["mask"], call["weights"]
@@ -132,8 +164,15 @@ def test_filtered_tokens_get_exactly_zero_policy_gradient(tmp_path, monkeypatch,
     tokens = mask.sum()
     # The official masked formula: sum_t w_t * clipped-PG(α_i A_i) / (all valid tokens) (+ NLL).
     reference_logps = logps.detach().clone().requires_grad_(True)
-    reference, _ = clipped_pg_loss(reference_logps, logps.detach(), call["advantages"] * call["scale"],
-                                   mask, eps_low=0.2, eps_high=0.28, token_weights=weights)
+    reference, _ = clipped_pg_loss(
+        reference_logps,
+        logps.detach(),
+        call["advantages"] * call["scale"],
+        mask,
+        eps_low=0.2,
+        eps_high=0.28,
+        token_weights=weights,
+    )
     reference = reference + nll_coef * (-(reference_logps * mask).sum() / tokens)
     reference.backward()
     torch.testing.assert_close(grad, reference_logps.grad, rtol=1e-5, atol=1e-7)
@@ -164,8 +203,13 @@ def test_baseline_runs_no_perturbed_forward(tmp_path, monkeypatch):
 
 
 def test_dynamic_sampling_refills_and_stops_at_its_bound(tmp_path, caplog):
-    trainer = _trainer(tmp_path, reward=constant_reward, dynamic_sampling=True,
-                       dynamic_sampling_max_rounds=2, max_steps=1)
+    trainer = _trainer(
+        tmp_path,
+        reward=constant_reward,
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=2,
+        max_steps=1,
+    )
     with caplog.at_level(logging.WARNING, logger="vppo.trainer.dynamic_sampling"):
         trainer.train()
     log = next(h for h in trainer.state.log_history if "vppo/dynamic_sampling/dropped_frac" in h)
@@ -177,8 +221,14 @@ def test_dynamic_sampling_refills_and_stops_at_its_bound(tmp_path, caplog):
 
 def test_dynamic_sampling_keeps_only_informative_groups(tmp_path, monkeypatch):
     recorder = _Recorder(monkeypatch)
-    trainer = _trainer(tmp_path, dynamic_sampling=True, dynamic_sampling_max_rounds=6, max_steps=1,
-                       per_device_train_batch_size=8, num_generations=4)
+    trainer = _trainer(
+        tmp_path,
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=6,
+        max_steps=1,
+        per_device_train_batch_size=8,
+        num_generations=4,
+    )
     trainer.train()
     log = next(h for h in trainer.state.log_history if "vppo/dynamic_sampling/dropped_frac" in h)
     advantages = recorder.calls[0]["advantages"].view(-1, 4)
@@ -193,25 +243,43 @@ def test_dynamic_sampling_perturbs_each_row_from_its_own_image(tmp_path, monkeyp
 
     def uniform_then_mixed(completions, **kwargs):
         calls.append(len(completions))
-        if len(calls) == 1:  # the first round's groups are all uniform: dropped, the batch is a refill
+        if (
+            len(calls) == 1
+        ):  # the first round's groups are all uniform: dropped, the batch is a refill
             return [1.0 for _ in completions]
         return [float(j % 2) for j in range(len(completions))]  # mixed in every group: kept
 
-    trainer = _trainer(tmp_path, reward=uniform_then_mixed, dynamic_sampling=True, dynamic_sampling_max_rounds=1,
-                       max_steps=1, perturbation="blur")
+    trainer = _trainer(
+        tmp_path,
+        reward=uniform_then_mixed,
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=1,
+        max_steps=1,
+        perturbation="blur",
+    )
     seen = []
     original = trainer.perturb_pixel_values
 
     def recording(output, inputs, generator):
         perturbed = original(output, inputs, generator)
-        seen.append((output["pixel_values"].clone(), output["image_grid_thw"].clone(), list(inputs), perturbed))
+        seen.append(
+            (
+                output["pixel_values"].clone(),
+                output["image_grid_thw"].clone(),
+                list(inputs),
+                perturbed,
+            )
+        )
         return perturbed
 
     monkeypatch.setattr(trainer, "perturb_pixel_values", recording)
     trainer.train()
     log = next(h for h in trainer.state.log_history if "vppo/dynamic_sampling/dropped_frac" in h)
-    assert (log["vppo/dynamic_sampling/dropped_frac"], log["vppo/dynamic_sampling/extra_rounds"],
-            log["vppo/dynamic_sampling/filler_groups"]) == (1.0, 1.0, 0.0)
+    assert (
+        log["vppo/dynamic_sampling/dropped_frac"],
+        log["vppo/dynamic_sampling/extra_rounds"],
+        log["vppo/dynamic_sampling/filler_groups"],
+    ) == (1.0, 1.0, 0.0)
     assert len(seen) == 1
     pixel_values, grid, inputs, perturbed = seen[0]
     assert len(inputs) == grid.size(0) == 4
@@ -223,8 +291,13 @@ def test_dynamic_sampling_perturbs_each_row_from_its_own_image(tmp_path, monkeyp
         real = image_processor(images=example["images"], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(pixel_values[own], real)
         # ... so the perturbed image I' of that row is the blur of its own image.
-        expected = scoring_module.perturb_pixel_values(pixel_values[own], trainer.vision, "blur",
-                                                       images=[example["images"]], image_processor=image_processor)
+        expected = scoring_module.perturb_pixel_values(
+            pixel_values[own],
+            trainer.vision,
+            "blur",
+            images=[example["images"]],
+            image_processor=image_processor,
+        )
         torch.testing.assert_close(perturbed[own], expected)
 
 
@@ -255,10 +328,20 @@ def test_config_rejects_bad_values_naming_the_field():
 def test_config_refuses_dynamic_sampling_over_partial_groups_per_process(monkeypatch):
     # Two processes of 2 rows: the global batch (4) holds one group of 4, each process half of one.
     monkeypatch.setattr(VPPOConfig, "world_size", property(lambda self: 2))
-    settings = dict(output_dir="x", use_cpu=True, bf16=False, per_device_train_batch_size=2,
-                    steps_per_generation=1, num_generations=4, gradient_accumulation_steps=1)
-    with pytest.raises(ValueError, match=r"VPPOConfig.dynamic_sampling needs each process's generation batch "
-                                         r"\(2 rows"):
+    settings = dict(
+        output_dir="x",
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=2,
+        steps_per_generation=1,
+        num_generations=4,
+        gradient_accumulation_steps=1,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"VPPOConfig.dynamic_sampling needs each process's generation batch "
+        r"\(2 rows",
+    ):
         VPPOConfig(**settings)
     assert VPPOConfig(**settings, dynamic_sampling=False).generation_batch_size == 4
 
@@ -266,8 +349,13 @@ def test_config_refuses_dynamic_sampling_over_partial_groups_per_process(monkeyp
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """One scored generation batch of a tiny Qwen2.5-VL trainer (before VPPO shaping), in train mode."""
-    trainer = _trainer(tmp_path_factory.mktemp("scored"), per_device_train_batch_size=8, num_generations=4,
-                       token_selection="none", use_tas=False)
+    trainer = _trainer(
+        tmp_path_factory.mktemp("scored"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        token_selection="none",
+        use_tas=False,
+    )
     trainer.model.train()
     inputs = next(iter(trainer.get_train_dataloader()))
     output = trainer._generate_and_score_completions(inputs)
@@ -310,9 +398,13 @@ def test_every_token_selection_shapes_advantages(scored, monkeypatch, selection)
     if selection in ("entropy", "random"):
         assert weights.sum(-1).tolist() == [math.ceil(0.4 * n - 1e-9) for n in lengths.tolist()]
     elif selection == "soft":
-        assert torch.allclose(weights.sum(-1) / lengths, torch.full_like(weights[:, 0], 0.4), atol=1e-3)
+        assert torch.allclose(
+            weights.sum(-1) / lengths, torch.full_like(weights[:, 0], 0.4), atol=1e-3
+        )
     elif selection == "union":
-        assert (weights.sum(-1) >= torch.tensor([math.ceil(0.4 * n - 1e-9) for n in lengths.tolist()])).all()
+        assert (
+            weights.sum(-1) >= torch.tensor([math.ceil(0.4 * n - 1e-9) for n in lengths.tolist()])
+        ).all()
     else:
         assert torch.equal(weights, mask.float())
 
@@ -320,14 +412,27 @@ def test_every_token_selection_shapes_advantages(scored, monkeypatch, selection)
 def test_left_padding_and_banned_vision_tokens(tmp_path):
     model, processor = build_tiny_vlm("qwen2_5_vl", seed=0)
     processor.tokenizer.padding_side = "right"
-    args = VPPOConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none",
-                      per_device_train_batch_size=4, num_generations=2, max_completion_length=8)
-    trainer = VPPOTrainer(model=model, reward_funcs=[parity_reward], args=args, train_dataset=_dataset(4),
-                          processing_class=processor)
+    args = VPPOConfig(
+        output_dir=str(tmp_path),
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+    )
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[parity_reward],
+        args=args,
+        train_dataset=_dataset(4),
+        processing_class=processor,
+    )
     assert processor.tokenizer.padding_side == "left"
     banned = set(trainer.vision.pad_token_ids_to_ban)
     assert {model.config.image_token_id, model.config.video_token_id} <= banned
     assert banned <= set(trainer.generation_kwargs["suppress_tokens"])
     vllm_kwargs = VPPOTrainer._ban_vision_tokens(
-        VPPOConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, use_vllm=True), tuple(banned))
+        VPPOConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, use_vllm=True), tuple(banned)
+    )
     assert vllm_kwargs["logit_bias"] == {i: -100.0 for i in banned}

@@ -20,19 +20,45 @@ from vppo.trainer.cli import build_trainer, parse
 pytestmark = pytest.mark.slow
 
 # Ratio ranges, by where they sit against the clip edges 1 - ε, 1 + ε_high and C = delta.
-RATIO_RANGES = {"below 1-eps": (0.4, 0.7), "inside": (0.9, 1.1), "above 1+eps_high": (1.5, 2.7),
-                "above C": (3.5, 9.0)}
+RATIO_RANGES = {
+    "below 1-eps": (0.4, 0.7),
+    "inside": (0.9, 1.1),
+    "above 1+eps_high": (1.5, 2.7),
+    "above C": (3.5, 9.0),
+}
 
 
 def _trainer(tmp_path, official: str):
     """A tiny trainer with the loss settings (loss_type, ε, ε_high, delta) of an official recipe."""
     _, loss, _ = parse(["--config", official, "--bf16", "false", "--use_cpu", "true"])
     assert loss.delta == 3.0
-    flags = ["--loss_type", loss.loss_type, "--epsilon", str(loss.epsilon),
-             "--epsilon_high", str(loss.epsilon_high), "--delta", str(loss.delta)]
-    script_args, config, model_args = parse([
-        "--config", "tiny_dapo", "--output_dir", str(tmp_path / "out"), *flags, "--nll_coef", "0",
-        "--dynamic_sampling", "false", "--synthetic_train_size", "8", "--disable_dropout", "true"])
+    flags = [
+        "--loss_type",
+        loss.loss_type,
+        "--epsilon",
+        str(loss.epsilon),
+        "--epsilon_high",
+        str(loss.epsilon_high),
+        "--delta",
+        str(loss.delta),
+    ]
+    script_args, config, model_args = parse(
+        [
+            "--config",
+            "tiny_dapo",
+            "--output_dir",
+            str(tmp_path / "out"),
+            *flags,
+            "--nll_coef",
+            "0",
+            "--dynamic_sampling",
+            "false",
+            "--synthetic_train_size",
+            "8",
+            "--disable_dropout",
+            "true",
+        ]
+    )
     assert config.gradient_accumulation_steps == config.steps_per_generation == 1
     return build_trainer(script_args, config, model_args), loss
 
@@ -64,15 +90,19 @@ def _batch(trainer, capture):
     rows, length = mask.shape
     index = torch.arange(rows * length).reshape(rows, length)
     ranges = list(RATIO_RANGES.values())
-    low = torch.tensor([ranges[i][0] for i in (index % len(ranges)).flatten()]).reshape(rows, length)
-    high = torch.tensor([ranges[i][1] for i in (index % len(ranges)).flatten()]).reshape(rows, length)
+    low = torch.tensor([ranges[i][0] for i in (index % len(ranges)).flatten()]).reshape(
+        rows, length
+    )
+    high = torch.tensor([ranges[i][1] for i in (index % len(ranges)).flatten()]).reshape(
+        rows, length
+    )
     ratio = low + (high - low) * torch.rand(rows, length, generator=generator)
     sign = torch.where((index // len(ranges)) % 2 == 0, 1.0, -1.0)
     advantages = sign * (0.2 + torch.rand(rows, length, generator=generator))
     batch["old_per_token_logps"] = current - ratio.log()
     batch["advantages"] = advantages
     batch["num_items_in_batch"] = mask.sum()
-    for (lo, hi) in ranges:  # every range meets both signs on real (unpadded) tokens
+    for lo, hi in ranges:  # every range meets both signs on real (unpadded) tokens
         inside = mask & (ratio > lo) & (ratio < hi)
         assert (inside & (advantages > 0)).any() and (inside & (advantages < 0)).any()
     return batch, mask
@@ -94,7 +124,11 @@ def test_trl_delta_loss_is_the_dual_clip(tmp_path, monkeypatch, official):
     trainer.model.zero_grad()
     trl_loss = trainer.compute_loss(trainer.model, batch)
     trl_loss.backward()
-    trl_logps, trl_logp_grad, trl_grads = capture.logps.detach(), capture.logps.grad, _grads(trainer)
+    trl_logps, trl_logp_grad, trl_grads = (
+        capture.logps.detach(),
+        capture.logps.grad,
+        _grads(trainer),
+    )
     assert trl_grads and any(g.abs().sum() > 0 for g in trl_grads.values())
 
     # Reference: the same forward (TRL's, recaptured), loss from vppo.algorithm.clipped_pg_loss.
@@ -103,8 +137,9 @@ def test_trl_delta_loss_is_the_dual_clip(tmp_path, monkeypatch, official):
     logps = capture.logps
     assert torch.equal(logps.detach(), trl_logps)
     kwargs = dict(eps_low=loss_args.epsilon, eps_high=loss_args.epsilon_high)
-    ours, per_token = clipped_pg_loss(logps, batch["old_per_token_logps"], batch["advantages"], mask,
-                                      dual_clip=3.0, **kwargs)
+    ours, per_token = clipped_pg_loss(
+        logps, batch["old_per_token_logps"], batch["advantages"], mask, dual_clip=3.0, **kwargs
+    )
     if loss_args.loss_type == "grpo":  # per-response mean, then mean over responses
         ours = (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
     else:
@@ -120,10 +155,17 @@ def test_trl_delta_loss_is_the_dual_clip(tmp_path, monkeypatch, official):
 
     # The batch exercises the dual clip: without it the loss differs, and the capped tokens
     # (A < 0, ratio above C) get no gradient from TRL.
-    plain, _ = clipped_pg_loss(logps.detach(), batch["old_per_token_logps"], batch["advantages"], mask,
-                               **kwargs)
-    dual, _ = clipped_pg_loss(logps.detach(), batch["old_per_token_logps"], batch["advantages"], mask,
-                              dual_clip=3.0, **kwargs)
+    plain, _ = clipped_pg_loss(
+        logps.detach(), batch["old_per_token_logps"], batch["advantages"], mask, **kwargs
+    )
+    dual, _ = clipped_pg_loss(
+        logps.detach(),
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        mask,
+        dual_clip=3.0,
+        **kwargs,
+    )
     assert not math.isclose(plain.item(), dual.item(), rel_tol=1e-3)
     ratio = torch.exp(trl_logps - batch["old_per_token_logps"])
     capped = mask & (batch["advantages"] < 0) & (ratio > 3.0)

@@ -51,9 +51,16 @@ def warmstart():
 
 
 def _requests(rows):
-    return [GenerationRequest(str(row["id"]), 0, prompt_messages(row["problem"]),
-                              [row["images"][0].convert("RGB")], seed=1000 + i)
-            for i, row in enumerate(rows)]
+    return [
+        GenerationRequest(
+            str(row["id"]),
+            0,
+            prompt_messages(row["problem"]),
+            [row["images"][0].convert("RGB")],
+            seed=1000 + i,
+        )
+        for i, row in enumerate(rows)
+    ]
 
 
 def test_vllm_eval_backend_matches_transformers_greedily(warmstart, close_vllm):
@@ -68,7 +75,10 @@ def test_vllm_eval_backend_matches_transformers_greedily(warmstart, close_vllm):
     low, high = image_pixel_limits(vllm_backend.processor)
     mm_config = vllm_backend.llm.llm_engine.model_config.multimodal_config
     assert mm_config.mm_processor_kwargs["size"] == {"shortest_edge": low, "longest_edge": high}
-    assert mm_config.get_limit_per_prompt("image") == 8 and mm_config.get_limit_per_prompt("video") == 0
+    assert (
+        mm_config.get_limit_per_prompt("image") == 8
+        and mm_config.get_limit_per_prompt("video") == 0
+    )
 
     # Same prompt text, same images, banned vision placeholders, per-request seeds.
     request = requests[0]
@@ -99,10 +109,35 @@ def test_vppo_eval_cli_with_the_vllm_backend(warmstart, tmp_path, capfd):
     data = tmp_path / "synthetic.parquet"
     rows.select_columns(["id", "problem", "answer", "images"]).to_parquet(str(data))
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(path), "--backend", "vllm", "--dtype", "float32",
-            "--benchmarks", "synthetic", "--benchmark-path", f"synthetic={data}", "-k", "2",
-            "--max-new-tokens", "48", "--template", "plain", "--no-system-prompt", "--top-k", "0",
-            "--min-pixels", "3136", "--max-pixels", "3136", "--output-dir", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        "--model",
+        str(path),
+        "--backend",
+        "vllm",
+        "--dtype",
+        "float32",
+        "--benchmarks",
+        "synthetic",
+        "--benchmark-path",
+        f"synthetic={data}",
+        "-k",
+        "2",
+        "--max-new-tokens",
+        "48",
+        "--template",
+        "plain",
+        "--no-system-prompt",
+        "--top-k",
+        "0",
+        "--min-pixels",
+        "3136",
+        "--max-pixels",
+        "3136",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    ]
     assert vppo_main(argv) == 0
     result = json.loads((out / "results.json").read_text())["benchmarks"]["synthetic"]
     assert (result["k"], result["num_questions"], result["generated_this_run"]) == (2, 8, 16)
@@ -117,10 +152,19 @@ def test_vppo_eval_cli_with_the_vllm_backend(warmstart, tmp_path, capfd):
 
 def test_colocate_training_with_is_correction_and_refills(tmp_path, monkeypatch, close_vllm):
     """vLLM colocate + dynamic sampling with refills + TRL's importance-sampling correction on."""
-    script_args, args, model_args = parse([
-        "--config", "qwen2_5_vl_7b_vppo", "--scaled_down", "--output_dir", str(tmp_path),
-        "--vllm_importance_sampling_correction", "true", "--max_steps", "6",
-    ])
+    script_args, args, model_args = parse(
+        [
+            "--config",
+            "qwen2_5_vl_7b_vppo",
+            "--scaled_down",
+            "--output_dir",
+            str(tmp_path),
+            "--vllm_importance_sampling_correction",
+            "true",
+            "--max_steps",
+            "6",
+        ]
+    )
     trainer = build_trainer(script_args, args, model_args)
     close_vllm(trainer)
     merged = []
@@ -129,8 +173,9 @@ def test_colocate_training_with_is_correction_and_refills(tmp_path, monkeypatch,
     def recording(inputs):
         result = original(inputs)
         output = result[0] if isinstance(result, tuple) else result
-        merged.append({k: output[k] for k in ("importance_sampling_ratio", "completion_mask",
-                                              "advantages")})
+        merged.append(
+            {k: output[k] for k in ("importance_sampling_ratio", "completion_mask", "advantages")}
+        )
         return result
 
     monkeypatch.setattr(trainer, "_generate_with_dynamic_sampling", recording)
@@ -138,8 +183,11 @@ def test_colocate_training_with_is_correction_and_refills(tmp_path, monkeypatch,
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 6 and all(math.isfinite(entry["loss"]) for entry in logs)
     assert len(merged) == 2  # two rollouts of 3 updates each
-    rounds = [e["vppo/dynamic_sampling/extra_rounds"] for e in logs
-              if "vppo/dynamic_sampling/extra_rounds" in e]
+    rounds = [
+        e["vppo/dynamic_sampling/extra_rounds"]
+        for e in logs
+        if "vppo/dynamic_sampling/extra_rounds" in e
+    ]
     assert max(rounds) >= 1  # groups were dropped and refilled from fresh prompts
     for batch in merged:
         ratio, mask = batch["importance_sampling_ratio"], batch["completion_mask"]
@@ -157,19 +205,44 @@ def test_colocate_generation_never_emits_vision_placeholders(tmp_path, close_vll
     model.save_pretrained(model_dir)
     model.name_or_path = model.config._name_or_path = str(model_dir)
     image = Image.new("RGB", (56, 56), (10, 200, 30))
-    data = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": f"Colour {i}?"}]}],
-         "images": [image]} for i in range(8)])
-    args = VPPOConfig(
-        output_dir=str(tmp_path / "out"), use_vllm=True, vllm_mode="colocate",
-        vllm_max_model_length=512, vllm_importance_sampling_correction=False,
-        per_device_train_batch_size=8, num_generations=2, max_completion_length=64,
-        max_steps=1, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-        dynamic_sampling=False, seed=0,
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": f"Colour {i}?"}],
+                    }
+                ],
+                "images": [image],
+            }
+            for i in range(8)
+        ]
     )
-    trainer = VPPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                          args=args, train_dataset=data, processing_class=processor)
+    args = VPPOConfig(
+        output_dir=str(tmp_path / "out"),
+        use_vllm=True,
+        vllm_mode="colocate",
+        vllm_max_model_length=512,
+        vllm_importance_sampling_correction=False,
+        per_device_train_batch_size=8,
+        num_generations=2,
+        max_completion_length=64,
+        max_steps=1,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        dynamic_sampling=False,
+        seed=0,
+    )
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=args,
+        train_dataset=data,
+        processing_class=processor,
+    )
     close_vllm(trainer)
     banned = set(trainer.vision.pad_token_ids_to_ban)
     generated = []
@@ -188,9 +261,13 @@ def test_colocate_generation_never_emits_vision_placeholders(tmp_path, close_vll
     # Without the bias the same engine does emit them: the assertion above can fail.
     from vllm import SamplingParams
 
-    text = processor.apply_chat_template(data[0]["prompt"], add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(
+        data[0]["prompt"], add_generation_prompt=True, tokenize=False
+    )
     outs = trainer.vllm_generation.llm.generate(
         [{"prompt": text, "multi_modal_data": {"image": image}}] * 8,
-        SamplingParams(max_tokens=64, seed=0, ignore_eos=True), use_tqdm=False)
+        SamplingParams(max_tokens=64, seed=0, ignore_eos=True),
+        use_tqdm=False,
+    )
     free = {t for out in outs for t in out.outputs[0].token_ids}
     assert free & banned

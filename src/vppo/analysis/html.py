@@ -166,8 +166,11 @@ def _thumbnail(image: Image.Image) -> tuple[str, int, int]:
     shown = _THUMBNAIL_SHOWN / max(img.size)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
-    return (_data_uri_png(buffer.getvalue()), max(1, round(img.width * shown)),
-            max(1, round(img.height * shown)))
+    return (
+        _data_uri_png(buffer.getvalue()),
+        max(1, round(img.width * shown)),
+        max(1, round(img.height * shown)),
+    )
 
 
 def _summary_groups(stats: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -177,22 +180,31 @@ def _summary_groups(stats: Mapping[str, Any]) -> list[tuple[str, list[tuple[str,
     sel = stats.get("selection", {})
     q = tok.get("quantiles", {})
     tokens = [
-        ("responses / tokens", f"{_fmt(stats.get('num_responses'))} / {_fmt(stats.get('num_tokens'))}"),
+        (
+            "responses / tokens",
+            f"{_fmt(stats.get('num_responses'))} / {_fmt(stats.get('num_tokens'))}",
+        ),
         ("mean", _fmt(tok.get("mean"))),
         ("median", _fmt(tok.get("median"))),
         ("p90 / p99", f"{_fmt(q.get('p90'))} / {_fmt(q.get('p99'))}"),
         ("max", _fmt(tok.get("max"))),
     ]
-    tokens += [(f"tokens > {level}", _pct(share)) for level, share in tok.get("share_above", {}).items()]
+    tokens += [
+        (f"tokens > {level}", _pct(share)) for level, share in tok.get("share_above", {}).items()
+    ]
     if "share_at_clip" in tok:
         tokens.append((f"tokens at the clamp ({tok['clip']:g})", _pct(tok["share_at_clip"])))
-    sparsity = [(f"dependency held by the {key.replace('_', ' ')}", _pct(share))
-                for key, share in tok.get("mass_share_top", {}).items()]
+    sparsity = [
+        (f"dependency held by the {key.replace('_', ' ')}", _pct(share))
+        for key, share in tok.get("mass_share_top", {}).items()
+    ]
     sparsity += [
         ("Gini coefficient", _fmt(tok.get("gini"))),
         (f"TGF keeps (top {sel.get('ratio', 0.4) * 100:g}%)", _fmt(sel.get("selected_tokens"))),
-        ("mean dependency kept / dropped",
-         f"{_fmt(sel.get('mean_dependency_selected'))} / {_fmt(sel.get('mean_dependency_rejected'))}"),
+        (
+            "mean dependency kept / dropped",
+            f"{_fmt(sel.get('mean_dependency_selected'))} / {_fmt(sel.get('mean_dependency_rejected'))}",
+        ),
     ]
     trajectory = [
         ("mean", _fmt(traj.get("mean"))),
@@ -201,28 +213,40 @@ def _summary_groups(stats: Mapping[str, Any]) -> list[tuple[str, list[tuple[str,
         ("skewness", _fmt(traj.get("skewness"))),
         ("range", f"{_fmt(traj.get('min'))} – {_fmt(traj.get('max'))}"),
     ]
-    groups = [("Token dependency", tokens), ("Sparsity", sparsity),
-              ("Trajectory dependency", trajectory)]
+    groups = [
+        ("Token dependency", tokens),
+        ("Sparsity", sparsity),
+        ("Trajectory dependency", trajectory),
+    ]
     corr = stats.get("correctness")
     if corr:
         rows = [
             ("accuracy", _pct(corr.get("accuracy"))),
             ("point-biserial r", _fmt(corr.get("point_biserial"))),
             ("Spearman ρ", _fmt(corr.get("spearman"))),
-            ("mean dep. correct / incorrect",
-             f"{_fmt(corr.get('mean_dependency_correct'))} / {_fmt(corr.get('mean_dependency_incorrect'))}"),
+            (
+                "mean dep. correct / incorrect",
+                f"{_fmt(corr.get('mean_dependency_correct'))} / {_fmt(corr.get('mean_dependency_incorrect'))}",
+            ),
         ]
         if corr.get("note"):
             rows.append(("note", corr["note"]))
         groups.append(("Correctness vs trajectory dependency", rows))
     ent = stats.get("entropy")
     if ent:
-        groups.append((f"Dependency vs entropy (top {ent.get('ratio', 0.4) * 100:g}% each)", [
-            ("Jaccard", _fmt(ent.get("jaccard"))),
-            ("overlap / by chance",
-             f"{_pct(ent.get('overlap_fraction'))} / {_pct(ent.get('random_overlap_fraction'))}"),
-            ("Spearman ρ over tokens", _fmt(ent.get("spearman_tokens"))),
-        ]))
+        groups.append(
+            (
+                f"Dependency vs entropy (top {ent.get('ratio', 0.4) * 100:g}% each)",
+                [
+                    ("Jaccard", _fmt(ent.get("jaccard"))),
+                    (
+                        "overlap / by chance",
+                        f"{_pct(ent.get('overlap_fraction'))} / {_pct(ent.get('random_overlap_fraction'))}",
+                    ),
+                    ("Spearman ρ over tokens", _fmt(ent.get("spearman_tokens"))),
+                ],
+            )
+        )
     return groups
 
 
@@ -275,16 +299,31 @@ def _plots(plots: Mapping[str, str | Path] | None) -> str:
 def _badge(correct: bool | None) -> str:
     if correct is None:
         return '<span class="badge na">not graded</span>'
-    return '<span class="badge ok">✓ correct</span>' if correct else '<span class="badge bad">✗ incorrect</span>'
+    return (
+        '<span class="badge ok">✓ correct</span>'
+        if correct
+        else '<span class="badge bad">✗ incorrect</span>'
+    )
 
 
-def _response(record: ResponseRecord, selected: list[bool], scale: ColourScale, ratio: float,
-              thumbnails: Sequence[tuple[str, int, int]]) -> str:
+def _response(
+    record: ResponseRecord,
+    selected: list[bool],
+    scale: ColourScale,
+    ratio: float,
+    thumbnails: Sequence[tuple[str, int, int]],
+) -> str:
     spans = []
-    for t, (text, dep, lp, lq, ent) in enumerate(zip(
-        record.tokens, record.dependency, record.logp_real, record.logp_perturbed, record.entropy,
-        strict=True,
-    )):
+    for t, (text, dep, lp, lq, ent) in enumerate(
+        zip(
+            record.tokens,
+            record.dependency,
+            record.logp_real,
+            record.logp_perturbed,
+            record.entropy,
+            strict=True,
+        )
+    ):
         shade = scale.shade(dep)
         classes = ["t"]
         if selected[t]:
@@ -310,7 +349,11 @@ def _response(record: ResponseRecord, selected: list[bool], scale: ColourScale, 
         for i, (name, w, h) in enumerate(thumbnails)
     )
     gallery = f'<div class="images">{images}</div>' if images else ""
-    answer = "" if record.answer is None else f"<span>answer <b>{html.escape(display_text(record.answer))}</b></span>"
+    answer = (
+        ""
+        if record.answer is None
+        else f"<span>answer <b>{html.escape(display_text(record.answer))}</b></span>"
+    )
     return (
         f'<article class="response" id="response-{record.index}">'
         '<div class="rhead">'
@@ -321,7 +364,7 @@ def _response(record: ResponseRecord, selected: list[bool], scale: ColourScale, 
         f"<span>{len(record.token_ids)} tokens · {sum(selected)} kept</span>"
         f"{answer}</div>"
         f'<details class="question"><summary>prompt ({record.num_images} image'
-        f'{"" if record.num_images == 1 else "s"})</summary><pre>{question}</pre></details>'
+        f"{'' if record.num_images == 1 else 's'})</summary><pre>{question}</pre></details>"
         f'<div class="body">{gallery}'
         f'<div class="tokens">{"".join(spans)}</div></div>'
         "</article>"
@@ -363,7 +406,9 @@ def render_html(
     scale = ColourScale([d for r in records for d in r.dependency])
     positions = list(range(len(records)))
     if order != "index":
-        positions.sort(key=lambda i: records[i].trajectory_dependency, reverse=order == "dependency")
+        positions.sort(
+            key=lambda i: records[i].trajectory_dependency, reverse=order == "dependency"
+        )
     shown = positions if max_responses is None else positions[:max_responses]
     # Each image is embedded once, as a CSS class, however many responses share its prompt.
     thumbs_by_row: dict[int, list[tuple[str, int, int]]] = {}
@@ -411,16 +456,17 @@ def render_html(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}{''.join(image_rules)}</style></head><body>"
-        f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">{meta}</p></header>"
+        f'<header><h1>{html.escape(title)}</h1><p class="meta">{meta}</p></header>'
         f'<section class="panel"><h2>Summary</h2><div class="grid">{summary}</div></section>'
         f"{_legend(scale, ratio)}{_plots(plots)}{_top_token_table(stats)}"
-        f'<main><h2>Responses</h2>{more}{"".join(articles)}</main>'
+        f"<main><h2>Responses</h2>{more}{''.join(articles)}</main>"
         "</body></html>\n"
     )
 
 
-def write_html(path: str | Path, records: Sequence[ResponseRecord], stats: Mapping[str, Any],
-               **kwargs: Any) -> Path:
+def write_html(
+    path: str | Path, records: Sequence[ResponseRecord], stats: Mapping[str, Any], **kwargs: Any
+) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

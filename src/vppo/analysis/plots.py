@@ -95,19 +95,38 @@ def plot_token_dependency_histogram(
     below = x[x < clip] if clip is not None else x
     # Regular bins span the data below the clamp; when nothing comes near the clamp they stop
     # at the largest value, so small dependencies are not squeezed into one bin.
-    top = float(clip) if clip is not None and x.max() >= 0.5 * clip else (
-        float(below.max()) if below.size else float(x.max()))
+    top = (
+        float(clip)
+        if clip is not None and x.max() >= 0.5 * clip
+        else (float(below.max()) if below.size else float(x.max()))
+    )
     top = max(top, 1e-12)
     edges = np.linspace(0.0, top, bins + 1)
     counts, _ = np.histogram(below, bins=edges)
     width = edges[1] - edges[0]
-    ax.bar(edges[:-1], counts, width=width, align="edge", color=_BLUE, edgecolor="white",
-           linewidth=0.4, log=True, label="tokens")
+    ax.bar(
+        edges[:-1],
+        counts,
+        width=width,
+        align="edge",
+        color=_BLUE,
+        edgecolor="white",
+        linewidth=0.4,
+        log=True,
+        label="tokens",
+    )
     if clip is not None:
         at_clip = int((x >= clip).sum())
         gap = 2.5 * width
-        ax.bar([top + gap], [max(at_clip, 0)], width=2 * width, align="edge", color=_RED, log=True,
-               label=f"≥{clip:g} (clamped): {at_clip}")
+        ax.bar(
+            [top + gap],
+            [max(at_clip, 0)],
+            width=2 * width,
+            align="edge",
+            color=_RED,
+            log=True,
+            label=f"≥{clip:g} (clamped): {at_clip}",
+        )
         ticks = list(np.linspace(0.0, top, 5))
         ax.set_xticks([*ticks, top + gap + width])
         ax.set_xticklabels([f"{t:.3g}" for t in ticks] + [f"≥{clip:g}"])
@@ -116,14 +135,19 @@ def plot_token_dependency_histogram(
     ax.set_xlabel(f"token visual dependency ({estimator})")
     ax.set_ylabel("tokens (log scale)")
     q50, q90, q99 = np.quantile(x, [0.5, 0.9, 0.99])
-    ax.set_title(f"Token dependency: {x.size} tokens, median {q50:.3g}, p90 {q90:.3g}, p99 {q99:.3g}",
-                 fontsize=10)
+    ax.set_title(
+        f"Token dependency: {x.size} tokens, median {q50:.3g}, p90 {q90:.3g}, p99 {q99:.3g}",
+        fontsize=10,
+    )
     ax.legend(frameon=False, fontsize=9)
     return _save(fig, path)
 
 
 def plot_trajectory_histogram(
-    values: Sequence[float] | np.ndarray, path: str | Path, *, bins: int = 30,
+    values: Sequence[float] | np.ndarray,
+    path: str | Path,
+    *,
+    bins: int = 30,
     correct: Sequence[float] | np.ndarray | None = None,
 ) -> Path:
     """Histogram of trajectory (mean token) dependency with its mean, like the paper's Fig. 4.
@@ -143,8 +167,15 @@ def plot_trajectory_histogram(
     edges = np.linspace(lo, hi, bins + 1)
     if correct is not None:
         c = np.asarray(correct, dtype=np.float64).ravel()
-        ax.hist([x[c == 1], x[c == 0]], bins=edges, stacked=True, color=[_BLUE, _GREY],
-                label=["correct", "incorrect"], edgecolor="white", linewidth=0.4)
+        ax.hist(
+            [x[c == 1], x[c == 0]],
+            bins=edges,
+            stacked=True,
+            color=[_BLUE, _GREY],
+            label=["correct", "incorrect"],
+            edgecolor="white",
+            linewidth=0.4,
+        )
     else:
         ax.hist(x, bins=edges, color=_BLUE, edgecolor="white", linewidth=0.4, label="responses")
     mean, std = float(x.mean()), float(x.std())
@@ -153,8 +184,9 @@ def plot_trajectory_histogram(
     skew = float((centred**3).mean() / std**3) if std > 0 and x.size >= 3 else float("nan")
     ax.set_xlabel("trajectory dependency (mean over response tokens)")
     ax.set_ylabel("responses")
-    ax.set_title(f"Trajectory dependency: {x.size} responses, std {std:.3g}, skew {skew:.2f}",
-                 fontsize=10)
+    ax.set_title(
+        f"Trajectory dependency: {x.size} responses, std {std:.3g}, skew {skew:.2f}", fontsize=10
+    )
     ax.legend(frameon=False, fontsize=9)
     return _save(fig, path)
 
@@ -187,7 +219,9 @@ def plot_dependency_vs_entropy(
     _style(ax)
     keep = np.arange(d.size)
     if d.size > _MAX_SCATTER_POINTS:
-        keep = np.sort(np.random.default_rng(seed).choice(d.size, _MAX_SCATTER_POINTS, replace=False))
+        keep = np.sort(
+            np.random.default_rng(seed).choice(d.size, _MAX_SCATTER_POINTS, replace=False)
+        )
     pct = f"{ratio * 100:g}%"
     groups = [
         (~by_dep & ~by_ent, _GREY, "neither", 6, 0.35),
@@ -197,8 +231,15 @@ def plot_dependency_vs_entropy(
     ]
     for members, colour, name, size, alpha in groups:
         shown = keep[members[keep]]
-        ax.scatter(e[shown], d[shown], s=size, c=colour, alpha=alpha, linewidths=0,
-                   label=f"{name} ({int(members.sum())})")
+        ax.scatter(
+            e[shown],
+            d[shown],
+            s=size,
+            c=colour,
+            alpha=alpha,
+            linewidths=0,
+            label=f"{name} ({int(members.sum())})",
+        )
     positive = d[d > 0]
     linthresh = float(np.quantile(positive, 0.25)) if positive.size else 1e-3
     ax.set_yscale("symlog", linthresh=max(linthresh, 1e-12))
@@ -224,8 +265,14 @@ def plot_top_tokens(rows: Sequence[dict[str, Any]], path: str | Path, *, limit: 
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
     if not rows:
-        ax.text(0.5, 0.5, "no token string occurs often enough", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no token string occurs often enough",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         return _save(fig, path)
     labels = [_label(r["token"]) for r in rows][::-1]
     means = [r["mean_dependency"] for r in rows][::-1]
@@ -233,8 +280,14 @@ def plot_top_tokens(rows: Sequence[dict[str, Any]], path: str | Path, *, limit: 
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8, fontfamily="monospace")
     for y, r in enumerate(rows[::-1]):
-        ax.text(r["mean_dependency"], y, f"  n={r['count']}, {r['selected_share'] * 100:.0f}% kept",
-                va="center", fontsize=7, color="#444444")
+        ax.text(
+            r["mean_dependency"],
+            y,
+            f"  n={r['count']}, {r['selected_share'] * 100:.0f}% kept",
+            va="center",
+            fontsize=7,
+            color="#444444",
+        )
     ax.set_xlim(0, max(means) * 1.45 if max(means) > 0 else 1)
     ax.set_xlabel("mean token dependency")
     ax.set_title("Most visually dependent token strings", fontsize=10)

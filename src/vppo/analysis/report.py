@@ -38,7 +38,11 @@ REPORT_FILES: dict[str, str] = {
 
 
 def analyze_records(
-    records: Sequence[ResponseRecord], *, ratio: float = 0.4, clip: float | None = None, **kwargs: Any
+    records: Sequence[ResponseRecord],
+    *,
+    ratio: float = 0.4,
+    clip: float | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`perception_statistics` of scored responses (entropy, correctness, token strings).
 
@@ -49,8 +53,14 @@ def analyze_records(
         raise ValueError("records is empty; there is nothing to analyse.")
     tensors = records_to_tensors(records)
     return perception_statistics(
-        tensors["dep"], tensors["mask"], entropy=tensors["entropy"], correct=tensors["correct"],
-        tokens=tensors["tokens"], ratio=ratio, clip=clip, **kwargs,
+        tensors["dep"],
+        tensors["mask"],
+        entropy=tensors["entropy"],
+        correct=tensors["correct"],
+        tokens=tensors["tokens"],
+        ratio=ratio,
+        clip=clip,
+        **kwargs,
     )
 
 
@@ -83,7 +93,7 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     )
     q = tok["quantiles"]
     lines.append(
-        "token dependency: mean {} | " .format(_num(tok["mean"]))
+        "token dependency: mean {} | ".format(_num(tok["mean"]))
         + " ".join(f"{k} {_num(v)}" for k, v in q.items())
         + f" | max {_num(tok['max'])}"
     )
@@ -93,8 +103,10 @@ def format_summary(stats: Mapping[str, Any]) -> str:
         lines.append(f"  at the clamp (≥ {tok['clip']:g}): {_pct(tok['share_at_clip'])}")
     mass = ", ".join(f"{k.replace('_', ' ')}: {_pct(v)}" for k, v in tok["mass_share_top"].items())
     per = ", ".join(f"{_pct(v)}" for v in tok["mass_share_top_per_response"].values())
-    lines.append(f"  share of total dependency held by the {mass} (per response: {per}); "
-                 f"Gini {_num(tok['gini'], 3)}")
+    lines.append(
+        f"  share of total dependency held by the {mass} (per response: {per}); "
+        f"Gini {_num(tok['gini'], 3)}"
+    )
     lines.append(
         f"trajectory dependency: mean {_num(traj['mean'])}, std {_num(traj['std'])}, "
         f"median {_num(traj['median'])}, skewness {_num(traj['skewness'], 3)}, "
@@ -107,8 +119,10 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     )
     corr = stats.get("correctness")
     if corr:
-        line = (f"correctness: accuracy {_pct(corr['accuracy'])}, point-biserial r "
-                f"{_num(corr['point_biserial'], 3)}")
+        line = (
+            f"correctness: accuracy {_pct(corr['accuracy'])}, point-biserial r "
+            f"{_num(corr['point_biserial'], 3)}"
+        )
         if corr.get("point_biserial_ci95"):
             lo, hi = corr["point_biserial_ci95"]
             line += f" (95% CI {lo:.3f}..{hi:.3f})"
@@ -125,8 +139,10 @@ def format_summary(stats: Mapping[str, Any]) -> str:
         )
     strings = (stats.get("token_strings") or {}).get("by_mean_dependency") or []
     if strings:
-        top = ", ".join(f"{r['token']!r} ({_num(r['mean_dependency'], 3)}, n={r['count']})"
-                        for r in strings[:10])
+        top = ", ".join(
+            f"{r['token']!r} ({_num(r['mean_dependency'], 3)}, n={r['count']})"
+            for r in strings[:10]
+        )
         lines.append(f"most dependent token strings: {top}")
     return "\n".join(lines)
 
@@ -193,8 +209,10 @@ def write_report(
     estimator = str(settings.get("estimator", "k3"))
 
     paths["statistics"].write_text(
-        json.dumps(_finite_json(dict(stats)), indent=2, ensure_ascii=False, default=_json_default) + "\n",
-        encoding="utf-8")
+        json.dumps(_finite_json(dict(stats)), indent=2, ensure_ascii=False, default=_json_default)
+        + "\n",
+        encoding="utf-8",
+    )
     paths["summary"].write_text(format_summary(stats) + "\n", encoding="utf-8")
     with paths["records"].open("w", encoding="utf-8") as handle:
         for record in records:
@@ -203,26 +221,45 @@ def write_report(
     tensors = records_to_tensors(records)
     mask = tensors["mask"]
     dep, entropy = tensors["dep"], tensors["entropy"]
-    plot_token_dependency_histogram(dep[mask].numpy(), paths["token_histogram"], clip=clip,
-                                    estimator=estimator)
+    plot_token_dependency_histogram(
+        dep[mask].numpy(), paths["token_histogram"], clip=clip, estimator=estimator
+    )
     nonempty = mask.any(-1)
     traj = (dep.sum(-1) / mask.sum(-1).clamp(min=1))[nonempty].numpy()
     correct = tensors["correct"]
-    plot_trajectory_histogram(traj, paths["trajectory_histogram"],
-                              correct=None if correct is None else correct[nonempty].numpy())
-    plot_dependency_vs_entropy(
-        dep[mask].numpy(), entropy[mask].numpy(), tgf_mask(dep, mask, ratio)[mask].numpy(),
-        entropy_mask(entropy, mask, ratio)[mask].numpy(), paths["dependency_vs_entropy"],
-        ratio=ratio, jaccard=(stats.get("entropy") or {}).get("jaccard"),
+    plot_trajectory_histogram(
+        traj,
+        paths["trajectory_histogram"],
+        correct=None if correct is None else correct[nonempty].numpy(),
     )
-    plot_top_tokens((stats.get("token_strings") or {}).get("by_mean_dependency") or [],
-                    paths["top_tokens"])
+    plot_dependency_vs_entropy(
+        dep[mask].numpy(),
+        entropy[mask].numpy(),
+        tgf_mask(dep, mask, ratio)[mask].numpy(),
+        entropy_mask(entropy, mask, ratio)[mask].numpy(),
+        paths["dependency_vs_entropy"],
+        ratio=ratio,
+        jaccard=(stats.get("entropy") or {}).get("jaccard"),
+    )
+    plot_top_tokens(
+        (stats.get("token_strings") or {}).get("by_mean_dependency") or [], paths["top_tokens"]
+    )
     plots = {
         "Token dependency (log count)": paths["token_histogram"],
         "Trajectory dependency": paths["trajectory_histogram"],
         "Dependency vs entropy": paths["dependency_vs_entropy"],
         "Most dependent token strings": paths["top_tokens"],
     }
-    write_html(paths["html"], records, stats, ratio=ratio, title=title, settings=settings,
-               plots=plots, images=images, max_responses=html_max_responses, order=html_order)
+    write_html(
+        paths["html"],
+        records,
+        stats,
+        ratio=ratio,
+        title=title,
+        settings=settings,
+        plots=plots,
+        images=images,
+        max_responses=html_max_responses,
+        order=html_order,
+    )
     return paths

@@ -54,7 +54,9 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 def _as_float_matrix(x: Any, mask: torch.Tensor, name: str) -> torch.Tensor:
     t = _as_tensor(x, name)
     if t.shape != mask.shape:
-        raise ValueError(f"{name} must have the shape of mask {tuple(mask.shape)}, got {tuple(t.shape)}.")
+        raise ValueError(
+            f"{name} must have the shape of mask {tuple(mask.shape)}, got {tuple(t.shape)}."
+        )
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}.")
     t = t.to(torch.float64)
@@ -69,7 +71,10 @@ def _as_mask(mask: Any) -> torch.Tensor:
     if m.dim() != 2:
         raise ValueError(f"mask must be a 2-D [B, T] array, got shape {tuple(m.shape)}.")
     if m.dtype != torch.bool:
-        if m.is_floating_point() and not torch.isin(m, torch.tensor([0.0, 1.0], dtype=m.dtype)).all():
+        if (
+            m.is_floating_point()
+            and not torch.isin(m, torch.tensor([0.0, 1.0], dtype=m.dtype)).all()
+        ):
             raise ValueError("mask must hold only 0/1 (or booleans).")
         m = m != 0
     return m
@@ -87,7 +92,9 @@ def _as_vector(x: Any, size: int, name: str) -> np.ndarray:
 def _valid_tokens(tokens: Sequence[Sequence[str]], mask: torch.Tensor) -> list[list[str]]:
     """tokens per response: either aligned with T or listing the valid tokens in order."""
     if len(tokens) != mask.shape[0]:
-        raise ValueError(f"tokens must hold one list per response ({mask.shape[0]}), got {len(tokens)}.")
+        raise ValueError(
+            f"tokens must hold one list per response ({mask.shape[0]}), got {len(tokens)}."
+        )
     out = []
     for b, row in enumerate(tokens):
         row = list(row)
@@ -123,7 +130,11 @@ def distribution_summary(
     x = np.asarray(values, dtype=np.float64).ravel()
     keys = ["mean", "std", "min", "max", "median", "skewness"]
     if x.size == 0:
-        return {"count": 0, **dict.fromkeys(keys), "quantiles": {f"p{q * 100:g}": None for q in quantiles}}
+        return {
+            "count": 0,
+            **dict.fromkeys(keys),
+            "quantiles": {f"p{q * 100:g}": None for q in quantiles},
+        }
     mean = float(x.mean())
     centred = x - mean
     m2 = float((centred**2).mean())
@@ -245,7 +256,9 @@ def correlation_summary(traj: Any, correct: Any) -> dict[str, Any]:
     if n < 2:
         out["note"] = "fewer than 2 responses"
     elif np.all(c == c[0]):
-        out["note"] = "correctness is constant (all " + ("correct" if c[0] == 1 else "incorrect") + ")"
+        out["note"] = (
+            "correctness is constant (all " + ("correct" if c[0] == 1 else "incorrect") + ")"
+        )
     elif np.all(t == t[0]):
         out["note"] = "trajectory dependency is constant"
     else:
@@ -276,9 +289,16 @@ def selection_overlap(
     n_valid = mask.sum(-1).double()
     rows = n_valid > 0
     if not bool(rows.any()):
-        return {"ratio": ratio, "jaccard": None, "overlap_fraction": None, "jaccard_pooled": None,
-                "overlap_fraction_pooled": None, "random_overlap_fraction": None,
-                "spearman_tokens": None, "pearson_tokens": None}
+        return {
+            "ratio": ratio,
+            "jaccard": None,
+            "overlap_fraction": None,
+            "jaccard_pooled": None,
+            "overlap_fraction_pooled": None,
+            "random_overlap_fraction": None,
+            "spearman_tokens": None,
+            "pearson_tokens": None,
+        }
     valid = mask
     dep_v = dep[valid].numpy()
     ent_v = entropy[valid].numpy()
@@ -320,14 +340,23 @@ def token_string_table(
             entry[1] += float(dep[b, t])
             entry[2] += float(selected[b, t])
     rows = [
-        {"token": key, "count": int(c), "mean_dependency": s / c, "total_dependency": s,
-         "selected_share": k / c}
+        {
+            "token": key,
+            "count": int(c),
+            "mean_dependency": s / c,
+            "total_dependency": s,
+            "selected_share": k / c,
+        }
         for key, (c, s, k) in stats.items()
     ]
     frequent = [r for r in rows if r["count"] >= min_count]
     return {
-        "by_mean_dependency": sorted(frequent, key=lambda r: (-r["mean_dependency"], r["token"]))[:top],
-        "by_total_dependency": sorted(rows, key=lambda r: (-r["total_dependency"], r["token"]))[:top],
+        "by_mean_dependency": sorted(frequent, key=lambda r: (-r["mean_dependency"], r["token"]))[
+            :top
+        ],
+        "by_total_dependency": sorted(rows, key=lambda r: (-r["total_dependency"], r["token"]))[
+            :top
+        ],
     }
 
 
@@ -389,7 +418,8 @@ def perception_statistics(
 
     token_section: dict[str, Any] = distribution_summary(values, quantiles)
     token_section["share_above"] = {
-        f"{level:g}": (float((values > level).mean()) if values.size else None) for level in thresholds
+        f"{level:g}": (float((values > level).mean()) if values.size else None)
+        for level in thresholds
     }
     if clip is not None and math.isfinite(clip):
         token_section["clip"] = float(clip)
@@ -409,7 +439,8 @@ def perception_statistics(
     traj_section = distribution_summary(traj[nonempty], quantiles)
     traj_section["coefficient_of_variation"] = (
         traj_section["std"] / traj_section["mean"]
-        if traj_section["count"] and traj_section["mean"] and traj_section["mean"] > 0 else None
+        if traj_section["count"] and traj_section["mean"] and traj_section["mean"] > 0
+        else None
     )
 
     selected = tgf_mask(dep_t, mask_t, ratio)
@@ -427,8 +458,12 @@ def perception_statistics(
             "selected_tokens": int(kept),
             "selected_fraction": float(kept / max(values.size, 1)),
             "mean_dependency_selected": float(dep_t[selected].mean()) if int(kept) else None,
-            "mean_dependency_rejected": float(dep_t[rejected].mean()) if bool(rejected.any()) else None,
-            "dependency_share_selected": float(dep_t[selected].sum() / total) if total > 0 else None,
+            "mean_dependency_rejected": float(dep_t[rejected].mean())
+            if bool(rejected.any())
+            else None,
+            "dependency_share_selected": float(dep_t[selected].sum() / total)
+            if total > 0
+            else None,
         },
     }
     if correct is not None:

@@ -120,7 +120,9 @@ def _open(value: Any, base_dir, where: str) -> tuple[Image.Image, str | None]:
     if resolved.is_dir():
         raise ValueError(f"{where} names a folder, not an image file: {resolved}.")
     if resolved.exists() and not resolved.is_file():
-        raise ValueError(f"{where} names {resolved}, which is not a regular file (a device or a pipe).")
+        raise ValueError(
+            f"{where} names {resolved}, which is not a regular file (a device or a pipe)."
+        )
     if not resolved.is_file():
         raise FileNotFoundError(f"{where} refers to a missing image file: {resolved}.")
     try:

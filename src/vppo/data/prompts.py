@@ -126,7 +126,9 @@ def _compile(source: str, name: str) -> PromptTemplate:
         rendered = template.render(problem=marker, content=marker)
         if marker in rendered:
             before, _, after = rendered.partition(marker)
-            instructions = tuple(s.strip() for s in (before, after.replace(marker, "")) if s.strip())
+            instructions = tuple(
+                s.strip() for s in (before, after.replace(marker, "")) if s.strip()
+            )
     return PromptTemplate(name, source, variables, template, instructions)
 
 

@@ -53,9 +53,11 @@ class PromptSettings:
     source: str = "defaults"  # where the values not given explicitly came from
 
     def describe(self) -> str:
-        return (f"template {self.template}, system prompt "
-                f"{'(chat template default)' if self.system_prompt is None else repr(self.system_prompt)}, "
-                f"pixels {self.min_pixels}-{self.max_pixels} (from {self.source})")
+        return (
+            f"template {self.template}, system prompt "
+            f"{'(chat template default)' if self.system_prompt is None else repr(self.system_prompt)}, "
+            f"pixels {self.min_pixels}-{self.max_pixels} (from {self.source})"
+        )
 
 
 def read_prompt_settings(model: str | Path | None) -> tuple[dict[str, Any], str] | None:
@@ -75,7 +77,11 @@ def read_prompt_settings(model: str | Path | None) -> tuple[dict[str, Any], str]
             raise ValueError(f"{file} is not readable JSON ({err}).") from err
         values = data.get(key) if key else data
         if isinstance(values, dict):
-            known = {k: values[k] for k in ("template", "system_prompt", "min_pixels", "max_pixels") if k in values}
+            known = {
+                k: values[k]
+                for k in ("template", "system_prompt", "min_pixels", "max_pixels")
+                if k in values
+            }
             return known, str(file)
     return None
 
@@ -95,19 +101,32 @@ def resolve_prompt_settings(
     return PromptSettings(
         template=template if template is not None else values.get("template", DEFAULT_TEMPLATE),
         system_prompt=system_prompt if system_prompt is not None else values.get("system_prompt"),
-        min_pixels=min_pixels if min_pixels is not None else values.get("min_pixels", DEFAULT_MIN_PIXELS),
-        max_pixels=max_pixels if max_pixels is not None else values.get("max_pixels", DEFAULT_MAX_PIXELS),
+        min_pixels=min_pixels
+        if min_pixels is not None
+        else values.get("min_pixels", DEFAULT_MIN_PIXELS),
+        max_pixels=max_pixels
+        if max_pixels is not None
+        else values.get("max_pixels", DEFAULT_MAX_PIXELS),
         source=source,
     )
 
 
-def apply_prompt_settings(options: Any, model: str | Path | None, *, template_attr: str = "prompt_template",
-                          use_recorded: bool = True) -> PromptSettings:
+def apply_prompt_settings(
+    options: Any,
+    model: str | Path | None,
+    *,
+    template_attr: str = "prompt_template",
+    use_recorded: bool = True,
+) -> PromptSettings:
     """Resolve the prompt options of a parsed command line (`options.<template_attr>`,
     `.system_prompt`, `.min_pixels`, `.max_pixels`; None = not given) and write them back."""
     settings = resolve_prompt_settings(
-        model, template=getattr(options, template_attr), system_prompt=options.system_prompt,
-        min_pixels=options.min_pixels, max_pixels=options.max_pixels, use_recorded=use_recorded,
+        model,
+        template=getattr(options, template_attr),
+        system_prompt=options.system_prompt,
+        min_pixels=options.min_pixels,
+        max_pixels=options.max_pixels,
+        use_recorded=use_recorded,
     )
     setattr(options, template_attr, settings.template)
     options.system_prompt = settings.system_prompt
@@ -131,15 +150,20 @@ def read_yaml_file(path: Path, label: str, utf8_hint: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{label} is not a UTF-8 text file (byte {err.start}); {utf8_hint}.") from err
+        raise ValueError(
+            f"{label} is not a UTF-8 text file (byte {err.start}); {utf8_hint}."
+        ) from err
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        hint = ("; recipes hold plain values only (no !!python tags)" if "tag" in str(problem)
-                else "; fix the YAML syntax there")
+        hint = (
+            "; recipes hold plain values only (no !!python tags)"
+            if "tag" in str(problem)
+            else "; fix the YAML syntax there"
+        )
         raise ValueError(f"{label} is not valid YAML{where}: {problem}{hint}.") from err
 
 

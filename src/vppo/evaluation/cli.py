@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--benchmarks",
         help="'all' (the paper's eight) or a comma list, e.g. geo3k,wemath; known: "
-        + ", ".join(BENCHMARKS) + ". Default: the --benchmark-path names if given, else all",
+        + ", ".join(BENCHMARKS)
+        + ". Default: the --benchmark-path names if given, else all",
     )
     p.add_argument(
         "--data-dir",
@@ -59,12 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(papo/<name>.json, vppo/<name>.json, images/...)",
     )
     p.add_argument(
-        "--benchmark-path", action="append", default=[], metavar="NAME=PATH",
+        "--benchmark-path",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
         help="file, folder or Hub name ([hub:]owner/name[:config][@split]) for one benchmark; "
         "repeatable; a NAME outside the registry adds a custom benchmark",
     )
     p.add_argument(
-        "--source", choices=("auto", "sharegpt", "raw"), default="auto",
+        "--source",
+        choices=("auto", "sharegpt", "raw"),
+        default="auto",
         help="without a path: the ShareGPT files the paper scored (auto/sharegpt) or the raw "
         "Hub datasets (raw)",
     )
@@ -74,42 +80,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=50, help="0 disables (PAPO-Eval used 50)")
-    p.add_argument("--max-new-tokens", type=int, default=2048, help="the paper: 2048 (7B), 4096 (32B)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=2048, help="the paper: 2048 (7B), 4096 (32B)"
+    )
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--min-pixels", type=int,
-                   help=f"default: the model folder's recorded value for your own benchmarks "
-                   f"(vppo_prompt.json), else {EVAL_MIN_PIXELS} (the paper's protocol)")
-    p.add_argument("--max-pixels", type=int,
-                   help=f"default: the model folder's recorded value for your own benchmarks, else "
-                   f"{EVAL_MAX_PIXELS}")
-    p.add_argument("--max-prompt-tokens", type=int, default=EVAL_MAX_PROMPT_TOKENS,
-                   help="longer prompts are skipped and reported")
-    p.add_argument("--prompt-template", "--template", dest="template",
-                   help="prompt template: built-in name, .jinja path or inline Jinja (default: the "
-                   "model folder's recorded one for your own benchmarks, else vppo_math)")
-    p.add_argument("--system-prompt",
-                   help="system message (default: the model folder's recorded one for your own "
-                   "benchmarks, else none: the chat template's, which for Qwen2.5-VL is PAPO-Eval's "
-                   f"{DEFAULT_SYSTEM_PROMPT!r})")
-    p.add_argument("--no-system-prompt", action="store_true",
-                   help="send no system message (the chat template may still add its own)")
+    p.add_argument(
+        "--min-pixels",
+        type=int,
+        help=f"default: the model folder's recorded value for your own benchmarks "
+        f"(vppo_prompt.json), else {EVAL_MIN_PIXELS} (the paper's protocol)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help=f"default: the model folder's recorded value for your own benchmarks, else "
+        f"{EVAL_MAX_PIXELS}",
+    )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=EVAL_MAX_PROMPT_TOKENS,
+        help="longer prompts are skipped and reported",
+    )
+    p.add_argument(
+        "--prompt-template",
+        "--template",
+        dest="template",
+        help="prompt template: built-in name, .jinja path or inline Jinja (default: the "
+        "model folder's recorded one for your own benchmarks, else vppo_math)",
+    )
+    p.add_argument(
+        "--system-prompt",
+        help="system message (default: the model folder's recorded one for your own "
+        "benchmarks, else none: the chat template's, which for Qwen2.5-VL is PAPO-Eval's "
+        f"{DEFAULT_SYSTEM_PROMPT!r})",
+    )
+    p.add_argument(
+        "--no-system-prompt",
+        action="store_true",
+        help="send no system message (the chat template may still add its own)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
-                   help="auto: vLLM when installed and a GPU is visible, else transformers")
-    p.add_argument("--batch-size", type=int,
-                   help="samples per generate call (default 8 for transformers, 512 for vLLM)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "vllm"),
+        default="auto",
+        help="auto: vLLM when installed and a GPU is visible, else transformers",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per generate call (default 8 for transformers, 512 for vLLM)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", help="transformers backend device (default: cuda if available)")
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    p.add_argument("--max-model-len", type=int,
-                   help="vLLM context length (default: max prompt + max new tokens = 11264)")
-    p.add_argument("--grader", choices=("mathruler", "math_verify"), default="mathruler",
-                   help="math_verify is more lenient than the paper's grading")
-    p.add_argument("--compare-to", metavar="NAME",
-                   help="print the difference to a paper row, e.g. 'Qwen2.5-VL-7B+VPPO'")
-    p.add_argument("--list-references", action="store_true",
-                   help="list the paper rows usable with --compare-to and exit")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        help="vLLM context length (default: max prompt + max new tokens = 11264)",
+    )
+    p.add_argument(
+        "--grader",
+        choices=("mathruler", "math_verify"),
+        default="mathruler",
+        help="math_verify is more lenient than the paper's grading",
+    )
+    p.add_argument(
+        "--compare-to",
+        metavar="NAME",
+        help="print the difference to a paper row, e.g. 'Qwen2.5-VL-7B+VPPO'",
+    )
+    p.add_argument(
+        "--list-references",
+        action="store_true",
+        help="list the paper rows usable with --compare-to and exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return accept_underscores(p)
 
@@ -170,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
             from vppo.evaluation.generation import vllm_available
 
-            backend_name = "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+            backend_name = (
+                "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+            )
         paths = _benchmark_paths(args.benchmark_path)
         names = resolve_benchmark_names(args.benchmarks or (",".join(paths) if paths else "all"))
         from vppo.models import check_vision_language_model
@@ -179,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         # Your own benchmarks are prompted as the model folder records it was trained; the paper's
         # benchmarks keep the paper's protocol unless a flag says otherwise.
         prompt = resolve_prompt_settings(
-            args.model, template=args.template, system_prompt=args.system_prompt,
-            min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+            args.model,
+            template=args.template,
+            system_prompt=args.system_prompt,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
             use_recorded=not any(name in BENCHMARKS for name in names),
         )
         print(f"prompts: {prompt.describe()}")
@@ -199,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = []
         for name in names:
             bench = load_benchmark(
-                name, path=paths.get(name), data_dir=args.data_dir, source=args.source,
+                name,
+                path=paths.get(name),
+                data_dir=args.data_dir,
+                source=args.source,
                 limit=args.limit,
             )
             note = f", {len(bench.skipped)} skipped" if bench.skipped else ""
@@ -211,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ... and {len(bench.skipped) - 5} more (see results.json)")
             spec = BENCHMARKS.get(name)
             if (
-                args.limit is None and spec is not None and spec.paper_rows is not None
+                args.limit is None
+                and spec is not None
+                and spec.paper_rows is not None
                 and bench.schema.startswith("sharegpt")
                 and len(bench) + len(bench.skipped) != spec.paper_rows
             ):
@@ -229,16 +286,23 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             tensor_parallel_size=args.tensor_parallel_size,
             gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len or _default_context(
+            max_model_len=args.max_model_len
+            or _default_context(
                 # PAPO-Eval's vLLM context: cutoff_len 9216 + 2048 new tokens = 11264.
-                args.model, (args.max_prompt_tokens or EVAL_MAX_PROMPT_TOKENS) + args.max_new_tokens
+                args.model,
+                (args.max_prompt_tokens or EVAL_MAX_PROMPT_TOKENS) + args.max_new_tokens,
             ),
             seed=args.seed,
         )
         try:
             report = evaluate(
-                loaded, backend, settings, output_dir, model_id=model_id,
-                progress=not args.no_progress, compare_to=args.compare_to,
+                loaded,
+                backend,
+                settings,
+                output_dir,
+                model_id=model_id,
+                progress=not args.no_progress,
+                compare_to=args.compare_to,
             )
         finally:
             backend.close()
@@ -257,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     for result in report.ordered():
         for row in result.skipped[:3]:
             print(f"[{result.name}] skipped {row.id}: {row.reason}")
-    print(f"\nresults: {Path(output_dir) / 'results.json'}; per-question samples: "
-          f"{Path(output_dir) / '<benchmark>.samples.jsonl'}")
+    print(
+        f"\nresults: {Path(output_dir) / 'results.json'}; per-question samples: "
+        f"{Path(output_dir) / '<benchmark>.samples.jsonl'}"
+    )
     return 0
 
 

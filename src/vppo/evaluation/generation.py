@@ -186,16 +186,18 @@ class TransformersBackend(_ProcessorPrompts):
             )
         return GenerationConfig(**kwargs)
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[str]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> list[str]:
         if not requests:
             return []
         torch = self._torch
         texts = [self.chat_text(r) for r in requests]
         # Nested per prompt: Idefics3/SmolVLM processors need it, Qwen processors flatten it.
         images = [list(r.images) for r in requests] if any(r.images for r in requests) else None
-        inputs = self.processor(
-            text=texts, images=images, padding=True, return_tensors="pt"
-        ).to(self.device)
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(
+            self.device
+        )
         batch_seed = request_seed(0, "batch", ",".join(str(r.seed) for r in requests), 0)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
@@ -295,7 +297,9 @@ class VLLMBackend(_ProcessorPrompts):
             prompt["multi_modal_data"] = {"image": list(request.images)}
         return prompt
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[str]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> list[str]:
         if not requests:
             return []
         prompts = [self.vllm_prompt(r) for r in requests]

@@ -284,7 +284,10 @@ def _prompt_sha(user_text: str, example: EvalExample) -> str:
     """16 hex digits over what one question asks: its prompt text and its images' content."""
     try:
         images = example.image_digest()
-    except (ValueError, OSError):  # unreadable: the question fails when it is generated, never a hit
+    except (
+        ValueError,
+        OSError,
+    ):  # unreadable: the question fails when it is generated, never a hit
         images = "unreadable"
     return hashlib.sha256(f"{example.num_images}|{images}|{user_text}".encode()).hexdigest()[:16]
 
@@ -343,7 +346,10 @@ def _plan(
 
 
 def _grade_questions(
-    examples: Sequence[EvalExample], plan: _Plan, settings: EvalSettings, label: str,
+    examples: Sequence[EvalExample],
+    plan: _Plan,
+    settings: EvalSettings,
+    label: str,
     progress: bool,
 ) -> list[QuestionResult]:
     questions = []
@@ -385,14 +391,17 @@ def evaluate_benchmark(
     cache = SampleCache(output / "cache" / f"{_safe_name(name)}.jsonl")
     plan = _plan(loaded, settings, cache.load(fingerprint))
     if cache.corrupt_lines:
-        print(f"[{name}] ignored {cache.corrupt_lines} unreadable line(s) in {cache.path}.",
-              file=sys.stderr)
+        print(
+            f"[{name}] ignored {cache.corrupt_lines} unreadable line(s) in {cache.path}.",
+            file=sys.stderr,
+        )
     reused = plan.reused
     skipped = list(loaded.skipped)
     failed: set[str] = set()
     total = sum(len(v) for v in plan.pending.values())
-    bar = tqdm(total=total, desc=f"{name} generate", unit="sample",
-               disable=not progress or total == 0)
+    bar = tqdm(
+        total=total, desc=f"{name} generate", unit="sample", disable=not progress or total == 0
+    )
 
     def requests() -> Iterator[GenerationRequest]:
         # Lazily, question by question, so only the images of the current batch are in memory.
@@ -422,16 +431,18 @@ def evaluate_benchmark(
                     f"backend {backend.name} returned {len(outputs)} completions for "
                     f"{len(batch)} requests."
                 )
-            cache.append([
-                {
-                    "fingerprint": fingerprint,
-                    "id": r.question_id,
-                    "sample": r.sample_index,
-                    "prompt_sha": plan.prompts[r.question_id][1],
-                    "response": text,
-                }
-                for r, text in zip(batch, outputs, strict=True)
-            ])
+            cache.append(
+                [
+                    {
+                        "fingerprint": fingerprint,
+                        "id": r.question_id,
+                        "sample": r.sample_index,
+                        "prompt_sha": plan.prompts[r.question_id][1],
+                        "response": text,
+                    }
+                    for r, text in zip(batch, outputs, strict=True)
+                ]
+            )
             for r, text in zip(batch, outputs, strict=True):
                 plan.responses[r.question_id][r.sample_index] = text
             generated += len(batch)
@@ -445,8 +456,16 @@ def evaluate_benchmark(
     samples_path = output / f"{_safe_name(name)}.samples.jsonl"
     _write_samples(samples_path, name, questions)
     return BenchmarkResult(
-        name, score, len(questions), settings.num_samples, skipped, generated, reused,
-        loaded.source, str(samples_path), questions,
+        name,
+        score,
+        len(questions),
+        settings.num_samples,
+        skipped,
+        generated,
+        reused,
+        loaded.source,
+        str(samples_path),
+        questions,
     )
 
 
@@ -483,9 +502,7 @@ def _request(
     if limit is not None and callable(length_of):
         length = length_of(request)
         if length > limit:
-            raise ValueError(
-                f"the prompt has {length} tokens, more than max_prompt_tokens={limit}"
-            )
+            raise ValueError(f"the prompt has {length} tokens, more than max_prompt_tokens={limit}")
     return request
 
 
@@ -614,18 +631,29 @@ def format_table(report: EvalReport, compare_to: str | None = None) -> str:
             if len(covered) == len(PAPER_BENCHMARKS)
             else (sum(paper[n] for n in covered) / len(covered) if covered else None)
         )
-        rows.append((f"paper: {compare_to}", [_fmt(paper.get(r.name)) for r in ordered]
-                     + [_fmt(paper_avg)]))
-        rows.append(("difference", [_fmt(diff.get(r.name), signed=True) for r in ordered]
-                     + [_fmt(diff.get("avg"), signed=True)]))
+        rows.append(
+            (f"paper: {compare_to}", [_fmt(paper.get(r.name)) for r in ordered] + [_fmt(paper_avg)])
+        )
+        rows.append(
+            (
+                "difference",
+                [_fmt(diff.get(r.name), signed=True) for r in ordered]
+                + [_fmt(diff.get("avg"), signed=True)],
+            )
+        )
     rows.append(("questions", [str(r.num_questions) for r in ordered] + [""]))
     rows.append(("skipped", [str(len(r.skipped)) for r in ordered] + [""]))
     label_width = max(len(label) for label, _ in rows)
     widths = [max(len(t), *(len(cells[i]) for _, cells in rows)) for i, t in enumerate(titles)]
-    lines = [" " * label_width + "  " + "  ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))]
+    lines = [
+        " " * label_width
+        + "  "
+        + "  ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))
+    ]
     for label, cells in rows:
         lines.append(
-            label.ljust(label_width) + "  "
+            label.ljust(label_width)
+            + "  "
             + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
         )
     return "\n".join(lines)

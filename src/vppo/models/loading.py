@@ -81,7 +81,9 @@ def check_vision_language_model(
     source = _check_source(path_or_name, hub_kwargs)
     config = AutoConfig.from_pretrained(source, **hub_kwargs)
     # Remote code (auto_map) may register its own image-text-to-text class: let it through.
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or getattr(config, "auto_map", None):
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or getattr(
+        config, "auto_map", None
+    ):
         return source
     raise ValueError(
         f"{label} {path_or_name} is not a vision-language model (model_type {config.model_type!r}); "

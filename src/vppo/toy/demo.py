@@ -116,12 +116,21 @@ class DemoSettings:
         from vppo.data.synthetic import TASK_FAMILIES
 
         if self.task not in TASK_FAMILIES:
-            raise ValueError(f"DemoSettings.task must be one of {', '.join(TASK_FAMILIES)}, got "
-                             f"{self.task!r}.")
+            raise ValueError(
+                f"DemoSettings.task must be one of {', '.join(TASK_FAMILIES)}, got {self.task!r}."
+            )
         if self.device not in ("cpu", "cuda"):  # the trainer picks the GPU (use_cpu off)
             raise ValueError(f"DemoSettings.device must be 'cpu' or 'cuda', got {self.device!r}.")
-        for name in ("steps", "prompts_per_step", "num_generations", "num_iterations",
-                     "max_completion_length", "train_size", "eval_size", "eval_k"):
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "num_generations",
+            "num_iterations",
+            "max_completion_length",
+            "train_size",
+            "eval_size",
+            "eval_k",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoSettings.{name} must be a positive integer, got {value!r}.")
@@ -133,16 +142,27 @@ class DemoSettings:
         for name in ("summary_responses", "summary_show", "dynamic_sampling_max_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"DemoSettings.{name} must be a non-negative integer, got {value!r}.")
+                raise ValueError(
+                    f"DemoSettings.{name} must be a non-negative integer, got {value!r}."
+                )
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"DemoSettings.learning_rate must be positive, got {self.learning_rate}.")
+            raise ValueError(
+                f"DemoSettings.learning_rate must be positive, got {self.learning_rate}."
+            )
         if not self.nll_coef >= 0:
             raise ValueError(f"DemoSettings.nll_coef must be non-negative, got {self.nll_coef}.")
 
 
 QUICK_SETTINGS = DemoSettings(
-    steps=4, prompts_per_step=2, num_generations=4, learning_rate=3e-5, train_size=32,
-    eval_size=8, eval_k=2, summary_responses=2, summary_show=1,
+    steps=4,
+    prompts_per_step=2,
+    num_generations=4,
+    learning_rate=3e-5,
+    train_size=32,
+    eval_size=8,
+    eval_k=2,
+    summary_responses=2,
+    summary_show=1,
 )
 """`--quick`: a smoke test that exercises every stage in seconds (tests use it). With 8 rollouts per
 step and 8 validation questions its accuracies are noise; the learning rate is small so that the
@@ -177,8 +197,11 @@ def load_policy(checkpoint: str | Path | None = None) -> tuple[Any, Any]:
 
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     if not (path / "config.json").is_file():
-        hint = ("build one with `python -m vppo.warmstart --output DIR` and pass --checkpoint DIR"
-                if checkpoint is None else "pass a folder written by `python -m vppo.warmstart`")
+        hint = (
+            "build one with `python -m vppo.warmstart --output DIR` and pass --checkpoint DIR"
+            if checkpoint is None
+            else "pass a folder written by `python -m vppo.warmstart`"
+        )
         raise FileNotFoundError(f"checkpoint: {path} holds no model (config.json); {hint}.")
     return load_model_and_processor(path, dtype="float32")
 
@@ -196,8 +219,11 @@ def method_overrides(method: str) -> dict[str, Any]:
         raise ValueError(f"method is {method!r}; choose one of {', '.join(METHODS)}.")
     recipe, reference = METHODS[method]
     values, base = load_recipe(recipe), load_recipe(reference)
-    return {k: v for k, v in values.items()
-            if k not in _NOT_ALGORITHM and (k not in base or base[k] != v)}
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in _NOT_ALGORITHM and (k not in base or base[k] != v)
+    }
 
 
 def rl_config(method: str, settings: DemoSettings, output_dir: str | Path, **extra: Any) -> Any:
@@ -241,8 +267,9 @@ def synthetic_split(split: str, size: int, seed: int, family: str = "shapes") ->
     """``size`` rows of the synthetic task at the demo's image size (all the family's task types)."""
     from vppo.data.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(size, split=split, seed=seed, image_size=DEMO_IMAGE_SIZE,
-                                  family=family)
+    return make_synthetic_dataset(
+        size, split=split, seed=seed, image_size=DEMO_IMAGE_SIZE, family=family
+    )
 
 
 def training_dataset(raw: Any) -> Any:
@@ -250,8 +277,14 @@ def training_dataset(raw: Any) -> Any:
     from vppo.data import load_training_dataset
 
     pixels = DEMO_IMAGE_SIZE * DEMO_IMAGE_SIZE
-    return load_training_dataset(raw, prompt_template=DEMO_PROMPT_TEMPLATE, system_prompt=None,
-                                 min_pixels=pixels, max_pixels=pixels, keep_columns=("task_type",))
+    return load_training_dataset(
+        raw,
+        prompt_template=DEMO_PROMPT_TEMPLATE,
+        system_prompt=None,
+        min_pixels=pixels,
+        max_pixels=pixels,
+        keep_columns=("task_type",),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,8 +303,9 @@ def _progress_callback(total: int, desc: str, enabled: bool) -> Any:
             self.bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=total, desc=desc, unit="step", disable=not enabled,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True
+            )
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is None or not logs or "reward" not in logs:
@@ -293,9 +327,18 @@ def _progress_callback(total: int, desc: str, enabled: bool) -> Any:
 
 def _curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
     """Per-step training metrics that the curves and the tables use."""
-    keep = ("reward", "reward_std", "loss", "vppo/dependency_mean", "vppo/kept_token_frac",
-            "vppo/dynamic_sampling/dropped_frac", "vppo/dynamic_sampling/filler_groups", "vppo/nll",
-            "completions/mean_length", "entropy")
+    keep = (
+        "reward",
+        "reward_std",
+        "loss",
+        "vppo/dependency_mean",
+        "vppo/kept_token_frac",
+        "vppo/dynamic_sampling/dropped_frac",
+        "vppo/dynamic_sampling/filler_groups",
+        "vppo/nll",
+        "completions/mean_length",
+        "entropy",
+    )
     curve = []
     for entry in log_history:
         if "reward" not in entry or "step" not in entry:
@@ -328,8 +371,13 @@ def train_rl(
     from vppo.trainer import VPPOTrainer
 
     args = rl_config(method, settings, output_dir)
-    trainer = VPPOTrainer(model=model, reward_funcs=[load_reward_function("accuracy")], args=args,
-                          train_dataset=train_rows, processing_class=processor)
+    trainer = VPPOTrainer(
+        model=model,
+        reward_funcs=[load_reward_function("accuracy")],
+        args=args,
+        train_dataset=train_rows,
+        processing_class=processor,
+    )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)  # our bar shows the reward; the full logs are in curve
     trainer.add_callback(_progress_callback(settings.steps, desc or f"{method} training", progress))
@@ -388,16 +436,40 @@ def perception_summary(
         raise ValueError("perception_summary needs at least one row.")
     prompts = [prompt_messages(row["problem"], len(row["images"])) for row in picked]
     images = [list(row["images"]) for row in picked]
-    responses = generate_responses(model, processor, prompts, images, max_new_tokens=max_new_tokens,
-                                   temperature=1.0, top_p=1.0, top_k=0, seed=seed,
-                                   batch_size=len(picked), progress=progress)
-    records = score_responses(model, processor, prompts, images, responses, estimator="k3",
-                              perturbation="blacken", prob=0.5, seed=seed, batch_size=len(picked),
-                              answers=[row["answer"] for row in picked],
-                              rows=list(range(len(picked))), progress=progress)
+    responses = generate_responses(
+        model,
+        processor,
+        prompts,
+        images,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        seed=seed,
+        batch_size=len(picked),
+        progress=progress,
+    )
+    records = score_responses(
+        model,
+        processor,
+        prompts,
+        images,
+        responses,
+        estimator="k3",
+        perturbation="blacken",
+        prob=0.5,
+        seed=seed,
+        batch_size=len(picked),
+        answers=[row["answer"] for row in picked],
+        rows=list(range(len(picked))),
+        progress=progress,
+    )
     stats = analyze_records(records, ratio=ratio, clip=10.0)
-    lines = [format_summary(stats), "",
-             f"responses, top {ratio:.0%} most image-dependent tokens in [brackets]:"]
+    lines = [
+        format_summary(stats),
+        "",
+        f"responses, top {ratio:.0%} most image-dependent tokens in [brackets]:",
+    ]
     for record in records[:show]:
         verdict = "correct" if record.correct else "wrong"
         question = picked[record.row]["problem"].replace("<image>", "").strip()
@@ -441,79 +513,136 @@ def run_demo(
     model, processor = load_policy(warm)
     info = read_warmstart_info(warm)
     # The task's rows are fixed; the seed varies the training randomness (as in `vppo compare`).
-    train_rows = training_dataset(synthetic_split("train", settings.train_size, 0,
-                                                  family=settings.task))
-    validation = synthetic_split("validation", settings.eval_size, settings.eval_seed,
-                                 family=settings.task)
+    train_rows = training_dataset(
+        synthetic_split("train", settings.train_size, 0, family=settings.task)
+    )
+    validation = synthetic_split(
+        "validation", settings.eval_size, settings.eval_seed, family=settings.task
+    )
     benchmark = synthetic_benchmark(validation, "synthetic-validation")
-    eval_settings = synthetic_eval_settings(settings.eval_k, seed=settings.eval_seed,
-                                            max_new_tokens=settings.max_completion_length)
+    eval_settings = synthetic_eval_settings(
+        settings.eval_k, seed=settings.eval_seed, max_new_tokens=settings.max_completion_length
+    )
     _timed(seconds, "setup", started)
     params = sum(p.numel() for p in model.parameters())
-    out(f"model: warm-started tiny {model.config.model_type} ({params / 1e6:.2f} M parameters, "
+    out(
+        f"model: warm-started tiny {model.config.model_type} ({params / 1e6:.2f} M parameters, "
         f"{torch.get_num_threads()} CPU thread(s))"
-        + (f"; warm-start pass rate {info['pass_rate']:.2f}" if info else ""))
-    out(f"task: synthetic visual questions ({settings.train_size} train rows); validation: "
-        f"{settings.eval_size} questions x {settings.eval_k} samples at T = 1")
+        + (f"; warm-start pass rate {info['pass_rate']:.2f}" if info else "")
+    )
+    out(
+        f"task: synthetic visual questions ({settings.train_size} train rows); validation: "
+        f"{settings.eval_size} questions x {settings.eval_k} samples at T = 1"
+    )
 
     # A demo is one shot: samples cached by an earlier run in this folder (perhaps of another
     # checkpoint or another training) must not be reused.
     shutil.rmtree(output / "eval", ignore_errors=True)
     started = time.perf_counter()
-    before = evaluate_pass_rate(model, processor, benchmark, eval_settings, output / "eval" / "before",
-                                model_id="before", progress=progress)
+    before = evaluate_pass_rate(
+        model,
+        processor,
+        benchmark,
+        eval_settings,
+        output / "eval" / "before",
+        model_id="before",
+        progress=progress,
+    )
     _timed(seconds, "eval_before", started)
     out(f"validation avg@{settings.eval_k} before training: {before.score:.1f}%")
 
     started = time.perf_counter()
-    _, curve = train_rl(model, processor, train_rows, method, settings, output / "trainer",
-                        progress=progress, desc=f"{method.upper()} training")
+    _, curve = train_rl(
+        model,
+        processor,
+        train_rows,
+        method,
+        settings,
+        output / "trainer",
+        progress=progress,
+        desc=f"{method.upper()} training",
+    )
     _timed(seconds, "train", started)
     model.save_pretrained(output / "model")
     processor.save_pretrained(output / "model")
-    shutil.rmtree(output / "trainer", ignore_errors=True)  # nothing is saved there (save_strategy no)
+    shutil.rmtree(
+        output / "trainer", ignore_errors=True
+    )  # nothing is saved there (save_strategy no)
 
     started = time.perf_counter()
-    after = evaluate_pass_rate(model, processor, benchmark, eval_settings, output / "eval" / "after",
-                               model_id=f"after-{method}-{settings.steps}-steps-seed-{settings.seed}",
-                               progress=progress)
+    after = evaluate_pass_rate(
+        model,
+        processor,
+        benchmark,
+        eval_settings,
+        output / "eval" / "after",
+        model_id=f"after-{method}-{settings.steps}-steps-seed-{settings.seed}",
+        progress=progress,
+    )
     _timed(seconds, "eval_after", started)
     delta = after.score - before.score
-    out(f"validation avg@{settings.eval_k} after {settings.steps} {method.upper()} steps: "
-        f"{after.score:.1f}% ({delta:+.1f} points)")
+    out(
+        f"validation avg@{settings.eval_k} after {settings.steps} {method.upper()} steps: "
+        f"{after.score:.1f}% ({delta:+.1f} points)"
+    )
     if curve:
         first = [row["reward"] for row in curve[: max(1, len(curve) // 4)]]
-        last = [row["reward"] for row in curve[-max(1, len(curve) // 4):]]
-        line = (f"training reward: {sum(first) / len(first):.3f} (first quarter of steps) -> "
-                f"{sum(last) / len(last):.3f} (last quarter)")
-        dropped = [row["vppo/dynamic_sampling/dropped_frac"] for row in curve
-                   if "vppo/dynamic_sampling/dropped_frac" in row]
+        last = [row["reward"] for row in curve[-max(1, len(curve) // 4) :]]
+        line = (
+            f"training reward: {sum(first) / len(first):.3f} (first quarter of steps) -> "
+            f"{sum(last) / len(last):.3f} (last quarter)"
+        )
+        dropped = [
+            row["vppo/dynamic_sampling/dropped_frac"]
+            for row in curve
+            if "vppo/dynamic_sampling/dropped_frac" in row
+        ]
         if dropped:
-            line += (f"; dynamic sampling dropped {sum(dropped) / len(dropped):.0%} of the groups "
-                     "(all right or all wrong)")
+            line += (
+                f"; dynamic sampling dropped {sum(dropped) / len(dropped):.0%} of the groups "
+                "(all right or all wrong)"
+            )
         out(line)
 
     summary_stats: dict[str, Any] = {}
     if settings.summary_responses:
         started = time.perf_counter()
         text, summary_stats = perception_summary(
-            model, processor, validation, num_responses=settings.summary_responses,
-            show=settings.summary_show, max_new_tokens=settings.max_completion_length,
-            seed=settings.seed)
+            model,
+            processor,
+            validation,
+            num_responses=settings.summary_responses,
+            show=settings.summary_show,
+            max_new_tokens=settings.max_completion_length,
+            seed=settings.seed,
+        )
         _timed(seconds, "perception", started)
         (output / "perception.txt").write_text(text + "\n", encoding="utf-8")
         out("")
-        out(f"token perception of {settings.summary_responses} fresh validation responses "
-            "(k3 dependency, patch blackening p = 0.5):")
+        out(
+            f"token perception of {settings.summary_responses} fresh validation responses "
+            "(k3 dependency, patch blackening p = 0.5):"
+        )
         out(text)
     seconds["total"] = round(time.perf_counter() - total, 1)
-    result = RunResult(method, settings.seed, settings.steps, before.score, after.score, curve,
-                       seconds, asdict(settings))
+    result = RunResult(
+        method,
+        settings.seed,
+        settings.steps,
+        before.score,
+        after.score,
+        curve,
+        seconds,
+        asdict(settings),
+    )
     payload = result.to_dict()
     payload["perception"] = summary_stats
-    payload["checkpoint"] = str(checkpoint) if checkpoint is not None else f"vppo/assets/{warm.name}"
+    payload["checkpoint"] = (
+        str(checkpoint) if checkpoint is not None else f"vppo/assets/{warm.name}"
+    )
     (output / "demo_results.json").write_text(
-        json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     out("")
     out(f"done in {seconds['total']:.0f} s; results in {output}")
     return result
@@ -532,7 +661,9 @@ def quiet_library_noise() -> None:
     import datasets
     import transformers
 
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing` is deprecated.*", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=".*gradient_checkpointing` is deprecated.*", category=FutureWarning
+    )
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
@@ -546,19 +677,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the warm-started tiny VLM with VPPO on the synthetic visual task (CPU, "
         "a few minutes) and show validation accuracy before and after, plus token perception.",
     )
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"RL steps (default {defaults.steps}; --quick: {QUICK_SETTINGS.steps}).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of training (data order, "
-                        "sampling, perturbation masks).")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"RL steps (default {defaults.steps}; --quick: {QUICK_SETTINGS.steps}).",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of training (data order, sampling, perturbation masks).",
+    )
     parser.add_argument("--output-dir", default="runs/demo", help="Where results are written.")
-    parser.add_argument("--quick", action="store_true",
-                        help="A shortened configuration that checks every stage (used by tests).")
-    parser.add_argument("--checkpoint", default=None,
-                        help="Warm-start folder to train (default: the one shipped in the package).")
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help=f"Adam learning rate (default {defaults.learning_rate}).")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="Torch CPU threads (default: the cores not busy with other work).")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A shortened configuration that checks every stage (used by tests).",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="Warm-start folder to train (default: the one shipped in the package).",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"Adam learning rate (default {defaults.learning_rate}).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Torch CPU threads (default: the cores not busy with other work).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     from vppo.data.settings import accept_underscores
 

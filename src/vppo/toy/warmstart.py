@@ -134,21 +134,38 @@ class WarmStartConfig:
             raise ValueError(
                 f"WarmStartConfig.arch must be one of {supported_architectures()}, got {self.arch!r}."
             )
-        positive = ("hidden_size", "num_layers", "vision_hidden_size", "vision_depth", "train_size",
-                    "steps", "batch_size", "eval_every", "eval_size", "eval_samples",
-                    "max_new_tokens", "vocab_size")
+        positive = (
+            "hidden_size",
+            "num_layers",
+            "vision_hidden_size",
+            "vision_depth",
+            "train_size",
+            "steps",
+            "batch_size",
+            "eval_every",
+            "eval_size",
+            "eval_samples",
+            "max_new_tokens",
+            "vocab_size",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"WarmStartConfig.{name} must be a positive integer, got {value!r}.")
+                raise ValueError(
+                    f"WarmStartConfig.{name} must be a positive integer, got {value!r}."
+                )
         if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
             raise ValueError(
                 f"WarmStartConfig.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}."
             )
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"WarmStartConfig.learning_rate must be positive, got {self.learning_rate}.")
+            raise ValueError(
+                f"WarmStartConfig.learning_rate must be positive, got {self.learning_rate}."
+            )
         if not self.max_grad_norm > 0:
-            raise ValueError(f"WarmStartConfig.max_grad_norm must be positive, got {self.max_grad_norm}.")
+            raise ValueError(
+                f"WarmStartConfig.max_grad_norm must be positive, got {self.max_grad_norm}."
+            )
         if self.target_pass_rate is not None and not 0.0 < self.target_pass_rate <= 1.0:
             raise ValueError(
                 f"WarmStartConfig.target_pass_rate must be in (0, 1] or None, got {self.target_pass_rate}."
@@ -207,8 +224,10 @@ def encode_sft_example(
             raise ValueError(f"synthetic row has no {name!r} field; the warm start needs it.")
     tokenizer = getattr(processor, "tokenizer", processor)
     pixels = image_size * image_size
-    images = [prepare_image(img, min_pixels=pixels, max_pixels=pixels, field="images")
-              for img in row["images"]]
+    images = [
+        prepare_image(img, min_pixels=pixels, max_pixels=pixels, field="images")
+        for img in row["images"]
+    ]
     text = processor.apply_chat_template(
         prompt_messages(row["problem"], len(images)), tokenize=False, add_generation_prompt=True
     )
@@ -246,18 +265,20 @@ def collate_sft(examples: Sequence[Mapping[str, Any]], pad_token_id: int) -> dic
                 tail = torch.ones(len(ex["response"]), dtype=torch.long)
             else:
                 tail = torch.zeros(len(ex["response"]), dtype=torch.long)
-            out[i, width - n:] = torch.cat([prompt, tail])
+            out[i, width - n :] = torch.cat([prompt, tail])
         batch[key] = out
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     for i, ex in enumerate(examples):
-        labels[i, width - len(ex["response"]):] = torch.tensor(ex["response"], dtype=torch.long)
+        labels[i, width - len(ex["response"]) :] = torch.tensor(ex["response"], dtype=torch.long)
     batch["labels"] = labels
     for key, value in examples[0]["prompt"].items():
         if key in _TOKEN_KEYS or not isinstance(value, torch.Tensor):
             continue
         parts = [ex["prompt"][key] for ex in examples]
         if any(p.shape[1:] != value.shape[1:] for p in parts):
-            raise ValueError(f"collate_sft: rows have {key} of different shapes; use one image size.")
+            raise ValueError(
+                f"collate_sft: rows have {key} of different shapes; use one image size."
+            )
         batch[key] = torch.cat(parts, dim=0)
     return batch
 
@@ -269,7 +290,9 @@ def sft_loss(model: Any, batch: Mapping[str, Any]) -> Any:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,8 +304,15 @@ def synthetic_benchmark(dataset: Any, name: str = "synthetic") -> Any:
     """A synthetic split as a `vppo.evaluation.LoadedBenchmark` (EasyR1 schema, ids kept)."""
     from vppo.evaluation import rows_to_examples
 
-    rows = [{"id": row["id"], "problem": row["problem"], "answer": row["answer"],
-             "images": row["images"]} for row in dataset]
+    rows = [
+        {
+            "id": row["id"],
+            "problem": row["problem"],
+            "answer": row["answer"],
+            "images": row["images"],
+        }
+        for row in dataset
+    ]
     return rows_to_examples(rows, name, schema="easyr1")
 
 
@@ -299,9 +329,17 @@ def synthetic_eval_settings(
 
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
     pixels = image_size * image_size
-    return EvalSettings(num_samples=k, sampling=sampling, template=DEMO_PROMPT_TEMPLATE,
-                        system_prompt=None, min_pixels=pixels, max_pixels=pixels,
-                        max_prompt_tokens=None, seed=seed, batch_size=batch_size)
+    return EvalSettings(
+        num_samples=k,
+        sampling=sampling,
+        template=DEMO_PROMPT_TEMPLATE,
+        system_prompt=None,
+        min_pixels=pixels,
+        max_pixels=pixels,
+        max_prompt_tokens=None,
+        seed=seed,
+        batch_size=batch_size,
+    )
 
 
 def evaluate_pass_rate(
@@ -327,10 +365,12 @@ def evaluate_pass_rate(
         backend = TransformersBackend(model, processor)
         if output_dir is None:
             with tempfile.TemporaryDirectory(prefix="vppo_eval_") as tmp:
-                return evaluate_benchmark(benchmark, backend, settings, tmp, model_id=model_id,
-                                          progress=progress)
-        return evaluate_benchmark(benchmark, backend, settings, output_dir, model_id=model_id,
-                                  progress=progress)
+                return evaluate_benchmark(
+                    benchmark, backend, settings, tmp, model_id=model_id, progress=progress
+                )
+        return evaluate_benchmark(
+            benchmark, backend, settings, output_dir, model_id=model_id, progress=progress
+        )
     finally:
         model.train(was_training)
 
@@ -382,29 +422,42 @@ def warm_start(
     say = log or (lambda _message: None)
     started = time.perf_counter()
     pixels = DEMO_IMAGE_SIZE * DEMO_IMAGE_SIZE
-    data = {"task_types": config.task_types, "image_size": DEMO_IMAGE_SIZE,
-            "difficulty": config.difficulty}
+    data = {
+        "task_types": config.task_types,
+        "image_size": DEMO_IMAGE_SIZE,
+        "difficulty": config.difficulty,
+    }
     vocab_texts = SYNTHETIC_VOCAB_TEXTS
     if config.family != "shapes":  # the shapes call stays as it was: the shipped checkpoint's
         data["family"] = config.family
         vocab_texts = SYNTHETIC_VOCAB_TEXTS + REASONING_VOCAB_TEXTS
     train = make_synthetic_dataset(config.train_size, split="train", seed=config.data_seed, **data)
-    monitor = make_synthetic_dataset(config.eval_size, split="validation",
-                                     seed=config.data_seed + 1, **data)
+    monitor = make_synthetic_dataset(
+        config.eval_size, split="validation", seed=config.data_seed + 1, **data
+    )
     chance = chance_accuracy(monitor)
     model, processor = build_tiny_vlm(
-        config.arch, seed=config.model_seed, hidden_size=config.hidden_size,
-        num_layers=config.num_layers, vision_hidden_size=config.vision_hidden_size,
-        vision_depth=config.vision_depth, vocab_texts=vocab_texts,
-        vocab_size=config.vocab_size, min_pixels=pixels, max_pixels=pixels,
+        config.arch,
+        seed=config.model_seed,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        vision_hidden_size=config.vision_hidden_size,
+        vision_depth=config.vision_depth,
+        vocab_texts=vocab_texts,
+        vocab_size=config.vocab_size,
+        min_pixels=pixels,
+        max_pixels=pixels,
     )
     tokenizer = processor.tokenizer
     encoded = [encode_sft_example(processor, row) for row in train]
     benchmark = synthetic_benchmark(monitor, "warmstart-monitor")
-    settings = synthetic_eval_settings(config.eval_samples, seed=config.data_seed,
-                                       max_new_tokens=config.max_new_tokens)
-    say(f"warm start: {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(encoded)} training rows, chance accuracy {chance:.3f}")
+    settings = synthetic_eval_settings(
+        config.eval_samples, seed=config.data_seed, max_new_tokens=config.max_new_tokens
+    )
+    say(
+        f"warm start: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(encoded)} training rows, chance accuracy {chance:.3f}"
+    )
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.data_seed)
@@ -424,8 +477,10 @@ def warm_start(
             batch = collate_sft([encoded[i] for i in rows], tokenizer.pad_token_id)
             loss = sft_loss(model, batch)
             if not torch.isfinite(loss):
-                raise ValueError(f"warm start: the loss became {loss.item()} at step {step}; "
-                                 "lower learning_rate.")
+                raise ValueError(
+                    f"warm start: the loss became {loss.item()} at step {step}; "
+                    "lower learning_rate."
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -434,8 +489,9 @@ def warm_start(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if step % config.eval_every == 0 or step == config.steps:
-                result = evaluate_pass_rate(model, processor, benchmark, settings,
-                                            model_id=f"warmstart-step-{step}")
+                result = evaluate_pass_rate(
+                    model, processor, benchmark, settings, model_id=f"warmstart-step-{step}"
+                )
                 pass_rate = result.score / 100.0
                 history.append({"step": step, "loss": loss_value, "pass_rate": pass_rate})
                 say(f"  step {step}: loss {loss_value:.4f}, pass rate {pass_rate:.3f}")
@@ -447,20 +503,30 @@ def warm_start(
         "config": asdict(config),
         # How every prompt above was built; vppo train / eval / analyze given this folder use it
         # for the options not set (vppo.data.settings.read_prompt_settings).
-        "prompt": {"template": DEMO_PROMPT_TEMPLATE, "system_prompt": None, "min_pixels": pixels,
-                   "max_pixels": pixels},
+        "prompt": {
+            "template": DEMO_PROMPT_TEMPLATE,
+            "system_prompt": None,
+            "min_pixels": pixels,
+            "max_pixels": pixels,
+        },
         "steps": step,
         "final_loss": loss_value,
         "pass_rate": pass_rate,
         "chance": chance,
-        "monitor": {"split": "validation", "seed": config.data_seed + 1, "rows": config.eval_size,
-                    "samples_per_row": config.eval_samples},
+        "monitor": {
+            "split": "validation",
+            "seed": config.data_seed + 1,
+            "rows": config.eval_size,
+            "samples_per_row": config.eval_samples,
+        },
         "seconds": round(seconds, 1),
         "history": history,
     }
     _save(model, processor, out, config, info)
-    say(f"warm start: saved to {out} after {step} steps ({seconds:.0f} s), "
-        f"pass rate {pass_rate:.3f} (chance {chance:.3f})")
+    say(
+        f"warm start: saved to {out} after {step} steps ({seconds:.0f} s), "
+        f"pass rate {pass_rate:.3f} (chance {chance:.3f})"
+    )
     return WarmStartResult(out, step, loss_value, pass_rate, chance, seconds, history)
 
 
@@ -483,27 +549,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m vppo.warmstart",
         description="Supervised warm start of the demo's tiny Qwen2.5-VL on the synthetic task.",
         epilog="The shipped checkpoints were rebuilt with: "
-               "`python -m vppo.warmstart --output src/vppo/assets/warmstart` and "
-               "`python -m vppo.warmstart --family reasoning "
-               "--output src/vppo/assets/warmstart_reasoning --threads 1`.",
+        "`python -m vppo.warmstart --output src/vppo/assets/warmstart` and "
+        "`python -m vppo.warmstart --family reasoning "
+        "--output src/vppo/assets/warmstart_reasoning --threads 1`.",
     )
-    parser.add_argument("--family", default=defaults.family,
-                        help="Synthetic task family: shapes (default) or reasoning.")
+    parser.add_argument(
+        "--family",
+        default=defaults.family,
+        help="Synthetic task family: shapes (default) or reasoning.",
+    )
     parser.add_argument("--output", required=True, help="Folder to save the checkpoint to.")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="Most optimizer steps.")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--train-size", type=int, default=defaults.train_size)
-    parser.add_argument("--seed", type=int, default=defaults.model_seed,
-                        help="Seed of the weights (data_seed stays 0 unless --data-seed).")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.model_seed,
+        help="Seed of the weights (data_seed stays 0 unless --data-seed).",
+    )
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed)
-    parser.add_argument("--task-types", default=None,
-                        help="Comma-separated task types (default: all of the family's).")
-    parser.add_argument("--target-pass-rate", type=float, default=defaults.target_pass_rate,
-                        help="Stop once the monitored pass rate reaches this; 0 disables.")
+    parser.add_argument(
+        "--task-types",
+        default=None,
+        help="Comma-separated task types (default: all of the family's).",
+    )
+    parser.add_argument(
+        "--target-pass-rate",
+        type=float,
+        default=defaults.target_pass_rate,
+        help="Stop once the monitored pass rate reaches this; 0 disables.",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="Torch CPU threads (default: the free cores).")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Torch CPU threads (default: the free cores)."
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     return parser
 
@@ -515,10 +596,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(choose_num_threads(args.threads))
     config = WarmStartConfig(
         family=args.family,
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        train_size=args.train_size, model_seed=args.seed, data_seed=args.data_seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        train_size=args.train_size,
+        model_seed=args.seed,
+        data_seed=args.data_seed,
         task_types=tuple(args.task_types.split(",")) if args.task_types else None,
-        target_pass_rate=args.target_pass_rate or None, eval_every=args.eval_every,
+        target_pass_rate=args.target_pass_rate or None,
+        eval_every=args.eval_every,
     )
     warm_start(args.output, config, progress=not args.no_progress)
     return 0

@@ -27,14 +27,22 @@ _RIGHT_PADDED = {
 _SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")
 _PER_ROW_KEYS = ("advantages",)
 _SCALAR_KEYS = ("num_items_in_batch",)
-_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "num_images")
+_IMAGE_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "image_sizes",
+    "num_images",
+)
 # vLLM importance-sampling correction: [B, T] in the token_* modes (right-padded like the completion),
 # [B, 1] in the sequence_* modes. Each row's ratio depends on that row only, so rows can be moved.
 _IMPORTANCE_SAMPLING_KEYS = ("importance_sampling_ratio",)
 _UNSUPPORTED = ("num_tiles", "spatial_shapes", "image_position_ids")
 
 
-def importance_sampling_pad_value(mode: str, clip_min: float | None, clip_max: float | None) -> float:
+def importance_sampling_pad_value(
+    mode: str, clip_min: float | None, clip_max: float | None
+) -> float:
     """The vLLM importance-sampling ratio TRL 1.16 gives a padding token, for `select_rows`.
 
     TRL masks the log-ratio to 0 outside the loss mask, so a padding token's ratio is exp(0) = 1
@@ -73,7 +81,9 @@ def _image_spans(piece: dict[str, Any]) -> tuple[list[int], list[int]]:
     return starts, counts
 
 
-def _select_images(pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]]) -> dict[str, Any]:
+def _select_images(
+    pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]]
+) -> dict[str, Any]:
     """Gather the image tensors of the picked rows, for Qwen-flat, per-image and per-row layouts."""
     if not any("pixel_values" in p for p in pieces):
         return {}
@@ -102,11 +112,14 @@ def _select_images(pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, 
     elif first["pixel_values"].dim() == 5:
         # Idefics3 / SmolVLM: [B, N_img, C, H, W], rows padded with all-zero images.
         n_max = max(p["pixel_values"].size(1) for p in pieces)
-        pv = [_pad_to(pieces[i]["pixel_values"][r : r + 1], n_max, 0.0, left=False) for i, r in picks]
+        pv = [
+            _pad_to(pieces[i]["pixel_values"][r : r + 1], n_max, 0.0, left=False) for i, r in picks
+        ]
         out["pixel_values"] = torch.cat(pv, dim=0)
         if "pixel_attention_mask" in first:
             pam = [
-                _pad_to(pieces[i]["pixel_attention_mask"][r : r + 1], n_max, 0, left=False) for i, r in picks
+                _pad_to(pieces[i]["pixel_attention_mask"][r : r + 1], n_max, 0, left=False)
+                for i, r in picks
             ]
             out["pixel_attention_mask"] = torch.cat(pam, dim=0)
     else:
@@ -117,7 +130,9 @@ def _select_images(pieces: Sequence[dict[str, Any]], picks: Sequence[tuple[int, 
             parts.append(pieces[piece_idx]["pixel_values"][start : start + count])
         out["pixel_values"] = torch.cat(parts, dim=0)
         if "pixel_attention_mask" in first:
-            raise ValueError("Cannot merge per-image pixel_values that also carry a pixel_attention_mask.")
+            raise ValueError(
+                "Cannot merge per-image pixel_values that also carry a pixel_attention_mask."
+            )
     if "image_sizes" in first:
         sizes = []
         for piece_idx, row in picks:
@@ -170,7 +185,9 @@ def select_rows(
     keys = set(pieces[0])
     for p in pieces[1:]:
         if set(p) != keys:
-            raise ValueError(f"Cannot merge generation batches with different keys: {sorted(keys ^ set(p))}.")
+            raise ValueError(
+                f"Cannot merge generation batches with different keys: {sorted(keys ^ set(p))}."
+            )
     bad = sorted(k for k in keys if k in _UNSUPPORTED)
     if bad:
         raise ValueError(
@@ -304,10 +321,14 @@ def length_sorted_chunks(
     prompt_lengths = prompt_mask.sum(-1).tolist()
     completion_lengths = completion_mask.sum(-1).tolist()
     # Stable sort: rows of equal length keep their order, so the chunks are deterministic.
-    order = sorted(range(len(prompt_lengths)), key=lambda r: -(prompt_lengths[r] + completion_lengths[r]))
+    order = sorted(
+        range(len(prompt_lengths)), key=lambda r: -(prompt_lengths[r] + completion_lengths[r])
+    )
 
     def cost(rows: list[int]) -> int:
-        return len(rows) * (max(prompt_lengths[r] for r in rows) + max(completion_lengths[r] for r in rows))
+        return len(rows) * (
+            max(prompt_lengths[r] for r in rows) + max(completion_lengths[r] for r in rows)
+        )
 
     chunks: list[list[int]] = []
     for row in order:
@@ -321,9 +342,13 @@ def length_sorted_chunks(
         chunks.append([row])
     if num_chunks is not None:
         if not len(chunks) <= num_chunks <= len(order):
-            raise ValueError(f"num_chunks must be in [{len(chunks)}, {len(order)}], got {num_chunks}.")
+            raise ValueError(
+                f"num_chunks must be in [{len(chunks)}, {len(order)}], got {num_chunks}."
+            )
         while len(chunks) < num_chunks:
-            index = max((i for i, c in enumerate(chunks) if len(c) > 1), key=lambda i: cost(chunks[i]))
+            index = max(
+                (i for i, c in enumerate(chunks) if len(c) > 1), key=lambda i: cost(chunks[i])
+            )
             chunk = chunks[index]
             chunks[index : index + 1] = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
     return chunks
@@ -354,12 +379,18 @@ def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
     # Per-token [B, T] advantages (VPPO's) and vLLM ratios (token_* modes); [B] / [B, 1] stay as they are.
     for key in (*_PER_ROW_KEYS, *_IMPORTANCE_SAMPLING_KEYS):
         value = out.get(key)
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(1) == completion_width > 1:
+        if (
+            isinstance(value, torch.Tensor)
+            and value.dim() == 2
+            and value.size(1) == completion_width > 1
+        ):
             out[key] = value[:, :stop]
     for key in _SEQUENCE_KEYS:
         if key in out:
-            out[key] = torch.cat([out[key][:, start:prompt_width], out[key][:, prompt_width : prompt_width + stop]],
-                                 dim=1)
+            out[key] = torch.cat(
+                [out[key][:, start:prompt_width], out[key][:, prompt_width : prompt_width + stop]],
+                dim=1,
+            )
     return out
 
 
@@ -405,8 +436,10 @@ def update_micro_batches(
     """
     rows = batch["prompt_ids"].size(0)
     if len(order) != rows or rows % rows_per_micro_batch:
-        raise ValueError(f"update_micro_batches needs a permutation of {rows} rows in micro-batches of "
-                         f"{rows_per_micro_batch}; got {len(order)} rows.")
+        raise ValueError(
+            f"update_micro_batches needs a permutation of {rows} rows in micro-batches of "
+            f"{rows_per_micro_batch}; got {len(order)} rows."
+        )
     lengths = (batch["prompt_mask"].sum(-1) + batch["completion_mask"].sum(-1)).tolist()
     span = rows_per_micro_batch * window
     groups: list[list[int]] = []
@@ -414,7 +447,9 @@ def update_micro_batches(
         part = list(order[start : start + span])
         if window > 1:
             part.sort(key=lambda r: -lengths[r])  # stable: equal lengths keep the shuffled order
-        groups.extend(part[i : i + rows_per_micro_batch] for i in range(0, len(part), rows_per_micro_batch))
+        groups.extend(
+            part[i : i + rows_per_micro_batch] for i in range(0, len(part), rows_per_micro_batch)
+        )
     micro_batches = []
     for group in groups:
         micro = take_rows(batch, group, pad_token_id)

@@ -50,33 +50,53 @@ class TrainScriptArguments:
     eval_dataset_name: str | None = field(
         default=None, metadata={"help": "Optional validation data (same forms as dataset_name)."}
     )
-    eval_dataset_split: str = field(default="validation", metadata={"help": "Split of the validation data."})
+    eval_dataset_split: str = field(
+        default="validation", metadata={"help": "Split of the validation data."}
+    )
     image_column: str = field(default="images", metadata={"help": "Column holding the image(s)."})
-    problem_column: str = field(default="problem", metadata={"help": "Column holding the question text."})
-    answer_column: str = field(default="answer", metadata={"help": "Column holding the ground truth."})
+    problem_column: str = field(
+        default="problem", metadata={"help": "Column holding the question text."}
+    )
+    answer_column: str = field(
+        default="answer", metadata={"help": "Column holding the ground truth."}
+    )
     prompt_template: str | None = field(
         default=None,
-        metadata={"help": "Prompt template: a built-in name, a .jinja path or an inline template. None: the "
-                  "model folder's recorded one (vppo_prompt.json / vppo_warmstart.json), else vppo_math "
-                  "(official). Same option and default in vppo eval and vppo analyze."},
+        metadata={
+            "help": "Prompt template: a built-in name, a .jinja path or an inline template. None: the "
+            "model folder's recorded one (vppo_prompt.json / vppo_warmstart.json), else vppo_math "
+            "(official). Same option and default in vppo eval and vppo analyze."
+        },
     )
     system_prompt: str | None = field(
         default=None,
-        metadata={"help": "System message. None: the model folder's recorded one, else the chat template's."},
+        metadata={
+            "help": "System message. None: the model folder's recorded one, else the chat template's."
+        },
     )
     min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Images are upscaled to at least this. None: the model folder's recorded value, "
-                  f"else {DEFAULT_MIN_PIXELS} (every command's default; the official recipes set 200704)."},
+        metadata={
+            "help": "Images are upscaled to at least this. None: the model folder's recorded value, "
+            f"else {DEFAULT_MIN_PIXELS} (every command's default; the official recipes set 200704)."
+        },
     )
     max_pixels: int | None = field(
         default=None,
-        metadata={"help": "Images are downscaled to at most this. None: the model folder's recorded value, "
-                  f"else {DEFAULT_MAX_PIXELS} (every command's default; the official recipes set 1003520)."},
+        metadata={
+            "help": "Images are downscaled to at most this. None: the model folder's recorded value, "
+            f"else {DEFAULT_MAX_PIXELS} (every command's default; the official recipes set 1003520)."
+        },
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of N rows (seeded by --seed)."})
-    synthetic_train_size: int = field(default=512, metadata={"help": "Rows of the synthetic task's train split."})
-    synthetic_eval_size: int = field(default=64, metadata={"help": "Rows of the synthetic task's validation split."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Train on a random subset of N rows (seeded by --seed)."}
+    )
+    synthetic_train_size: int = field(
+        default=512, metadata={"help": "Rows of the synthetic task's train split."}
+    )
+    synthetic_eval_size: int = field(
+        default=64, metadata={"help": "Rows of the synthetic task's validation split."}
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={
@@ -104,13 +124,17 @@ class TrainScriptArguments:
     )
     skip_bad_rows: bool = field(
         default=False,
-        metadata={"help": "Skip rows that fail the checks (with a count per field) instead of stopping at the first."},
+        metadata={
+            "help": "Skip rows that fail the checks (with a count per field) instead of stopping at the first."
+        },
     )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed for `tiny:<arch>` models."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start a new run in an output_dir that holds another run's checkpoints, deleting "
-                  "them first (without it such a folder is refused; --resume_from_checkpoint last continues it)."},
+        metadata={
+            "help": "Start a new run in an output_dir that holds another run's checkpoints, deleting "
+            "them first (without it such a folder is refused; --resume_from_checkpoint last continues it)."
+        },
     )
     scaled_down: bool = field(
         default=False,
@@ -139,7 +163,9 @@ def check_output_dir(path: str) -> None:
 def resolve_model_name(name: str | None) -> str:
     """`model_name_or_path` with the `warmstart` alias resolved to the shipped demo checkpoint."""
     if name is None:
-        raise ValueError("model_name_or_path is required (a Hub name, a local folder or tiny:<arch>).")
+        raise ValueError(
+            "model_name_or_path is required (a Hub name, a local folder or tiny:<arch>)."
+        )
     if name == "warmstart":
         from vppo.models.checkpoints import default_checkpoint
 
@@ -163,14 +189,21 @@ def _load_model(model_args, script_args, training_args):
 
             # The tokenizer learns the task's words and the prompt template's instruction sentence.
             instruction = render_prompt("", template=script_args.prompt_template or "vppo_math")
-            model, processor = build_tiny_vlm(arch, target, seed=script_args.tiny_model_seed,
-                                              vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction])
+            model, processor = build_tiny_vlm(
+                arch,
+                target,
+                seed=script_args.tiny_model_seed,
+                vocab_texts=[*SYNTHETIC_VOCAB_TEXTS, instruction],
+            )
             # As if loaded from `target`: vLLM (colocate) starts its engine from the model's path.
             model.name_or_path = model.config._name_or_path = str(target)
             return model, processor
     return load_model_and_processor(
-        name, dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation,
-        trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)), label="model_name_or_path",
+        name,
+        dtype=model_args.dtype or "auto",
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)),
+        label="model_name_or_path",
     )
 
 
@@ -179,7 +212,9 @@ def prompt_token_cap(script_args, training_args, model) -> int | None:
     cap = script_args.max_prompt_tokens
     if cap is not None:
         if cap < 0:
-            raise ValueError(f"max_prompt_tokens must be a positive number of tokens or 0 (no cap), got {cap}.")
+            raise ValueError(
+                f"max_prompt_tokens must be a positive number of tokens or 0 (no cap), got {cap}."
+            )
         return cap or None
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if not context:
@@ -193,7 +228,9 @@ def prompt_token_cap(script_args, training_args, model) -> int | None:
     return cap
 
 
-def _load_data(script_args, split: str, name: str, size: int, seed: int, tokenizer=None, max_prompt_tokens=None):
+def _load_data(
+    script_args, split: str, name: str, size: int, seed: int, tokenizer=None, max_prompt_tokens=None
+):
     from vppo.data import load_training_dataset
 
     kwargs = dict(
@@ -235,12 +272,26 @@ def build_trainer(script_args, training_args, model_args):
     # The processor resizes into the run's pixel range (the loader's), and vLLM is handed the same.
     set_image_pixel_limits(processor, script_args.min_pixels, script_args.max_pixels)
     cap = prompt_token_cap(script_args, training_args, model)
-    train = _load_data(script_args, script_args.dataset_split, script_args.dataset_name,
-                       script_args.synthetic_train_size, training_args.seed, processor, cap)
+    train = _load_data(
+        script_args,
+        script_args.dataset_split,
+        script_args.dataset_name,
+        script_args.synthetic_train_size,
+        training_args.seed,
+        processor,
+        cap,
+    )
     evaluation = None
     if script_args.eval_dataset_name:
-        evaluation = _load_data(script_args, script_args.eval_dataset_split, script_args.eval_dataset_name,
-                                script_args.synthetic_eval_size, training_args.seed + 1, processor, cap)
+        evaluation = _load_data(
+            script_args,
+            script_args.eval_dataset_split,
+            script_args.eval_dataset_name,
+            script_args.synthetic_eval_size,
+            training_args.seed + 1,
+            processor,
+            cap,
+        )
     trainer = VPPOTrainer(
         model=model,
         reward_funcs=rewards,
@@ -258,8 +309,12 @@ def prompt_settings(script_args):
     """The prompt options this run trains with, as `vppo_prompt.json` records them."""
     from vppo.data.settings import PromptSettings
 
-    return PromptSettings(script_args.prompt_template, script_args.system_prompt,
-                          script_args.min_pixels, script_args.max_pixels)
+    return PromptSettings(
+        script_args.prompt_template,
+        script_args.system_prompt,
+        script_args.min_pixels,
+        script_args.max_pixels,
+    )
 
 
 def prompt_settings_callback(settings):
@@ -285,7 +340,9 @@ def check_dynamic_sampling_reward(training_args, names: list[str]) -> None:
     if not training_args.dynamic_sampling or wanted in names or wanted == "total":
         return
     if wanted == "accuracy":  # the default: runs without an accuracy reward filter on the total
-        logger.info("No reward function named 'accuracy': dynamic sampling filters on the weighted total.")
+        logger.info(
+            "No reward function named 'accuracy': dynamic sampling filters on the weighted total."
+        )
         return
     raise ValueError(
         f"dynamic_sampling_reward {wanted!r} is not a reward function of this run; choose one of "
@@ -314,7 +371,9 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
         for problem in skipped:
             logger.warning("Skipping %s", problem[0].lower() + problem[1:])
         if last is None:
-            logger.warning("No complete checkpoint in %s to resume from; starting from scratch.", output_dir)
+            logger.warning(
+                "No complete checkpoint in %s to resume from; starting from scratch.", output_dir
+            )
             return None
         if skipped:
             logger.warning("Resuming from %s instead.", last)
@@ -346,8 +405,11 @@ def claim_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> No
     if _is_main_process():
         for name in found:
             shutil.rmtree(os.path.join(output_dir, name))
-        logger.warning("Deleted %d checkpoints of an earlier run in %s (--overwrite_output_dir).", len(found),
-                       output_dir)
+        logger.warning(
+            "Deleted %d checkpoints of an earlier run in %s (--overwrite_output_dir).",
+            len(found),
+            output_dir,
+        )
 
 
 def _is_main_process() -> bool:
@@ -373,7 +435,11 @@ class OutputDirLock:
 
         if not _is_main_process():
             return self
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -388,8 +454,12 @@ class OutputDirLock:
                         f"on {owner.get('host')}, since {owner.get('since')}); wait for it or choose another "
                         f"output_dir (if that run is gone, delete {self.path})."
                     ) from None
-                logger.warning("Taking over %s, left by a run that no longer runs (pid %s on %s).", self.path,
-                               owner.get("pid"), owner.get("host"))
+                logger.warning(
+                    "Taking over %s, left by a run that no longer runs (pid %s on %s).",
+                    self.path,
+                    owner.get("pid"),
+                    owner.get("host"),
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -422,8 +492,10 @@ def _process_alive(owner: dict) -> bool:
     return True
 
 
-USAGE = ("vppo train [--accelerate_config NAME] [--config RECIPE] [--scaled_down] [--debug] "
-         "[--FIELD VALUE ...]")
+USAGE = (
+    "vppo train [--accelerate_config NAME] [--config RECIPE] [--scaled_down] [--debug] "
+    "[--FIELD VALUE ...]"
+)
 DESCRIPTION = """\
 Train a vision-language model with VPPO (or the DAPO / GRPO baselines) through TRL.
 A YAML recipe (--config: a built-in name such as tiny_vppo or qwen2_5_vl_7b_vppo, or a path) sets
@@ -443,11 +515,34 @@ zero3_8gpu, zero3_32gpu; or a YAML path) runs `accelerate launch` with it; --num
 """
 # Fields shown first in `--help`, before TRL's and transformers' ~450 flags.
 HELP_COMMON = (
-    "model_name_or_path", "dtype", "output_dir", "max_steps", "num_train_epochs", "learning_rate",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
-    "num_generations", "max_completion_length", "temperature", "top_p", "loss_type", "epsilon",
-    "epsilon_high", "beta", "use_vllm", "vllm_mode", "bf16", "use_cpu", "gradient_checkpointing",
-    "save_strategy", "save_steps", "logging_steps", "report_to", "resume_from_checkpoint", "seed",
+    "model_name_or_path",
+    "dtype",
+    "output_dir",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "loss_type",
+    "epsilon",
+    "epsilon_high",
+    "beta",
+    "use_vllm",
+    "vllm_mode",
+    "bf16",
+    "use_cpu",
+    "gradient_checkpointing",
+    "save_strategy",
+    "save_steps",
+    "logging_steps",
+    "report_to",
+    "resume_from_checkpoint",
+    "seed",
 )
 
 
@@ -462,18 +557,43 @@ def format_help() -> str:
     actions = {a.dest: a for a in parser._actions}
     inherited = {f.name for f in fields(VPPOConfig.__mro__[1])}
     sections = [
-        ("recipe", [argparse.Action(["--config"], "config", metavar="RECIPE", default=argparse.SUPPRESS,
-                                    help="a built-in recipe name or a YAML path (see docs/trainer.md)"),
-                    argparse.Action(["--scaled_down"], "scaled_down", nargs=0, default=argparse.SUPPRESS,
-                                    help=actions["scaled_down"].help),
-                    argparse.Action(["--debug"], "debug", nargs=0, default=argparse.SUPPRESS,
-                                    help="show the traceback of an error (also VPPO_DEBUG=1)")]),
-        ("data, rewards and model source", [actions[f.name] for f in fields(TrainScriptArguments)
-                                             if f.name != "scaled_down"]),
-        ("VPPO algorithm (VPPOConfig)", [actions[f.name] for f in fields(VPPOConfig)
-                                         if f.name not in inherited]),
+        (
+            "recipe",
+            [
+                argparse.Action(
+                    ["--config"],
+                    "config",
+                    metavar="RECIPE",
+                    default=argparse.SUPPRESS,
+                    help="a built-in recipe name or a YAML path (see docs/trainer.md)",
+                ),
+                argparse.Action(
+                    ["--scaled_down"],
+                    "scaled_down",
+                    nargs=0,
+                    default=argparse.SUPPRESS,
+                    help=actions["scaled_down"].help,
+                ),
+                argparse.Action(
+                    ["--debug"],
+                    "debug",
+                    nargs=0,
+                    default=argparse.SUPPRESS,
+                    help="show the traceback of an error (also VPPO_DEBUG=1)",
+                ),
+            ],
+        ),
+        (
+            "data, rewards and model source",
+            [actions[f.name] for f in fields(TrainScriptArguments) if f.name != "scaled_down"],
+        ),
+        (
+            "VPPO algorithm (VPPOConfig)",
+            [actions[f.name] for f in fields(VPPOConfig) if f.name not in inherited],
+        ),
         ("common TRL / transformers options", [actions[n] for n in HELP_COMMON if n in actions]),
     ]
+
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
 
@@ -484,8 +604,10 @@ def format_help() -> str:
         formatter.start_section(title)
         formatter.add_arguments(group)
         formatter.end_section()
-    formatter.add_text("Every other field of TRL's GRPOConfig, transformers' TrainingArguments and "
-                       "TRL's ModelConfig follows (the full list).")
+    formatter.add_text(
+        "Every other field of TRL's GRPOConfig, transformers' TrainingArguments and "
+        "TRL's ModelConfig follows (the full list)."
+    )
     full = parser.format_help()
     full = full.split("\n", 1)[1] if full.startswith("usage") else full
     return formatter.format_help() + "\nall options:\n" + full
@@ -493,6 +615,7 @@ def format_help() -> str:
 
 def _quiet_parser_errors(parser) -> None:
     """argparse errors as one line (its usage line would list ~450 TRL flags)."""
+
     def error(message: str):
         print(f"vppo train: {message} (see vppo train --help)", file=sys.stderr)
         raise SystemExit(2)
@@ -505,7 +628,9 @@ def build_parser():
 
     from vppo.trainer.config import VPPOConfig
 
-    parser = TrlParser((TrainScriptArguments, VPPOConfig, ModelConfig), prog="vppo train", usage=USAGE)
+    parser = TrlParser(
+        (TrainScriptArguments, VPPOConfig, ModelConfig), prog="vppo train", usage=USAGE
+    )
     _quiet_parser_errors(parser)
     return parser
 
@@ -513,25 +638,34 @@ def build_parser():
 def parse(argv: list[str] | None):
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe, argv = recipe_from_argv(argv)
-    if not torch.cuda.is_available() and not any(a.split("=")[0] in ("--bf16", "--use_cpu") for a in argv):
+    if not torch.cuda.is_available() and not any(
+        a.split("=")[0] in ("--bf16", "--use_cpu") for a in argv
+    ):
         # TrainingArguments refuses its bf16 default (and the recipes' bf16: true) without a GPU.
         logger.warning("No CUDA device: training in float32 on CPU (bf16=False, use_cpu=True).")
         argv += ["--bf16", "false", "--use_cpu", "true"]
     return parse_with_recipe(build_parser(), recipe, argv)
 
 
-def _interrupted_message(trainer, output_dir: str, argv: list[str], how: str = "interrupted") -> str:
+def _interrupted_message(
+    trainer, output_dir: str, argv: list[str], how: str = "interrupted"
+) -> str:
     """What an interruption leaves behind, and the command that continues from it."""
     from vppo.trainer.resume import last_complete_checkpoint
 
     step = trainer.state.global_step if trainer is not None else 0
     last, _ = last_complete_checkpoint(output_dir)
     if last is None:
-        return (f"vppo train: {how} at step {step}; no checkpoint was saved yet in {output_dir} "
-                "(see save_strategy / save_steps), so a rerun starts from scratch.")
-    resume = "" if "--resume_from_checkpoint" in " ".join(argv) else " --resume_from_checkpoint last"
-    return (f"vppo train: {how} at step {step}; saved: {last}; continue with the same command"
-            f"{resume}.")
+        return (
+            f"vppo train: {how} at step {step}; no checkpoint was saved yet in {output_dir} "
+            "(see save_strategy / save_steps), so a rerun starts from scratch."
+        )
+    resume = (
+        "" if "--resume_from_checkpoint" in " ".join(argv) else " --resume_from_checkpoint last"
+    )
+    return (
+        f"vppo train: {how} at step {step}; saved: {last}; continue with the same command{resume}."
+    )
 
 
 class _StopOnSignal:
@@ -568,8 +702,11 @@ class _StopOnSignal:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signal.Signals(number).name
-        print(f"\nvppo train: {self.received} received: saving a checkpoint at the end of this optimizer "
-              "step, then stopping (send it again to stop at once).", file=sys.stderr)
+        print(
+            f"\nvppo train: {self.received} received: saving a checkpoint at the end of this optimizer "
+            "step, then stopping (send it again to stop at once).",
+            file=sys.stderr,
+        )
 
     def callback(self, accelerator):
         """The callback that stops training; with several processes they agree on the step (a
@@ -585,7 +722,9 @@ class _StopOnSignal:
                     flag = torch.tensor([float(received)], device=accelerator.device)
                     received = accelerator.reduce(flag, reduction="sum").item() > 0
                     if received and stop.received is None:
-                        stop.received = "SIGTERM"  # another process got it (the launcher forwards it to all)
+                        stop.received = (
+                            "SIGTERM"  # another process got it (the launcher forwards it to all)
+                        )
                 if received:
                     control.should_save = True
                     control.should_training_stop = True
@@ -610,7 +749,9 @@ def train(argv: list[str]) -> int:
             return 130
         if stop.received is not None:
             how = f"stopped by {stop.received}"
-            print(_interrupted_message(trainer, training_args.output_dir, argv, how), file=sys.stderr)
+            print(
+                _interrupted_message(trainer, training_args.output_dir, argv, how), file=sys.stderr
+            )
             _leave_together(trainer.accelerator)
             return 143 if stop.received == "SIGTERM" else 130
     trainer.save_model(training_args.output_dir)
@@ -621,8 +762,11 @@ def train(argv: list[str]) -> int:
         # vppo eval / analyze given this folder prompt as training did (checkpoints: the callback).
         write_prompt_settings(training_args.output_dir, prompt_settings(script_args))
         steps = trainer.state.global_step
-        print(f"vppo train: {steps} step{'s' if steps != 1 else ''} trained; the model is in "
-              f"{training_args.output_dir}.", file=sys.stderr)
+        print(
+            f"vppo train: {steps} step{'s' if steps != 1 else ''} trained; the model is in "
+            f"{training_args.output_dir}.",
+            file=sys.stderr,
+        )
     _leave_together(trainer.accelerator)
     return 0
 

@@ -41,7 +41,9 @@ class VPPOConfig(GRPOConfig):
     )
     kl_chunk_size: int = field(
         default=1024,
-        metadata={"help": "Tokens per chunk for the exact 'kl'/'jsd' estimators (peak memory ∝ chunk × vocab)."},
+        metadata={
+            "help": "Tokens per chunk for the exact 'kl'/'jsd' estimators (peak memory ∝ chunk × vocab)."
+        },
     )
     perturbation: str = field(
         default="blacken",
@@ -64,7 +66,9 @@ class VPPOConfig(GRPOConfig):
     )
     perturbation_seed: int = field(
         default=0,
-        metadata={"help": "Seed of the perturbation masks; combined with the step and process index."},
+        metadata={
+            "help": "Seed of the perturbation masks; combined with the step and process index."
+        },
     )
 
     # --- TGF ----------------------------------------------------------------------------------
@@ -79,18 +83,24 @@ class VPPOConfig(GRPOConfig):
         },
     )
     token_ratio: float = field(
-        default=0.4, metadata={"help": "k: fraction of each response's tokens kept by TGF (official 0.4)."}
+        default=0.4,
+        metadata={"help": "k: fraction of each response's tokens kept by TGF (official 0.4)."},
     )
     entropy_ratio: float | None = field(
         default=None,
-        metadata={"help": "Fraction kept by the entropy mask in 'union' selection; None: `token_ratio`."},
+        metadata={
+            "help": "Fraction kept by the entropy mask in 'union' selection; None: `token_ratio`."
+        },
     )
 
     # --- TAS ----------------------------------------------------------------------------------
     use_tas: bool = field(
-        default=True, metadata={"help": "Scale each response's advantage by α from its mean dependency (TAS)."}
+        default=True,
+        metadata={"help": "Scale each response's advantage by α from its mean dependency (TAS)."},
     )
-    tas_beta_min: float = field(default=0.9, metadata={"help": "β_min, the smallest advantage scale."})
+    tas_beta_min: float = field(
+        default=0.9, metadata={"help": "β_min, the smallest advantage scale."}
+    )
     tas_beta_max: str = field(
         default="dynamic",
         metadata={
@@ -118,10 +128,16 @@ class VPPOConfig(GRPOConfig):
     )
     dynamic_sampling: bool = field(
         default=True,
-        metadata={"help": "Drop groups whose mean accuracy is ≤ low or ≥ high and generate again (DAPO)."},
+        metadata={
+            "help": "Drop groups whose mean accuracy is ≤ low or ≥ high and generate again (DAPO)."
+        },
     )
-    dynamic_sampling_low: float = field(default=0.01, metadata={"help": "Drop groups with accuracy ≤ this."})
-    dynamic_sampling_high: float = field(default=0.99, metadata={"help": "Drop groups with accuracy ≥ this."})
+    dynamic_sampling_low: float = field(
+        default=0.01, metadata={"help": "Drop groups with accuracy ≤ this."}
+    )
+    dynamic_sampling_high: float = field(
+        default=0.99, metadata={"help": "Drop groups with accuracy ≥ this."}
+    )
     dynamic_sampling_max_rounds: int = field(
         default=4,
         metadata={
@@ -141,19 +157,25 @@ class VPPOConfig(GRPOConfig):
     # --- which parts of the VLM train -----------------------------------------------------------
     freeze_vision_tower: bool = field(
         default=False,
-        metadata={"help": "Keep the vision encoder fixed (default False: trainable, as in the official run)."},
+        metadata={
+            "help": "Keep the vision encoder fixed (default False: trainable, as in the official run)."
+        },
     )
     freeze_projector: bool = field(
         default=False,
-        metadata={"help": "Keep the vision-to-language projector (Qwen-VL merger, SmolVLM connector) fixed."},
+        metadata={
+            "help": "Keep the vision-to-language projector (Qwen-VL merger, SmolVLM connector) fixed."
+        },
     )
 
     save_mid_rollout: bool = field(
         default=False,
-        metadata={"help": "Allow a save_steps that is not a multiple of the optimizer steps per rollout "
-                  "(steps_per_generation × num_iterations / gradient_accumulation_steps; 3 in the 7B/32B "
-                  "recipes). TRL keeps the rollout being trained on in memory only, so a run resumed from a "
-                  "mid-rollout checkpoint starts a fresh rollout there and no longer equals an uninterrupted run."},
+        metadata={
+            "help": "Allow a save_steps that is not a multiple of the optimizer steps per rollout "
+            "(steps_per_generation × num_iterations / gradient_accumulation_steps; 3 in the 7B/32B "
+            "recipes). TRL keeps the rollout being trained on in memory only, so a run resumed from a "
+            "mid-rollout checkpoint starts a fresh rollout there and no longer equals an uninterrupted run."
+        },
     )
 
     # --- overridden GRPOConfig defaults (official 7B recipe) ------------------------------------
@@ -168,8 +190,10 @@ class VPPOConfig(GRPOConfig):
     def __post_init__(self):
         # transformers 5 renamed gradient_checkpointing(_kwargs) to activation_checkpointing(_kwargs) and
         # warns on the old names, which TRL's own default and our recipes use: here both names are one.
-        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        for old, new in (
+            ("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+        ):
             if getattr(self, new) is None and getattr(self, old) is not None:
                 setattr(self, new, getattr(self, old))
         super().__post_init__()
@@ -194,9 +218,13 @@ class VPPOConfig(GRPOConfig):
                 f"VPPOConfig.tas_scope is {self.tas_scope!r}; choose one of {', '.join(TAS_SCOPES)}."
             )
         if not self.dependency_clip > 0:
-            raise ValueError(f"VPPOConfig.dependency_clip must be positive, got {self.dependency_clip}.")
+            raise ValueError(
+                f"VPPOConfig.dependency_clip must be positive, got {self.dependency_clip}."
+            )
         if not self.kl_chunk_size >= 1:
-            raise ValueError(f"VPPOConfig.kl_chunk_size must be at least 1, got {self.kl_chunk_size}.")
+            raise ValueError(
+                f"VPPOConfig.kl_chunk_size must be at least 1, got {self.kl_chunk_size}."
+            )
         if not 0.0 <= self.perturbation_prob <= 1.0:
             raise ValueError(
                 f"VPPOConfig.perturbation_prob must be in [0, 1], got {self.perturbation_prob}."
@@ -209,7 +237,9 @@ class VPPOConfig(GRPOConfig):
         if not 0.0 < self.token_ratio <= 1.0:
             raise ValueError(f"VPPOConfig.token_ratio must be in (0, 1], got {self.token_ratio}.")
         if not (self.entropy_ratio is None or 0.0 < self.entropy_ratio <= 1.0):
-            raise ValueError(f"VPPOConfig.entropy_ratio must be in (0, 1], got {self.entropy_ratio}.")
+            raise ValueError(
+                f"VPPOConfig.entropy_ratio must be in (0, 1], got {self.entropy_ratio}."
+            )
         # β_min is TAS's smallest advantage scale; 'dynamic' β_max makes the mean scale 1, which
         # needs β_min ≤ 1 (vppo.algorithm.tas_scale refuses more).
         if not 0.0 < self.tas_beta_min <= 1.0:
@@ -265,8 +295,13 @@ class VPPOConfig(GRPOConfig):
         # A checkpoint between two updates of one rollout cannot be resumed exactly (TRL does not save
         # the buffered rollout): save at rollout boundaries unless asked otherwise.
         per_rollout = self.updates_per_rollout
-        if (self.save_strategy == "steps" and not self.save_mid_rollout and self.save_steps >= 1
-                and per_rollout > 1 and self.save_steps % per_rollout != 0):
+        if (
+            self.save_strategy == "steps"
+            and not self.save_mid_rollout
+            and self.save_steps >= 1
+            and per_rollout > 1
+            and self.save_steps % per_rollout != 0
+        ):
             raise ValueError(
                 f"VPPOConfig.save_steps is {self.save_steps:g}, which saves mid-rollout: one rollout is "
                 f"{per_rollout:g} optimizer steps here, so use a multiple of {per_rollout:g} (e.g. "

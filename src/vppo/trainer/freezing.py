@@ -24,7 +24,9 @@ def _part(name: str) -> str | None:
     return None
 
 
-def freeze_vision_parts(model: torch.nn.Module, *, vision_tower: bool, projector: bool) -> dict[str, int]:
+def freeze_vision_parts(
+    model: torch.nn.Module, *, vision_tower: bool, projector: bool
+) -> dict[str, int]:
     """Set ``requires_grad=False`` on the chosen parts; returns the frozen parameter count of each.
 
     Raises ValueError when a part is asked for but the model has no parameter recognised as it.
@@ -38,6 +40,8 @@ def freeze_vision_parts(model: torch.nn.Module, *, vision_tower: bool, projector
             frozen[part] += param.numel()
     for part, asked in wanted.items():
         if asked and not frozen[part]:
-            raise ValueError(f"freeze_{part}: no parameter of {type(model).__name__} is recognised as its "
-                             f"{part.replace('_', ' ')} (looked for {', '.join(_TOWER if part == 'vision_tower' else _PROJECTOR)}).")
+            raise ValueError(
+                f"freeze_{part}: no parameter of {type(model).__name__} is recognised as its "
+                f"{part.replace('_', ' ')} (looked for {', '.join(_TOWER if part == 'vision_tower' else _PROJECTOR)})."
+            )
     return frozen

@@ -47,7 +47,8 @@ def resolve_accelerate_config(name: str) -> Path:
         return Path(str(shipped))
     raise FileNotFoundError(
         f"--accelerate_config: {name!r} is neither a file nor a shipped config; shipped configs are "
-        f"{', '.join(shipped_configs())}.")
+        f"{', '.join(shipped_configs())}."
+    )
 
 
 def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -59,7 +60,9 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
         arg = argv[i]
         name = arg.split("=", 1)[0]
         if name == "--accelerate_config":
-            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+            value = (
+                arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+            )
             if value is None or value.startswith("--"):
                 raise ValueError("--accelerate_config needs a shipped config name or a file path.")
             launch += ["--config_file", str(resolve_accelerate_config(value))]
@@ -100,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(err, ChildFailedError):
             raise
         codes = [failure.exitcode for failure in err.failures.values()]
-        print(f"vppo train: {len(codes)} of the launched processes failed (exit code "
-              f"{codes[0]}); their messages are above.", file=sys.stderr)
+        print(
+            f"vppo train: {len(codes)} of the launched processes failed (exit code "
+            f"{codes[0]}); their messages are above.",
+            file=sys.stderr,
+        )
         return codes[0] if codes and codes[0] > 0 else 1
     return 0

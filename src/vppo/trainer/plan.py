@@ -42,8 +42,20 @@ from vppo.data.settings import OneLineParser, read_yaml_file
 from vppo.perception import DISTRIBUTION_ESTIMATORS
 from vppo.trainer.recipes import RECIPES_DIR, load_recipe
 
-__all__ = ["BUILTIN_MODELS", "CARD_GB", "MemoryPlan", "ModelShape", "Sharding", "build_plan", "format_plan", "main",
-           "model_shape", "parameter_counts", "read_sharding", "recipe_max_pixels"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "CARD_GB",
+    "MemoryPlan",
+    "ModelShape",
+    "Sharding",
+    "build_plan",
+    "format_plan",
+    "main",
+    "model_shape",
+    "parameter_counts",
+    "read_sharding",
+    "recipe_max_pixels",
+]
 
 GB = 1e9
 # Total memory of an "80 GB" H100 or A100 as CUDA reports it (torch.cuda.mem_get_info): 79.2 GiB.
@@ -131,24 +143,62 @@ class ModelShape:
 def _builtin(repo: str, family: str, **shape: object) -> ModelShape:
     """A released checkpoint's shape; what the three share (128-wide heads, untied head, 2x2 merge,
     2-frame patches) is filled in."""
-    common = dict(head_dim=128, tie_word_embeddings=False, spatial_merge_size=2, temporal_patch_size=2)
-    return ModelShape(family=family, **{**common, **shape}, source=f"{repo} (built in, from its config.json)")
+    common = dict(
+        head_dim=128, tie_word_embeddings=False, spatial_merge_size=2, temporal_patch_size=2
+    )
+    return ModelShape(
+        family=family, **{**common, **shape}, source=f"{repo} (built in, from its config.json)"
+    )
 
 
 BUILTIN_MODELS: dict[str, ModelShape] = {
     "Qwen/Qwen2.5-VL-7B-Instruct": _builtin(
-        "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", hidden_size=3584, num_layers=28, num_heads=28,
-        num_kv_heads=4, intermediate_size=18944, vocab_size=152064, vision_depth=32,
-        vision_hidden_size=1280, vision_intermediate_size=3420, vision_out_hidden_size=3584, patch_size=14),
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "qwen2_5_vl",
+        hidden_size=3584,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        vision_depth=32,
+        vision_hidden_size=1280,
+        vision_intermediate_size=3420,
+        vision_out_hidden_size=3584,
+        patch_size=14,
+    ),
     "Qwen/Qwen2.5-VL-32B-Instruct": _builtin(
-        "Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl", hidden_size=5120, num_layers=64, num_heads=40,
-        num_kv_heads=8, intermediate_size=27648, vocab_size=152064, vision_depth=32,
-        vision_hidden_size=1280, vision_intermediate_size=3456, vision_out_hidden_size=5120, patch_size=14),
+        "Qwen/Qwen2.5-VL-32B-Instruct",
+        "qwen2_5_vl",
+        hidden_size=5120,
+        num_layers=64,
+        num_heads=40,
+        num_kv_heads=8,
+        intermediate_size=27648,
+        vocab_size=152064,
+        vision_depth=32,
+        vision_hidden_size=1280,
+        vision_intermediate_size=3456,
+        vision_out_hidden_size=5120,
+        patch_size=14,
+    ),
     "Qwen/Qwen3-VL-8B-Instruct": _builtin(
-        "Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", hidden_size=4096, num_layers=36, num_heads=32,
-        num_kv_heads=8, intermediate_size=12288, vocab_size=151936, vision_depth=27,
-        vision_hidden_size=1152, vision_intermediate_size=4304, vision_out_hidden_size=4096, patch_size=16,
-        vision_position_embeddings=2304, deepstack_layers=3),
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "qwen3_vl",
+        hidden_size=4096,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        intermediate_size=12288,
+        vocab_size=151936,
+        vision_depth=27,
+        vision_hidden_size=1152,
+        vision_intermediate_size=4304,
+        vision_out_hidden_size=4096,
+        patch_size=16,
+        vision_position_embeddings=2304,
+        deepstack_layers=3,
+    ),
 }
 
 
@@ -188,11 +238,14 @@ def _read_json(file: Path) -> dict:
         value = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise ValueError(f"{file}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file "
-                         "as UTF-8.") from None
+        raise ValueError(
+            f"{file}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file "
+            "as UTF-8."
+        ) from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: line {err.lineno} is not valid JSON ({err.msg} at column "
-                         f"{err.colno}).") from None
+        raise ValueError(
+            f"{file}: line {err.lineno} is not valid JSON ({err.msg} at column {err.colno})."
+        ) from None
     if not isinstance(value, dict):
         raise ValueError(f"{file} must hold a JSON object, not a {type(value).__name__}.")
     return value
@@ -208,11 +261,15 @@ def model_shape(name: str) -> ModelShape:
 
         family = _read_json(file).get("model_type")
         if family not in FAMILIES:
-            raise ValueError(f"{file}: model_type {family!r} is not an architecture vppo plan knows "
-                             f"({', '.join(FAMILIES)}).")
+            raise ValueError(
+                f"{file}: model_type {family!r} is not an architecture vppo plan knows "
+                f"({', '.join(FAMILIES)})."
+            )
         return _shape_from_config(AutoConfig.from_pretrained(file.parent), str(file))
-    raise ValueError(f"model {name!r}: neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a "
-                     "folder with a config.json; pass --model PATH.")
+    raise ValueError(
+        f"model {name!r}: neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a "
+        "folder with a config.json; pass --model PATH."
+    )
 
 
 def parameter_counts(m: ModelShape) -> dict[str, int]:
@@ -226,7 +283,9 @@ def parameter_counts(m: ModelShape) -> dict[str, int]:
     h, kv = m.hidden_size, m.num_kv_heads * m.head_dim
     q = m.num_heads * m.head_dim
     qwen3 = m.family == "qwen3_vl"
-    attention = h * q + 2 * h * kv + q * h + (0 if qwen3 else q + 2 * kv) + (2 * m.head_dim if qwen3 else 0)
+    attention = (
+        h * q + 2 * h * kv + q * h + (0 if qwen3 else q + 2 * kv) + (2 * m.head_dim if qwen3 else 0)
+    )
     layer = attention + 3 * h * m.intermediate_size + 2 * h
     embeddings = m.vocab_size * h * (1 if m.tie_word_embeddings else 2)
     language = m.num_layers * layer + embeddings + h
@@ -237,12 +296,19 @@ def parameter_counts(m: ModelShape) -> dict[str, int]:
     block = 2 * norm + (3 * hv * hv + 3 * hv) + (hv * hv + hv) + mlp
     patch = m.in_channels * m.temporal_patch_size * m.patch_size**2 * hv + (hv if qwen3 else 0)
     merged = hv * m.spatial_merge_size**2
-    merger_linears = (merged * merged + merged) + (merged * m.vision_out_hidden_size + m.vision_out_hidden_size)
+    merger_linears = (merged * merged + merged) + (
+        merged * m.vision_out_hidden_size + m.vision_out_hidden_size
+    )
     merger = norm + merger_linears
     deepstack = m.deepstack_layers * ((2 * merged if qwen3 else merged) + merger_linears)
-    vision = (patch + m.vision_position_embeddings * hv + m.vision_depth * block + merger + deepstack)
-    return {"language": language, "vision": vision, "total": language + vision, "layer": layer,
-            "embedding": m.vocab_size * h}
+    vision = patch + m.vision_position_embeddings * hv + m.vision_depth * block + merger + deepstack
+    return {
+        "language": language,
+        "vision": vision,
+        "total": language + vision,
+        "layer": layer,
+        "embedding": m.vocab_size * h,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,16 +328,25 @@ class Sharding:
     deepspeed: bool = False  # HF Trainer casts float inputs (pixel_values) to bf16 under DeepSpeed
 
 
-NO_SHARDING = Sharding("none", "one process per GPU, no sharding (DDP or single GPU)", False, False, False)
+NO_SHARDING = Sharding(
+    "none", "one process per GPU, no sharding (DDP or single GPU)", False, False, False
+)
 
 
-_FSDP_STRATEGIES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD",
-                    "5": "HYBRID_SHARD_ZERO2"}
+_FSDP_STRATEGIES = {
+    "1": "FULL_SHARD",
+    "2": "SHARD_GRAD_OP",
+    "3": "NO_SHARD",
+    "4": "HYBRID_SHARD",
+    "5": "HYBRID_SHARD_ZERO2",
+}
 
 
 def _read_accelerate_yaml(path: Path) -> dict:
     """An accelerate config's YAML (safe_load) as a mapping, or ValueError naming the file and line."""
-    config = read_yaml_file(path, f"--accelerate-config {path}", "give an accelerate YAML config") or {}
+    config = (
+        read_yaml_file(path, f"--accelerate-config {path}", "give an accelerate YAML config") or {}
+    )
     if not isinstance(config, dict):
         raise ValueError(f"--accelerate-config {path} must be a mapping of field: value.")
     return config
@@ -283,7 +358,9 @@ def _config_int(path: Path, key: str, value) -> int:
             raise ValueError
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--accelerate-config {path}: {key} must be an integer, got {value!r}.") from None
+        raise ValueError(
+            f"--accelerate-config {path}: {key} must be an integer, got {value!r}."
+        ) from None
 
 
 def read_sharding(name: str) -> Sharding:
@@ -301,28 +378,53 @@ def read_sharding(name: str) -> Sharding:
         ds = dict(config.get("deepspeed_config") or {})
         if ds.get("deepspeed_config_file"):  # a DeepSpeed JSON: read its zero_optimization block
             zero = _read_json(Path(ds["deepspeed_config_file"])).get("zero_optimization") or {}
-            ds = {"zero_stage": zero.get("stage", 0),
-                  "offload_param_device": (zero.get("offload_param") or {}).get("device", "none"),
-                  "offload_optimizer_device": (zero.get("offload_optimizer") or {}).get("device", "none")}
+            ds = {
+                "zero_stage": zero.get("stage", 0),
+                "offload_param_device": (zero.get("offload_param") or {}).get("device", "none"),
+                "offload_optimizer_device": (zero.get("offload_optimizer") or {}).get(
+                    "device", "none"
+                ),
+            }
         stage = _config_int(path, "zero_stage", ds.get("zero_stage", 0))
         offload_p = str(ds.get("offload_param_device", "none")).lower() not in ("none", "")
         offload_o = str(ds.get("offload_optimizer_device", "none")).lower() not in ("none", "")
-        where = (f"offload: parameters {'cpu' if offload_p and stage == 3 else 'none'}, "
-                 f"optimizer {'cpu' if offload_o else 'none'}")
-        return Sharding(label, f"DeepSpeed ZeRO-{stage}; {where}", stage >= 3, stage >= 2, stage >= 1,
-                        offload_params=offload_p and stage == 3, offload_optimizer=offload_o, deepspeed=True)
+        where = (
+            f"offload: parameters {'cpu' if offload_p and stage == 3 else 'none'}, "
+            f"optimizer {'cpu' if offload_o else 'none'}"
+        )
+        return Sharding(
+            label,
+            f"DeepSpeed ZeRO-{stage}; {where}",
+            stage >= 3,
+            stage >= 2,
+            stage >= 1,
+            offload_params=offload_p and stage == 3,
+            offload_optimizer=offload_o,
+            deepspeed=True,
+        )
     if kind == "FSDP":
         fsdp = config.get("fsdp_config") or {}
         strategy = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
-        strategy = _FSDP_STRATEGIES.get(strategy, strategy)  # accelerate also writes them as numbers
+        strategy = _FSDP_STRATEGIES.get(
+            strategy, strategy
+        )  # accelerate also writes them as numbers
         if _config_int(path, "fsdp_version", fsdp.get("fsdp_version", 1)) == 2:
-            strategy = "FULL_SHARD" if fsdp.get("fsdp_reshard_after_forward", True) else "SHARD_GRAD_OP"
+            strategy = (
+                "FULL_SHARD" if fsdp.get("fsdp_reshard_after_forward", True) else "SHARD_GRAD_OP"
+            )
         full = strategy in ("FULL_SHARD", "HYBRID_SHARD")
         offload = bool(fsdp.get("fsdp_offload_params", False))
         shard = strategy != "NO_SHARD"
-        return Sharding(label, f"FSDP{fsdp.get('fsdp_version', 1)} {strategy}; offload: "
-                        f"{'parameters, gradients and optimizer cpu' if offload else 'none'}",
-                        full, shard, shard, offload_params=offload, offload_optimizer=offload)
+        return Sharding(
+            label,
+            f"FSDP{fsdp.get('fsdp_version', 1)} {strategy}; offload: "
+            f"{'parameters, gradients and optimizer cpu' if offload else 'none'}",
+            full,
+            shard,
+            shard,
+            offload_params=offload,
+            offload_optimizer=offload,
+        )
     return Sharding(label, f"{kind}: {NO_SHARDING.description}", False, False, False)
 
 
@@ -390,14 +492,37 @@ def _layer_elements(hidden: int, qkv_width: int, intermediate: int, gated: bool)
     return 4 * hidden + qkv_width + (4 if gated else 2) * intermediate
 
 
-_INTEGER_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
-                   "max_completion_length", "max_pixels", "vllm_tensor_parallel_size", "kl_chunk_size",
-                   "save_total_limit")
+_INTEGER_FIELDS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "max_completion_length",
+    "max_pixels",
+    "vllm_tensor_parallel_size",
+    "kl_chunk_size",
+    "save_total_limit",
+)
 _NUMBER_FIELDS = ("vllm_gpu_memory_utilization",)
-_BOOLEAN_FIELDS = ("use_vllm", "vllm_enable_sleep_mode", "gradient_checkpointing", "bf16", "use_tas",
-                   "dynamic_sampling")
-_BOOLEAN_WORDS = {"true": True, "yes": True, "y": True, "t": True, "1": True,
-                  "false": False, "no": False, "n": False, "f": False, "0": False}  # as transformers reads flags
+_BOOLEAN_FIELDS = (
+    "use_vllm",
+    "vllm_enable_sleep_mode",
+    "gradient_checkpointing",
+    "bf16",
+    "use_tas",
+    "dynamic_sampling",
+)
+_BOOLEAN_WORDS = {
+    "true": True,
+    "yes": True,
+    "y": True,
+    "t": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "n": False,
+    "f": False,
+    "0": False,
+}  # as transformers reads flags
 
 
 def _typed(recipe: dict) -> dict:
@@ -438,13 +563,22 @@ def recipe_max_pixels(recipe: dict, model: str | None = None) -> int:
     given = _typed({"max_pixels": recipe.get("max_pixels")})["max_pixels"]
     resolved = resolve_prompt_settings(model, max_pixels=given).max_pixels
     if resolved is None:
-        raise ValueError("max_pixels is null (no upper bound): vppo plan needs an image size to plan for; "
-                         "set max_pixels in the recipe.")
+        raise ValueError(
+            "max_pixels is null (no upper bound): vppo plan needs an image size to plan for; "
+            "set max_pixels in the recipe."
+        )
     return int(resolved)
 
 
-def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_gb: float,
-               nodes: int = 1, name: str = "recipe") -> MemoryPlan:
+def build_plan(
+    recipe: dict,
+    m: ModelShape,
+    sharding: Sharding,
+    gpus: int,
+    card_gb: float,
+    nodes: int = 1,
+    name: str = "recipe",
+) -> MemoryPlan:
     """The per-GPU memory budget of `recipe` (a merged recipe dict) for model `m` on `gpus` cards
     of `card_gb` total memory. A recipe without `max_pixels` is planned at vppo's default."""
     r = _typed({**RECIPE_DEFAULTS, **recipe})
@@ -461,7 +595,9 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
     text_tokens = PROMPT_TEXT_TOKENS
     seq = image_tokens + text_tokens + completion
     mixed = bool(r["bf16"])
-    p_bytes, g_bytes, o_bytes = (2, 2, 12) if mixed else (4, 4, 8)  # fp32 master + 2 moments if mixed
+    p_bytes, g_bytes, o_bytes = (
+        (2, 2, 12) if mixed else (4, 4, 8)
+    )  # fp32 master + 2 moments if mixed
     act_bytes = 2 if mixed else 4
     rows = b * spg  # generation batch per GPU
     h, kv_width = m.hidden_size, m.num_kv_heads * m.head_dim
@@ -478,88 +614,220 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
             lines.append(Line(label, f"{what}: offloaded to CPU", 0.0, all_phases))
             return
         share = gpus if sharded else 1
-        lines.append(Line(label, f"{_b(n)} x {nbytes} B / {share} GPU{'s' if share > 1 else ''}",
-                          n * nbytes / share / GB, all_phases))
+        lines.append(
+            Line(
+                label,
+                f"{_b(n)} x {nbytes} B / {share} GPU{'s' if share > 1 else ''}",
+                n * nbytes / share / GB,
+                all_phases,
+            )
+        )
 
-    states("parameters", p_bytes, sharding.shard_params, sharding.offload_params, "bf16 weights" if mixed else "fp32")
-    states("gradients", g_bytes, sharding.shard_grads, sharding.offload_optimizer, "with the optimizer")
-    states("optimizer (AdamW)", o_bytes, sharding.shard_optimizer, sharding.offload_optimizer,
-           "fp32 master + 2 moments" if mixed else "2 moments")
+    states(
+        "parameters",
+        p_bytes,
+        sharding.shard_params,
+        sharding.offload_params,
+        "bf16 weights" if mixed else "fp32",
+    )
+    states(
+        "gradients", g_bytes, sharding.shard_grads, sharding.offload_optimizer, "with the optimizer"
+    )
+    states(
+        "optimizer (AdamW)",
+        o_bytes,
+        sharding.shard_optimizer,
+        sharding.offload_optimizer,
+        "fp32 master + 2 moments" if mixed else "2 moments",
+    )
     if sharding.shard_params or sharding.offload_params:
         unit = max(counts["layer"], counts["embedding"])
-        lines.append(Line("gathered modules", f"{GATHERED_MODULES} x max(layer {_b(counts['layer'])}, "
-                          f"embedding {_b(counts['embedding'])}) x {p_bytes} B",
-                          GATHERED_MODULES * unit * p_bytes / GB, all_phases))
+        lines.append(
+            Line(
+                "gathered modules",
+                f"{GATHERED_MODULES} x max(layer {_b(counts['layer'])}, "
+                f"embedding {_b(counts['embedding'])}) x {p_bytes} B",
+                GATHERED_MODULES * unit * p_bytes / GB,
+                all_phases,
+            )
+        )
 
     if colocate:
         util = float(r["vllm_gpu_memory_utilization"])
-        lines.append(Line("vLLM engine (generating)", f"{util} x {card_gb:g} GB total (weights/TP + KV cache)",
-                          util * card_gb, ("generation",)))
+        lines.append(
+            Line(
+                "vLLM engine (generating)",
+                f"{util} x {card_gb:g} GB total (weights/TP + KV cache)",
+                util * card_gb,
+                ("generation",),
+            )
+        )
         if sleep:
-            lines.append(Line("vLLM asleep (level 2)", "CUDA-graph pool and buffers (assumed)",
-                              VLLM_SLEEP_RESIDUAL_GB, after_generation))
+            lines.append(
+                Line(
+                    "vLLM asleep (level 2)",
+                    "CUDA-graph pool and buffers (assumed)",
+                    VLLM_SLEEP_RESIDUAL_GB,
+                    after_generation,
+                )
+            )
         else:
-            lines.append(Line("vLLM engine (awake)", f"{util} x {card_gb:g} GB, no sleep mode",
-                              util * card_gb, after_generation))
+            lines.append(
+                Line(
+                    "vLLM engine (awake)",
+                    f"{util} x {card_gb:g} GB, no sleep mode",
+                    util * card_gb,
+                    after_generation,
+                )
+            )
     elif not r["use_vllm"]:
         kv = rows * seq * 2 * m.num_layers * kv_width * act_bytes
-        lines.append(Line("KV cache (transformers generate)", f"{rows} rows x {seq} tok x 2 x {m.num_layers} "
-                          f"x {kv_width} x {act_bytes} B", kv / GB, ("generation",)))
+        lines.append(
+            Line(
+                "KV cache (transformers generate)",
+                f"{rows} rows x {seq} tok x 2 x {m.num_layers} x {kv_width} x {act_bytes} B",
+                kv / GB,
+                ("generation",),
+            )
+        )
 
     # pixel_values: float32 as the processor makes them; HF Trainer casts inputs to bf16 under DeepSpeed.
     pixel_width = m.in_channels * m.temporal_patch_size * m.patch_size**2
     pixel_bytes = 2 if (sharding.deepspeed and mixed) else 4
     pixels = rows * patches * pixel_width * pixel_bytes / GB
-    lines.append(Line("pixel_values (the rollout)", f"{b} x {spg} rows x {patches} patches x {pixel_width} x "
-                      f"{pixel_bytes} B", pixels, all_phases))
+    lines.append(
+        Line(
+            "pixel_values (the rollout)",
+            f"{b} x {spg} rows x {patches} patches x {pixel_width} x {pixel_bytes} B",
+            pixels,
+            all_phases,
+        )
+    )
     if refills:
         # Kept rounds are pruned to at most one batch of rows; the round being generated is whole;
         # merging them builds the batch once more before the rounds are released.
-        lines.append(Line("refill round (dynamic sampling)", "one more rollout's pixel_values", pixels,
-                          ("generation", "merge")))
-        lines.append(Line("merged batch (dynamic sampling)", "one more rollout's pixel_values", pixels, ("merge",)))
+        lines.append(
+            Line(
+                "refill round (dynamic sampling)",
+                "one more rollout's pixel_values",
+                pixels,
+                ("generation", "merge"),
+            )
+        )
+        lines.append(
+            Line(
+                "merged batch (dynamic sampling)",
+                "one more rollout's pixel_values",
+                pixels,
+                ("merge",),
+            )
+        )
     if _needs_dependency(r):
-        lines.append(Line("perturbed pixel_values (VPPO)", "same as the rollout's", pixels, ("scoring",)))
+        lines.append(
+            Line("perturbed pixel_values (VPPO)", "same as the rollout's", pixels, ("scoring",))
+        )
 
     # No-grad scoring forwards (old and perturbed-image log-probs), chunks of b rows: one layer's
     # activations at a time, and the fused head's tile over the completion's positions.
-    layer_text = _layer_elements(h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True)
-    layer_vision = _layer_elements(m.vision_hidden_size, 3 * m.vision_hidden_size, m.vision_intermediate_size,
-                                   gated=m.family != "qwen3_vl")
+    layer_text = _layer_elements(
+        h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True
+    )
+    layer_vision = _layer_elements(
+        m.vision_hidden_size,
+        3 * m.vision_hidden_size,
+        m.vision_intermediate_size,
+        gated=m.family != "qwen3_vl",
+    )
     scored = b * completion  # completion positions the head scores per chunk
     tile_tokens = min(scored, HEAD_TILE_TOKENS)
     tile = tile_tokens * HEAD_TILE_VOCAB * act_bytes
-    lines.append(Line("scoring forward (one layer)", f"{b} x ({seq} tok x {layer_text} + {patches} patches x "
-                      f"{layer_vision}) x {act_bytes} B",
-                      b * (seq * layer_text + patches * layer_vision) * act_bytes / GB, ("scoring",)))
-    lines.append(Line("fused LM head (no grad)", f"{tile_tokens} x {HEAD_TILE_VOCAB} x {act_bytes} B tile + "
-                      f"{scored} tok x {h} x {act_bytes} B", (tile + scored * h * act_bytes) / GB, ("scoring",)))
+    lines.append(
+        Line(
+            "scoring forward (one layer)",
+            f"{b} x ({seq} tok x {layer_text} + {patches} patches x "
+            f"{layer_vision}) x {act_bytes} B",
+            b * (seq * layer_text + patches * layer_vision) * act_bytes / GB,
+            ("scoring",),
+        )
+    )
+    lines.append(
+        Line(
+            "fused LM head (no grad)",
+            f"{tile_tokens} x {HEAD_TILE_VOCAB} x {act_bytes} B tile + "
+            f"{scored} tok x {h} x {act_bytes} B",
+            (tile + scored * h * act_bytes) / GB,
+            ("scoring",),
+        )
+    )
     if _needs_dependency(r) and r["dependency_estimator"] in DISTRIBUTION_ESTIMATORS:
         chunk = int(r["kl_chunk_size"])
         exact = 2 * rows * completion * h * act_bytes + 4 * chunk * m.vocab_size * 4
-        lines.append(Line("exact-KL hidden states + chunk", f"2 x {rows} x {completion} x {h} x {act_bytes} B"
-                          f" + 4 x {chunk} x {m.vocab_size} x 4 B", exact / GB, ("scoring",)))
+        lines.append(
+            Line(
+                "exact-KL hidden states + chunk",
+                f"2 x {rows} x {completion} x {h} x {act_bytes} B"
+                f" + 4 x {chunk} x {m.vocab_size} x 4 B",
+                exact / GB,
+                ("scoring",),
+            )
+        )
 
     # Update: forward/backward with gradient checkpointing at micro-batch b.
     if r["gradient_checkpointing"]:
-        lines.append(Line("text checkpoints", f"{m.num_layers} layers x {b} x {seq} tok x {h} x {act_bytes} B",
-                          m.num_layers * b * seq * h * act_bytes / GB, ("update",)))
-        lines.append(Line("vision checkpoints", f"{m.vision_depth} blocks x {b} x {patches} patches x "
-                          f"{m.vision_hidden_size} x {act_bytes} B",
-                          m.vision_depth * b * patches * m.vision_hidden_size * act_bytes / GB, ("update",)))
+        lines.append(
+            Line(
+                "text checkpoints",
+                f"{m.num_layers} layers x {b} x {seq} tok x {h} x {act_bytes} B",
+                m.num_layers * b * seq * h * act_bytes / GB,
+                ("update",),
+            )
+        )
+        lines.append(
+            Line(
+                "vision checkpoints",
+                f"{m.vision_depth} blocks x {b} x {patches} patches x "
+                f"{m.vision_hidden_size} x {act_bytes} B",
+                m.vision_depth * b * patches * m.vision_hidden_size * act_bytes / GB,
+                ("update",),
+            )
+        )
         text_layers, vision_layers = 1, 1
     else:
         text_layers, vision_layers = m.num_layers, m.vision_depth
-    lines.append(Line("text layer recompute", f"{text_layers} x {b} x {seq} tok x {layer_text} x {act_bytes} B "
-                      "x 2 (fwd + grad)", text_layers * b * seq * layer_text * act_bytes * 2 / GB, ("update",)))
-    lines.append(Line("vision block recompute", f"{vision_layers} x {b} x {patches} patches x {layer_vision} x "
-                      f"{act_bytes} B x 2", vision_layers * b * patches * layer_vision * act_bytes * 2 / GB,
-                      ("update",)))
+    lines.append(
+        Line(
+            "text layer recompute",
+            f"{text_layers} x {b} x {seq} tok x {layer_text} x {act_bytes} B x 2 (fwd + grad)",
+            text_layers * b * seq * layer_text * act_bytes * 2 / GB,
+            ("update",),
+        )
+    )
+    lines.append(
+        Line(
+            "vision block recompute",
+            f"{vision_layers} x {b} x {patches} patches x {layer_vision} x {act_bytes} B x 2",
+            vision_layers * b * patches * layer_vision * act_bytes * 2 / GB,
+            ("update",),
+        )
+    )
     head_grads = scored * h * (4 + act_bytes) + m.vocab_size * h * (4 + p_bytes)
-    lines.append(Line("fused LM head + its grads", f"tile + {scored} tok x {h} x {4 + act_bytes} B + "
-                      f"{m.vocab_size} x {h} x {4 + p_bytes} B (fp32 grads)", (tile + head_grads) / GB, ("update",)))
-    lines.append(Line("CUDA / NCCL overhead", "context, communicators, buckets (fixed)", CUDA_OVERHEAD_GB,
-                      all_phases))
+    lines.append(
+        Line(
+            "fused LM head + its grads",
+            f"tile + {scored} tok x {h} x {4 + act_bytes} B + "
+            f"{m.vocab_size} x {h} x {4 + p_bytes} B (fp32 grads)",
+            (tile + head_grads) / GB,
+            ("update",),
+        )
+    )
+    lines.append(
+        Line(
+            "CUDA / NCCL overhead",
+            "context, communicators, buckets (fixed)",
+            CUDA_OVERHEAD_GB,
+            all_phases,
+        )
+    )
 
     per_node = gpus // nodes
     header = [
@@ -577,21 +845,33 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
     # weights and Adam's two moments when mixed), summed over all shards; save_total_limit of them are kept.
     checkpoint_gb = n * (p_bytes + o_bytes) / GB
     keep = r.get("save_total_limit")
-    header.append(f"saves     checkpoints of {checkpoint_gb:,.0f} GB = {_b(n)} x ({p_bytes} B weights + {o_bytes} B "
-                  f"optimizer)" + (f"; {int(keep)} kept = {int(keep) * checkpoint_gb:,.0f} GB of disk"
-                                   if keep else "; every one kept (no save_total_limit)"))
+    header.append(
+        f"saves     checkpoints of {checkpoint_gb:,.0f} GB = {_b(n)} x ({p_bytes} B weights + {o_bytes} B "
+        f"optimizer)"
+        + (
+            f"; {int(keep)} kept = {int(keep) * checkpoint_gb:,.0f} GB of disk"
+            if keep
+            else "; every one kept (no save_total_limit)"
+        )
+    )
     notes = []
     if colocate:
         weights = n * 2 / tp / GB
         kv_gb = float(r["vllm_gpu_memory_utilization"]) * card_gb - weights
         per_token = 2 * m.num_layers * kv_width * 2 / tp
-        header.append(f"vLLM      colocate, TP {tp}, sleep mode {'on' if sleep else 'off'}: KV cache "
-                      f"{kv_gb:.1f} GB = {max(kv_gb, 0) * GB / per_token / 1e3:,.0f}k tokens after "
-                      f"{weights:.1f} GB of weights")
+        header.append(
+            f"vLLM      colocate, TP {tp}, sleep mode {'on' if sleep else 'off'}: KV cache "
+            f"{kv_gb:.1f} GB = {max(kv_gb, 0) * GB / per_token / 1e3:,.0f}k tokens after "
+            f"{weights:.1f} GB of weights"
+        )
         if kv_gb <= 0:
-            notes.append("vLLM's share does not even hold its weights: raise vllm_gpu_memory_utilization.")
+            notes.append(
+                "vLLM's share does not even hold its weights: raise vllm_gpu_memory_utilization."
+            )
         if tp > per_node or per_node % tp:
-            notes.append(f"vllm_tensor_parallel_size {tp} must divide the {per_node} GPUs of a node.")
+            notes.append(
+                f"vllm_tensor_parallel_size {tp} must divide the {per_node} GPUs of a node."
+            )
     host = 0.0
     if sharding.offload_params:
         host += n * p_bytes / nodes
@@ -605,17 +885,26 @@ def build_plan(recipe: dict, m: ModelShape, sharding: Sharding, gpus: int, card_
 def format_plan(plan: MemoryPlan) -> str:
     """The budget as a table; the last line is `peak per GPU: X GB of Y GB`."""
     width = max(len(line.formula) for line in plan.lines)
-    out = [f"vppo plan: {plan.recipe} on {plan.gpus} x {plan.card_gb:g} GB GPUs", *plan.header, "",
-           f"{'component':<32} {'arithmetic':<{width}} {'GB':>7}  phases (g m s u)"]
+    out = [
+        f"vppo plan: {plan.recipe} on {plan.gpus} x {plan.card_gb:g} GB GPUs",
+        *plan.header,
+        "",
+        f"{'component':<32} {'arithmetic':<{width}} {'GB':>7}  phases (g m s u)",
+    ]
     for line in plan.lines:
         marks = " ".join("x" if p in line.phases else "." for p in PHASES)
         out.append(f"{line.name:<32} {line.formula:<{width}} {line.gb:>7.2f}  {marks}")
     out.append("")
-    out.append("phases: " + ", ".join(f"{p} {plan.phase_gb(p):.1f} GB" for p in PHASES)
-               + f" (g = generation, m = merge, s = scoring, u = update; peak: {plan.peak_phase})")
+    out.append(
+        "phases: "
+        + ", ".join(f"{p} {plan.phase_gb(p):.1f} GB" for p in PHASES)
+        + f" (g = generation, m = merge, s = scoring, u = update; peak: {plan.peak_phase})"
+    )
     out += [f"note: {note}" for note in plan.notes]
     if not plan.fits:
-        out.append(f"does NOT fit: {plan.peak_gb - plan.card_gb:.1f} GB over the card in the {plan.peak_phase} phase.")
+        out.append(
+            f"does NOT fit: {plan.peak_gb - plan.card_gb:.1f} GB over the card in the {plan.peak_phase} phase."
+        )
     out.append(f"peak per GPU: {plan.peak_gb:.1f} GB of {plan.card_gb:g} GB")
     return "\n".join(out)
 
@@ -624,17 +913,38 @@ def format_plan(plan: MemoryPlan) -> str:
 # Command line
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="vppo plan", description="Per-GPU memory budget of a recipe, with "
-                                "the arithmetic shown. Exit status 0: fits; 1: does not fit; 2: bad input.")
-    p.add_argument("--config", required=True, help="recipe name (e.g. qwen2_5_vl_7b_vppo) or YAML path")
-    p.add_argument("--gpus", type=int, required=True, help="GPUs in total (the sharding world size)")
-    p.add_argument("--nodes", type=int, default=1, help="nodes the GPUs are spread over (default 1)")
-    p.add_argument("--gpu-memory-gb", type=float, default=CARD_GB, help="total memory of one card in 10^9 bytes, "
-                   f"as CUDA reports it (default {CARD_GB:g}: an 80 GB H100 or A100; an H200 reports 150)")
-    p.add_argument("--accelerate-config", "--accelerate_config", help="accelerate config: a shipped name or a path "
-                   "(default: zero3_<gpus>gpu, as the README launches; none for 1 GPU)")
-    p.add_argument("--model", help="model to plan for instead of the recipe's: a built-in name or a "
-                   "folder with config.json")
+    p = OneLineParser(
+        prog="vppo plan",
+        description="Per-GPU memory budget of a recipe, with "
+        "the arithmetic shown. Exit status 0: fits; 1: does not fit; 2: bad input.",
+    )
+    p.add_argument(
+        "--config", required=True, help="recipe name (e.g. qwen2_5_vl_7b_vppo) or YAML path"
+    )
+    p.add_argument(
+        "--gpus", type=int, required=True, help="GPUs in total (the sharding world size)"
+    )
+    p.add_argument(
+        "--nodes", type=int, default=1, help="nodes the GPUs are spread over (default 1)"
+    )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=CARD_GB,
+        help="total memory of one card in 10^9 bytes, "
+        f"as CUDA reports it (default {CARD_GB:g}: an 80 GB H100 or A100; an H200 reports 150)",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        "--accelerate_config",
+        help="accelerate config: a shipped name or a path "
+        "(default: zero3_<gpus>gpu, as the README launches; none for 1 GPU)",
+    )
+    p.add_argument(
+        "--model",
+        help="model to plan for instead of the recipe's: a built-in name or a "
+        "folder with config.json",
+    )
     return p
 
 
@@ -642,7 +952,9 @@ def _default_sharding(gpus: int) -> Sharding:
     if gpus == 1:
         return NO_SHARDING
     if not (ACCELERATE_DIR / f"zero3_{gpus}gpu.yaml").is_file():
-        raise ValueError(f"no shipped accelerate config zero3_{gpus}gpu; pass --accelerate-config NAME|PATH.")
+        raise ValueError(
+            f"no shipped accelerate config zero3_{gpus}gpu; pass --accelerate-config NAME|PATH."
+        )
     return read_sharding(f"zero3_{gpus}gpu")
 
 
@@ -652,15 +964,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.gpus <= 0:
             raise ValueError(f"--gpus must be a positive number of GPUs, got {args.gpus}.")
         if args.nodes <= 0 or args.gpus % args.nodes:
-            raise ValueError(f"--nodes must be positive and divide --gpus ({args.gpus}), got {args.nodes}.")
+            raise ValueError(
+                f"--nodes must be positive and divide --gpus ({args.gpus}), got {args.nodes}."
+            )
         if not args.gpu_memory_gb > 0 or not math.isfinite(args.gpu_memory_gb):
-            raise ValueError(f"--gpu-memory-gb must be a positive number, got {args.gpu_memory_gb}.")
+            raise ValueError(
+                f"--gpu-memory-gb must be a positive number, got {args.gpu_memory_gb}."
+            )
         recipe = load_recipe(args.config)
         shape = model_shape(args.model or str(recipe.get("model_name_or_path", "")))
         recipe = {**recipe, "max_pixels": recipe_max_pixels(recipe, args.model)}
-        sharding = read_sharding(args.accelerate_config) if args.accelerate_config else _default_sharding(args.gpus)
-        plan = build_plan(recipe, shape, sharding, args.gpus, args.gpu_memory_gb, args.nodes,
-                          name=Path(args.config).stem if Path(args.config).suffix else args.config)
+        sharding = (
+            read_sharding(args.accelerate_config)
+            if args.accelerate_config
+            else _default_sharding(args.gpus)
+        )
+        plan = build_plan(
+            recipe,
+            shape,
+            sharding,
+            args.gpus,
+            args.gpu_memory_gb,
+            args.nodes,
+            name=Path(args.config).stem if Path(args.config).suffix else args.config,
+        )
     except (ValueError, OSError, yaml.YAMLError) as err:
         print(f"vppo plan: {err}", file=sys.stderr)
         return 2

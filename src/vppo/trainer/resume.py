@@ -109,8 +109,11 @@ def load_renamed_checkpoint(model: torch.nn.Module, checkpoint: str | Path) -> b
             f"unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})."
         )
     model.load_state_dict(state, strict=True)
-    logger.info("Resumed the model weights from %s (%d tensors, saved key names mapped back).",
-                checkpoint, len(state))
+    logger.info(
+        "Resumed the model weights from %s (%d tensors, saved key names mapped back).",
+        checkpoint,
+        len(state),
+    )
     return True
 
 
@@ -118,8 +121,11 @@ def write_checkpoint_state(folder: str | Path, state: dict[str, Any]) -> None:
     """Write TRAINER_STATE_FILE into a finished checkpoint folder: `state` plus the size of every
     other file in it (the manifest that tells a complete checkpoint from a cut one)."""
     folder = Path(folder)
-    files = {str(path.relative_to(folder)): path.stat().st_size
-             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != TRAINER_STATE_FILE}
+    files = {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != TRAINER_STATE_FILE
+    }
     temporary = folder / (TRAINER_STATE_FILE + ".tmp")
     temporary.write_text(json.dumps({**state, "files": files}, indent=1), encoding="utf-8")
     os.replace(temporary, folder / TRAINER_STATE_FILE)
@@ -156,8 +162,10 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         if not path.is_file():
             return f"{path} is missing from the checkpoint (it listed {size:,} bytes)."
         if path.stat().st_size != size:
-            return (f"{path} is {path.stat().st_size:,} bytes, not the {size:,} the checkpoint saved: "
-                    "the file is cut or was changed.")
+            return (
+                f"{path} is {path.stat().st_size:,} bytes, not the {size:,} the checkpoint saved: "
+                "the file is cut or was changed."
+            )
     return None
 
 
@@ -166,8 +174,11 @@ def numbered_checkpoints(output_dir: str | Path) -> list[Path]:
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
-    numbered = [(int(m.group(1)), path) for path in folder.iterdir()
-                if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))]
+    numbered = [
+        (int(m.group(1)), path)
+        for path in folder.iterdir()
+        if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))
+    ]
     return [path for _, path in sorted(numbered)]
 
 

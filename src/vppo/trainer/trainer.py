@@ -211,17 +211,43 @@ def _newest_checkpoint_size(folder: str, exclude: str) -> int:
 
 # Settings a resumed run is compared with its checkpoint on (a change is reported, one line each).
 _RESUME_FIELDS = (
-    "token_selection", "token_ratio", "entropy_ratio", "use_tas", "tas_beta_min", "tas_scope",
-    "dependency_estimator", "dependency_clip", "perturbation", "perturbation_prob", "perturbation_seed",
-    "nll_coef", "loss_type", "epsilon", "epsilon_high", "delta", "beta", "learning_rate",
-    "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
-    "num_iterations", "max_completion_length", "temperature", "top_p", "dynamic_sampling",
-    "dynamic_sampling_low", "dynamic_sampling_high", "seed",
+    "token_selection",
+    "token_ratio",
+    "entropy_ratio",
+    "use_tas",
+    "tas_beta_min",
+    "tas_scope",
+    "dependency_estimator",
+    "dependency_clip",
+    "perturbation",
+    "perturbation_prob",
+    "perturbation_seed",
+    "nll_coef",
+    "loss_type",
+    "epsilon",
+    "epsilon_high",
+    "delta",
+    "beta",
+    "learning_rate",
+    "num_generations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "num_iterations",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "dynamic_sampling",
+    "dynamic_sampling_low",
+    "dynamic_sampling_high",
+    "seed",
 )
 
 
 def _resume_settings(trainer: VPPOTrainer) -> dict[str, Any]:
-    settings = {key: getattr(trainer.args, key) for key in _RESUME_FIELDS if hasattr(trainer.args, key)}
+    settings = {
+        key: getattr(trainer.args, key) for key in _RESUME_FIELDS if hasattr(trainer.args, key)
+    }
     settings["num_processes"] = trainer.accelerator.num_processes
     return json.loads(json.dumps(settings, default=str))
 
@@ -240,8 +266,16 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         "id": "2510.09285",
     }
 
-    def __init__(self, model, reward_funcs, args: VPPOConfig, train_dataset=None, eval_dataset=None,
-                 processing_class=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: VPPOConfig,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        **kwargs,
+    ):
         if not isinstance(args, VPPOConfig):
             raise ValueError(f"VPPOTrainer needs a VPPOConfig, got {type(args).__name__}.")
         if not isinstance(processing_class, ProcessorMixin):
@@ -259,15 +293,27 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 "one repeated token; this model's (SmolVLM/Idefics3) image blocks would reach vLLM expanded "
                 "twice: set use_vllm=false."
             )
-        with _vllm_engine_options(_trainer_dtype(model, args) if args.use_vllm else None, processing_class):
-            super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                             eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        with _vllm_engine_options(
+            _trainer_dtype(model, args) if args.use_vllm else None, processing_class
+        ):
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                **kwargs,
+            )
         if args.freeze_vision_tower or args.freeze_projector:  # before the optimizer is built
             from vppo.trainer.freezing import freeze_vision_parts
 
-            frozen = freeze_vision_parts(self.model, vision_tower=args.freeze_vision_tower,
-                                         projector=args.freeze_projector)
-            logger.info("Frozen: %s parameters.", ", ".join(f"{k} {v:,}" for k, v in frozen.items() if v))
+            frozen = freeze_vision_parts(
+                self.model, vision_tower=args.freeze_vision_tower, projector=args.freeze_projector
+            )
+            logger.info(
+                "Frozen: %s parameters.", ", ".join(f"{k} {v:,}" for k, v in frozen.items() if v)
+            )
         self._refuse_text_only_rows_when_sharded()
         # A chunk of text-only rows carries empty vision tensors, which Qwen-VL's forward rejects.
         for model_ in (self.model, getattr(self, "ref_model", None)):
@@ -286,7 +332,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         self._old_logps_deferred = False
         if args.dynamic_sampling:
             if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
-                raise ValueError("dynamic_sampling needs an indexable train_dataset, not an IterableDataset.")
+                raise ValueError(
+                    "dynamic_sampling needs an indexable train_dataset, not an IterableDataset."
+                )
         self._refuse_a_dataset_smaller_than_one_rollout()
 
     # ------------------------------------------------------------------------------ set-up
@@ -294,7 +342,11 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         """TRL's sampler yields only whole generation batches: with fewer prompts than one, training
         would run 0 steps and save the initial model."""
         data = self.train_dataset
-        if data is None or isinstance(data, torch.utils.data.IterableDataset) or not hasattr(data, "__len__"):
+        if (
+            data is None
+            or isinstance(data, torch.utils.data.IterableDataset)
+            or not hasattr(data, "__len__")
+        ):
             return
         args = self.args
         prompts = args.generation_batch_size // self.num_generations
@@ -311,7 +363,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
     def _refuse_text_only_rows_when_sharded(self) -> None:
         """FSDP and ZeRO-3 gather the vision tower's shards inside its forward, a collective: a process
         whose micro-batch has no image would skip it while the others wait, and training would hang."""
-        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        zero3 = (
+            self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        )
         if not (self.is_fsdp_enabled or zero3) or self.train_dataset is None:
             return
         count, first = rows_without_images(self.train_dataset)
@@ -328,7 +382,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
     def _enforce_left_padding(processor: ProcessorMixin) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is not None and tokenizer.padding_side != "left":
-            logger.warning("Setting the tokenizer's padding_side to 'left' (TRL left-pads prompts).")
+            logger.warning(
+                "Setting the tokenizer's padding_side to 'left' (TRL left-pads prompts)."
+            )
             tokenizer.padding_side = "left"
 
     @staticmethod
@@ -353,21 +409,29 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         # TRL names a local base model "None"; say what it was and how the model was trained.
         base = getattr(self.model.config, "_name_or_path", None) or "an unnamed model"
         args = self.args
-        method = (f"VPPO (arXiv 2510.09285; token_selection={args.token_selection}, token_ratio="
-                  f"{args.token_ratio:g}, use_tas={args.use_tas}, dependency_estimator={args.dependency_estimator})"
-                  if args.needs_dependency else f"the {args.loss_type.upper()} baseline of vppo (no visual dependency)")
+        method = (
+            f"VPPO (arXiv 2510.09285; token_selection={args.token_selection}, token_ratio="
+            f"{args.token_ratio:g}, use_tas={args.use_tas}, dependency_estimator={args.dependency_estimator})"
+            if args.needs_dependency
+            else f"the {args.loss_type.upper()} baseline of vppo (no visual dependency)"
+        )
         with open(card, encoding="utf-8") as handle:
             text = handle.read()
         text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
         text = text.replace('model="None"', f'model="{args.output_dir}"')
-        text = text.replace("It has been trained using [TRL](https://github.com/huggingface/trl).",
-                            f"It has been trained with {method}, using vppo on "
-                            "[TRL](https://github.com/huggingface/trl).", 1)
+        text = text.replace(
+            "It has been trained using [TRL](https://github.com/huggingface/trl).",
+            f"It has been trained with {method}, using vppo on "
+            "[TRL](https://github.com/huggingface/trl).",
+            1,
+        )
         with open(card, "w", encoding="utf-8") as handle:
             handle.write(text)
 
     def _save_checkpoint(self, model, trial):
-        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        folder = os.path.join(
+            self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
+        )
         try:
             super()._save_checkpoint(model, trial)
         except Exception as err:
@@ -378,7 +442,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         # incomplete (a save that was killed or ran out of space), and its manifest finds truncated files.
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            write_checkpoint_state(folder, {**self.refill_state(), "settings": _resume_settings(self)})
+            write_checkpoint_state(
+                folder, {**self.refill_state(), "settings": _resume_settings(self)}
+            )
 
     def _load_rng_state(self, checkpoint):
         # Called on every engine once, when training resumes from `checkpoint`, before its first step.
@@ -388,7 +454,12 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             return
         saved, now = state.get("settings", {}), _resume_settings(self)
         changed = [key for key in now if key in saved and saved[key] != now[key]]
-        layout = ("num_generations", "per_device_train_batch_size", "steps_per_generation", "num_processes")
+        layout = (
+            "num_generations",
+            "per_device_train_batch_size",
+            "steps_per_generation",
+            "num_processes",
+        )
         if state.get("refill_draws") and any(key in layout for key in changed):
             raise ValueError(
                 f"cannot resume {checkpoint} with another batch layout ("
@@ -397,13 +468,17 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 "batches; resume with the checkpoint's values."
             )
         for key in changed:
-            logger.warning("Resuming %s with %s changed: %s -> %s.", checkpoint, key, saved[key], now[key])
+            logger.warning(
+                "Resuming %s with %s changed: %s -> %s.", checkpoint, key, saved[key], now[key]
+            )
         self.restore_refill_state(state)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers 5.23 reads checkpoint weights without undoing save_pretrained's key renaming
         # (Qwen-VL): the renamed weights would silently keep their initial values (trainer/resume.py).
-        if self.is_fsdp_enabled or not load_renamed_checkpoint(model or self.model, resume_from_checkpoint):
+        if self.is_fsdp_enabled or not load_renamed_checkpoint(
+            model or self.model, resume_from_checkpoint
+        ):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # ------------------------------------------------------------------------------ hooks
@@ -416,14 +491,17 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             result = (*result[:6], [row or [] for row in images], *result[7:])
         return result
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
-                              has_tool_images=False):
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
         if not self.use_vllm:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         with self._vllm_runs_trainer_prompts():
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
 
     @contextmanager
     def _vllm_runs_trainer_prompts(self) -> Iterator[None]:
@@ -446,8 +524,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             sent = prompts
             if generation.mode == "colocate" and images is not None:
                 sent = [collapse_placeholder_runs(ids, placeholder) for ids in prompts]
-            ran, *rest = original(prompts=sent, images=images, num_generations=num_generations,
-                                  profiler=profiler)
+            ran, *rest = original(
+                prompts=sent, images=images, num_generations=num_generations, profiler=profiler
+            )
             check_vllm_prompts(ran, prompts, placeholder)
             return (ran, *rest)
 
@@ -458,20 +537,28 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             del generation.generate  # the class's method again
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list
+        )
         self._last_rewards_per_func = rewards_per_func
         return rewards_per_func
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args,
-                                           **kwargs):
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+    ):
         if self._defer_old_logps:
             # TRL's first call while scoring is the old log-prob pass (tests/test_trainer_hooks.py checks
             # the order): answer it with a placeholder; _apply_vppo computes the real ones on the kept rows.
             self._defer_old_logps = False
             self._old_logps_deferred = True
-            return input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32), None, None
-        result = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                            *args, **kwargs)
+            return (
+                input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32),
+                None,
+                None,
+            )
+        result = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
         if self._capture_logps:
             self._captured_logps = result[0]
             self._capture_logps = False
@@ -507,12 +594,18 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             if splits_by_row(output):
                 order = torch.randperm(output["prompt_ids"].size(0)).tolist()
                 self._buffered_inputs = update_micro_batches(
-                    output, order, self.args.per_device_train_batch_size, self._regroup_window(),
-                    self._tokenizer.pad_token_id)
+                    output,
+                    order,
+                    self.args.per_device_train_batch_size,
+                    self._regroup_window(),
+                    self._tokenizer.pad_token_id,
+                )
             else:  # image layouts that cannot be cut by row: TRL's full-width micro-batches
                 output = shuffle_sequence_dict(split_pixel_values_by_grid(output))
-                self._buffered_inputs = [unsplit_pixel_values_by_grid(batch)
-                                         for batch in split_tensor_dict(output, self.args.steps_per_generation)]
+                self._buffered_inputs = [
+                    unsplit_pixel_values_by_grid(batch)
+                    for batch in split_tensor_dict(output, self.args.steps_per_generation)
+                ]
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
     def _regroup_window(self) -> int:
@@ -523,7 +616,11 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         a per-micro-batch mean. The other losses divide by constants or by a row count that every
         micro-batch shares.
         """
-        if self.loss_type == "bnpo" or self.top_entropy_quantile < 1.0 or self._entropy_bonus_enabled:
+        if (
+            self.loss_type == "bnpo"
+            or self.top_entropy_quantile < 1.0
+            or self._entropy_bonus_enabled
+        ):
             return 1
         return update_window(self.args.steps_per_generation, self.args.gradient_accumulation_steps)
 
@@ -547,7 +644,10 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
     def _trl_needs_old_logps(self) -> bool:
         """TRL 1.16's condition for computing old log-probs while scoring (checked by the hook tests)."""
         generate_every = self.args.steps_per_generation * self.num_iterations
-        return self.args.gradient_accumulation_steps % generate_every != 0 or self._vllm_is_correction()
+        return (
+            self.args.gradient_accumulation_steps % generate_every != 0
+            or self._vllm_is_correction()
+        )
 
     def _vllm_is_correction(self) -> bool:
         return bool(self.use_vllm and self.vllm_importance_sampling_correction)
@@ -557,7 +657,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
 
         vLLM importance sampling needs the old log-probs inside TRL's scoring, so they are not deferred then.
         """
-        self._defer_old_logps = defer and self._trl_needs_old_logps() and not self._vllm_is_correction()
+        self._defer_old_logps = (
+            defer and self._trl_needs_old_logps() and not self._vllm_is_correction()
+        )
         try:
             return super()._generate_and_score_completions(inputs)
         finally:
@@ -574,7 +676,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         loss_type = self.args.loss_type
         if loss_type == "dapo":
-            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            normalizer = (
+                inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            )
             if mode == "train":
                 normalizer = normalizer * accumulation / self.args.steps_per_generation
             term = nll.sum() / normalizer
@@ -586,7 +690,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             term = nll.sum() / (nll.size(0) * self.max_completion_length) / accumulation
         else:  # VPPOConfig refuses nll_coef > 0 with any other loss_type (NLL_LOSS_TYPES)
             raise ValueError(f"the NLL term has no normalisation for loss_type {loss_type!r}.")
-        mean_nll = self.accelerator.reduce(torch.stack([nll.sum(), mask.sum()]).detach(), reduction="sum")
+        mean_nll = self.accelerator.reduce(
+            torch.stack([nll.sum(), mask.sum()]).detach(), reduction="sum"
+        )
         self._metrics[mode]["vppo/nll"].append((mean_nll[0] / mean_nll[1].clamp(min=1.0)).item())
         return term
 
@@ -598,7 +704,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         if args.tas_scope == "local":
             return tas_scale(traj, valid=valid, **beta)
         all_traj = self.accelerator.gather(traj)
-        all_valid = self.accelerator.gather(valid.float()) > 0.5  # bool collectives are not portable
+        all_valid = (
+            self.accelerator.gather(valid.float()) > 0.5
+        )  # bool collectives are not portable
         group_ids = None
         if args.tas_scope == "group":
             group_ids = torch.arange(all_traj.numel(), device=traj.device) // self.num_generations
@@ -606,8 +714,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         start = self.accelerator.process_index * traj.numel()
         return alpha[start : start + traj.numel()]
 
-    def _apply_vppo(self, output: dict[str, Any], inputs: list[dict[str, Any]], old_logps: bool = False
-                    ) -> dict[str, Any]:
+    def _apply_vppo(
+        self, output: dict[str, Any], inputs: list[dict[str, Any]], old_logps: bool = False
+    ) -> dict[str, Any]:
         """VPPO on one scored batch: its no-grad passes, then TGF weights × TAS scale → token advantages.
 
         With `old_logps` (TRL's old log-prob pass was deferred), the real-image pass also gives the old
@@ -622,13 +731,20 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             mask = mask & output["tool_mask"].bool()
         rows = mask.size(0)
         has_image = self._rows_with_images(output, rows)
-        any_image = need_dep and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
+        any_image = (
+            need_dep and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
+        )
         started = time.perf_counter()
         scores: dict[str, torch.Tensor] = {}
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
+        ):
             if any_image:
                 if "pixel_values" in output:
-                    perturbed = self.perturb_pixel_values(output, inputs, self._perturbation_generator())
+                    perturbed = self.perturb_pixel_values(
+                        output, inputs, self._perturbation_generator()
+                    )
                 else:
                     # Sharded engines need the same number of forwards on every rank; a rank without
                     # images scores against its own (absent) pixels, which gives dependency 0.
@@ -641,48 +757,75 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             output["old_per_token_logps"] = scores["logps"]
         if not need_dep and selection == "none":
             return output
-        dep = scores.get("dependency", torch.zeros(mask.shape, device=mask.device)) * has_image[:, None]
+        dep = (
+            scores.get("dependency", torch.zeros(mask.shape, device=mask.device))
+            * has_image[:, None]
+        )
         entropies = scores.get("entropies")
         if need_dep and not bool(has_image.all()) and not self._warned_text_only:
             logger.warning(
                 "Some rows have no image: their visual dependency is 0, TAS leaves their advantage "
-                "unscaled (α = 1) and TGF keeps all their tokens.")
+                "unscaled (α = 1) and TGF keeps all their tokens."
+            )
             self._warned_text_only = True
 
         valid_rows = has_image & (mask.sum(-1) > 0)
-        weights = select_tokens(selection, dep=dep, mask=mask, ratio=args.token_ratio,
-                                entropy=None if entropies is None else entropies.float(),
-                                generator=self._perturbation_generator("random_selection"),
-                                entropy_ratio=args.entropy_ratio)
+        weights = select_tokens(
+            selection,
+            dep=dep,
+            mask=mask,
+            ratio=args.token_ratio,
+            entropy=None if entropies is None else entropies.float(),
+            generator=self._perturbation_generator("random_selection"),
+            entropy_ratio=args.entropy_ratio,
+        )
         if TOKEN_SELECTIONS[selection].needs_dependency:
             # Without an image there is nothing to select by: every token keeps its gradient.
             weights = torch.where(has_image[:, None], weights, mask.float())
         traj = trajectory_dependency(dep, mask)
         alpha = self._tas_scale(traj, valid_rows) if args.use_tas else torch.ones_like(traj)
         advantages = output["advantages"]
-        output["advantages"] = token_advantages(advantages, dep, mask, use_tas=args.use_tas,
-                                                use_tgf=True, scale=alpha, token_weights=weights)
+        output["advantages"] = token_advantages(
+            advantages,
+            dep,
+            mask,
+            use_tas=args.use_tas,
+            use_tgf=True,
+            scale=alpha,
+            token_weights=weights,
+        )
         self._log_vppo_metrics(dep, mask, weights, alpha, traj, valid_rows, elapsed, need_dep)
         return output
 
     def _log_vppo_metrics(self, dep, mask, weights, alpha, traj, valid_rows, elapsed, need_dep):
         gather = self.accelerator.gather
         m = mask.float()
-        sums = torch.stack([
-            (dep * m).sum(), m.sum(),
-            (dep * weights * m).sum(), (weights * m).sum(),
-            (dep * (1 - weights) * m).sum(), ((1 - weights) * m).sum(),
-        ]).detach()
+        sums = torch.stack(
+            [
+                (dep * m).sum(),
+                m.sum(),
+                (dep * weights * m).sum(),
+                (weights * m).sum(),
+                (dep * (1 - weights) * m).sum(),
+                ((1 - weights) * m).sum(),
+            ]
+        ).detach()
         sums = gather(sums.view(1, -1)).sum(0)
         metrics = self._metrics["train"]
         if need_dep:
             metrics["vppo/dependency_mean"].append((sums[0] / sums[1].clamp(min=1)).item())
-            metrics["vppo/dependency_selected_mean"].append((sums[2] / sums[3].clamp(min=1e-8)).item())
-            metrics["vppo/dependency_rejected_mean"].append((sums[4] / sums[5].clamp(min=1e-8)).item())
+            metrics["vppo/dependency_selected_mean"].append(
+                (sums[2] / sums[3].clamp(min=1e-8)).item()
+            )
+            metrics["vppo/dependency_rejected_mean"].append(
+                (sums[4] / sums[5].clamp(min=1e-8)).item()
+            )
             all_traj = gather(traj)[gather(valid_rows.float()) > 0.5]
             if all_traj.numel():
                 metrics["vppo/trajectory_dependency_mean"].append(all_traj.mean().item())
-                metrics["vppo/trajectory_dependency_std"].append(all_traj.std(unbiased=False).item())
+                metrics["vppo/trajectory_dependency_std"].append(
+                    all_traj.std(unbiased=False).item()
+                )
             metrics["vppo/perturbation_time"].append(elapsed)
         metrics["vppo/kept_token_frac"].append((sums[3] / sums[1].clamp(min=1)).item())
         all_alpha = gather(alpha)
