@@ -54,7 +54,7 @@ flash-attn wheel built for that torch and CUDA to get FlashAttention-2):
     pip install --no-index --find-links wheels --no-deps wheels/*.whl
     python benchmarks/gpu_check.py --size 7b --json gpu_check_7b.json
 
-The test suite runs `--cpu-smoke` (tests/test_gpu_check.py), so the script keeps working.
+The test suite runs `--cpu-smoke` (tests/benchmarks/test_gpu_check.py), so the script keeps working.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/vllm_prompt_fix.py        # real vLLM (CPU build), ~1 min
 
-Runs the rollout of tests/test_vllm_equality.py (a tiny random Qwen2.5-VL, float32; rows with one
+Runs the rollout of tests/trainer/test_vllm_equality.py (a tiny random Qwen2.5-VL, float32; rows with one
 image, two images and none) four times: with both fixes, without handing vLLM each image's
 placeholder run once (`collapse_placeholder_runs`; the runtime prompt check is switched off with
 it), without building the engine in the trainer's dtype, and without either. Prints the image

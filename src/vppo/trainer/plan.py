@@ -21,7 +21,7 @@ config (no torch). The image size is the one `vppo train` resolves: the recipe's
 else the model folder's recorded one, else vppo's default. GB = 10^9 bytes, and `--gpu-memory-gb`
 is the card's total memory as CUDA reports it (an "80 GB" H100 or A100 reports 85.0 x 10^9
 bytes, 79.2 GiB; an H200 150). It is an estimate: allocator fragmentation is not modelled, hence
-the recipes keep a margin below the card (tests/test_plan.py asks for 8%). The exit status is 0
+the recipes keep a margin below the card (tests/trainer/test_plan.py asks for 8%). The exit status is 0
 when the peak fits, 1 when it does not, 2 on bad input.
 """
 
@@ -83,7 +83,7 @@ HEAD_TILE_VOCAB = 32768
 GATHERED_MODULES = 3
 
 # Defaults of the recipe fields the plan reads (TRL 1.16 GRPOConfig / vppo's TrainScriptArguments
-# and VPPOConfig), for recipes that leave them out. tests/test_plan.py checks them against the code.
+# and VPPOConfig), for recipes that leave them out. tests/trainer/test_plan.py checks them against the code.
 RECIPE_DEFAULTS = {
     "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 1,
@@ -139,7 +139,7 @@ class ModelShape:
 
 # The real models' config.json values (Hugging Face Hub, `config.json` of each repository; the
 # Hub is not needed at run time). Parameter counts computed from them match the model cards:
-# 8.29 B, 33.45 B and 8.77 B (tests/test_plan.py also builds them on the meta device).
+# 8.29 B, 33.45 B and 8.77 B (tests/trainer/test_plan.py also builds them on the meta device).
 def _builtin(repo: str, family: str, **shape: object) -> ModelShape:
     """A released checkpoint's shape; what the three share (128-wide heads, untied head, 2x2 merge,
     2-frame patches) is filled in."""

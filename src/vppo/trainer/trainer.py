@@ -4,7 +4,7 @@ This module and its two mixins are the only ones that know TRL internals: `Scori
 (scoring.py: the padding-free no-grad passes, LM-head gathering, perturbed images) and
 `DynamicSamplingMixin` (dynamic_sampling.py: the rounds and the refill stream); here are TRL's
 hooks, the set-up, checkpointing and `_apply_vppo`. It overrides four hooks of TRL 1.16's
-GRPOTrainer, each by calling `super()` and post-processing (tests/test_trainer_hooks.py fails
+GRPOTrainer, each by calling `super()` and post-processing (tests/trainer/test_trainer_hooks.py fails
 loudly when their signatures change):
 
 - `_generate_and_score_completions`: after TRL scores a generation batch, (1) dynamic sampling
@@ -547,7 +547,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
     ):
         if self._defer_old_logps:
-            # TRL's first call while scoring is the old log-prob pass (tests/test_trainer_hooks.py checks
+            # TRL's first call while scoring is the old log-prob pass (tests/trainer/test_trainer_hooks.py checks
             # the order): answer it with a placeholder; _apply_vppo computes the real ones on the kept rows.
             self._defer_old_logps = False
             self._old_logps_deferred = True
@@ -581,7 +581,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         wide as the whole batch. The same shuffle (one `torch.randperm`, drawn as TRL draws it) decides
         here which rows each optimizer step trains on; within an optimizer step the rows are regrouped
         by length where the loss allows it (`_regroup_window`), and each micro-batch is trimmed to its
-        own widths. Every optimizer step's gradient equals TRL's (tests/test_trainer_update.py).
+        own widths. Every optimizer step's gradient equals TRL's (tests/trainer/test_trainer_update.py).
         """
         if not self.model.training:
             return super()._prepare_inputs(generation_batch)

@@ -172,7 +172,7 @@ def test_train_command_runs_resumes_and_accepts_rgba_and_grayscale(tmp_path):
 
 
 # Bad data (missing, unreadable or truncated images, placeholder mismatches) and every other bad
-# input of the command: tests/test_train_bad_input.py.
+# input of the command: tests/e2e/test_train_bad_input.py.
 
 
 @pytest.mark.slow

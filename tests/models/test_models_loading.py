@@ -155,7 +155,7 @@ def test_text_only_model_is_refused_in_one_sentence(text_only_model, saved):
 def test_eval_and_analyze_refuse_a_text_only_model_in_one_line(
     command, tmp_path, capsys, text_only_model
 ):
-    """The same sentence as `vppo train` (tests/test_train_bad_input.py), exit code 2, no data read."""
+    """The same sentence as `vppo train` (tests/e2e/test_train_bad_input.py), exit code 2, no data read."""
     from vppo.cli import main as vppo_main
 
     folder = text_only_model

@@ -1,5 +1,5 @@
 """A dataset mixing text-only, one-image and two-image rows trains (transformers generation; the
-vLLM colocate path is in tests/test_vllm_equality.py, the CLI's own-data flow below).
+vLLM colocate path is in tests/trainer/test_vllm_equality.py, the CLI's own-data flow below).
 
 What a text-only row gets (docs/trainer.md): dependency 0, α = 1 (TAS leaves its advantage
 unscaled and it does not enter the min-max statistics) and every token kept by TGF.

@@ -1,6 +1,6 @@
 """Our grader against the real MathRuler 0.1.0, live (it is in the dev extra).
 
-`tests/test_rewards_grader.py` checks a frozen table of MathRuler's verdicts without needing the
+`tests/rewards/test_rewards_grader.py` checks a frozen table of MathRuler's verdicts without needing the
 package; here the same table and a few hundred generated answer pairs (seeded: equal and unequal
 values written as integers, decimals, fractions, LaTeX fractions, percentages, roots, multiples of
 pi, tuples, intervals, equations and choice letters) are graded by both, and the verdicts must be

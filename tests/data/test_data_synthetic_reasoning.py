@@ -1,7 +1,7 @@
 """Tests of the synthetic task's "reasoning" family and of the shapes family staying unchanged.
 
 The reasoning family's pictures use the shapes family's rasteriser, so the pixel-level reader of
-tests/test_data_synthetic.py is reused to check that the labels say what the pictures show.
+tests/data/test_data_synthetic.py is reused to check that the labels say what the pictures show.
 """
 
 from __future__ import annotations

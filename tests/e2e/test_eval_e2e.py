@@ -220,7 +220,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, tiny):
 
 
 def test_transformers_backend_sets_every_sampling_field_and_bans_vision_tokens(tiny):
-    # The vLLM side of the same settings is tested against real vLLM in tests/test_vllm_engine.py.
+    # The vLLM side of the same settings is tested against real vLLM in tests/e2e/test_vllm_engine.py.
     _, model, processor = tiny
     hf_backend = TransformersBackend(model, processor)
     config = hf_backend._generation_config(

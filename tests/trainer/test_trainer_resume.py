@@ -2,7 +2,7 @@
 run; SIGTERM saves and says how to continue; incomplete, cut and out-of-space saves never block
 `--resume_from_checkpoint last`; one run per folder; a resumed run says what changed.
 
-The two-process (FSDP2, ZeRO-3) resume equality is in tests/test_trainer_sharded.py.
+The two-process (FSDP2, ZeRO-3) resume equality is in tests/trainer/test_trainer_sharded.py.
 """
 
 from __future__ import annotations

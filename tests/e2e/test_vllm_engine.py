@@ -2,7 +2,7 @@
 
 The engine is the real one; tests/cpu_engines documents the two patches the CPU test environment
 needs (an importable torchvision, plain linear weights that TRL's weight sync can update). The
-every-recipe runs in tests/test_recipes_scaled_down.py use the same engine.
+every-recipe runs in tests/e2e/test_recipes_scaled_down.py use the same engine.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from vppo.trainer import VPPOConfig, VPPOTrainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("vllm_engine_ready")]
 
-LAUNCHER = Path(__file__).parent / "cpu_engines" / "vllm_serve_cpu.py"
+LAUNCHER = Path(__file__).resolve().parents[1] / "cpu_engines" / "vllm_serve_cpu.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Runs `vppo train` inside each rank of tests/test_trainer_sharded.py and records, at the first
+"""Runs `vppo train` inside each rank of tests/trainer/test_trainer_sharded.py and records, at the first
 rollout, what the test compares with a single-process computation. Not a test module itself.
 
 Recorded per rank in $VPPO_TEST_DUMP/rank{R}.pt: which parameters are not shards (FSDP2 DTensors
