@@ -29,6 +29,11 @@ def test_method_overrides_are_the_recipe_differences():
     assert grpo["dynamic_sampling"] is False
     assert method_overrides("tas_only") == {"token_selection": "none"}
     assert method_overrides("tgf_only") == {"use_tas": False}
+    assert method_overrides("entropy_80_20") == {
+        "token_selection": "none",
+        "use_tas": False,
+        "top_entropy_quantile": 0.2,
+    }
     with pytest.raises(ValueError, match="method"):
         method_overrides("ppo")
 
@@ -57,6 +62,10 @@ def test_every_method_shares_the_cpu_setup_and_keeps_vppo_defaults(tmp_path):
     assert not configs["grpo"].needs_dependency and not configs["grpo"].dynamic_sampling
     assert configs["tas_only"].use_tas and configs["tas_only"].token_selection == "none"
     assert not configs["tgf_only"].use_tas and configs["tgf_only"].token_selection == "topk"
+    assert configs["entropy_80_20"].top_entropy_quantile == 0.2
+    assert (
+        configs["entropy_80_20"].token_selection == "none" and not configs["entropy_80_20"].use_tas
+    )
 
 
 def test_highlight_brackets_the_tgf_selected_tokens():

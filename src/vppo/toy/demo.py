@@ -64,6 +64,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "grpo": ("tiny_grpo", "tiny_vppo"),
     "tas_only": ("ablations/tas_only", "qwen2_5_vl_7b_vppo"),
     "tgf_only": ("ablations/tgf_only", "qwen2_5_vl_7b_vppo"),
+    "entropy_80_20": ("qwen2_5_vl_7b_entropy_80_20", "qwen2_5_vl_7b_vppo"),
 }
 # Recipe fields that are about where a run writes or which model/data it uses, not the algorithm.
 _NOT_ALGORITHM = frozenset({"output_dir", "run_name", "model_name_or_path", "dataset_name", "base"})
@@ -211,7 +212,7 @@ def method_overrides(method: str) -> dict[str, Any]:
 
     ``vppo`` -> {}; ``dapo`` -> token_selection none, use_tas False; ``grpo`` -> additionally
     loss_type grpo, epsilon_high 0.2, no dynamic sampling; ``tas_only`` / ``tgf_only`` -> the
-    Table 2 ablations.
+    Table 2 ablations; ``entropy_80_20`` -> DAPO with top_entropy_quantile 0.2.
     """
     from vppo.trainer.cli import load_recipe
 
