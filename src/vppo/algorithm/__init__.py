@@ -1,5 +1,6 @@
-"""VPPO algorithm core: token selection (TGF), advantage shaping (TAS), per-token advantages and
-loss pieces. Pure torch; imports nothing from TRL or transformers.
+"""VPPO algorithm core: token selection (TGF), advantage shaping (TAS), per-token advantages,
+loss pieces, and PAPO's implicit perception loss (``papo``). Pure torch; imports nothing from TRL
+or transformers.
 
 Shapes: B = responses, T = response tokens; ``mask`` is a [B, T] response mask.
 
@@ -11,6 +12,12 @@ get every variant's weights from ``select_tokens(name, ...)``.
 from __future__ import annotations
 
 from vppo.algorithm.losses import clipped_pg_loss, sampled_token_nll
+from vppo.algorithm.papo import (
+    PERCEPTION_KL_ESTIMATORS,
+    papo_loss,
+    papo_token_terms,
+    perception_kl,
+)
 from vppo.algorithm.selection import (
     TOKEN_SELECTIONS,
     TokenSelection,
@@ -26,11 +33,15 @@ from vppo.algorithm.selection import (
 from vppo.algorithm.shaping import tas_scale, token_advantages
 
 __all__ = [
+    "PERCEPTION_KL_ESTIMATORS",
     "TOKEN_SELECTIONS",
     "TokenSelection",
     "clipped_pg_loss",
     "entropy_mask",
     "kept_token_counts",
+    "papo_loss",
+    "papo_token_terms",
+    "perception_kl",
     "random_token_mask",
     "register_token_selection",
     "sampled_token_nll",
