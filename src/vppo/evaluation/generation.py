@@ -287,6 +287,8 @@ class VLLMBackend(_ProcessorPrompts):
             max_tokens=sampling.max_new_tokens,
             repetition_penalty=sampling.repetition_penalty,
             seed=request.seed,
+            # -100 is the strongest bias vLLM accepts (it clamps to ±100): a factor e^-100 on the
+            # placeholders' probabilities, so they are never sampled.
             logit_bias={t: -100.0 for t in self.banned_token_ids} or None,
             skip_special_tokens=True,
         )

@@ -78,6 +78,8 @@ class DynamicSamplingMixin:
                     batch_size=self.args.generation_batch_size // self.num_generations,
                     repeat_count=1,
                     shuffle=True,
+                    # A new shuffle per refill epoch, distinct from TRL's sampler (seed + 0); the
+                    # prime stride keeps epochs of nearby seeds from sharing a shuffle.
                     seed=self.args.seed + 7919 * self._refill_epoch,
                 )
                 skip, self._refill_draws, self._refill_skip = self._refill_skip, 0, 0
