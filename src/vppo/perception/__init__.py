@@ -3,6 +3,10 @@
 Nothing in this package imports transformers or TRL, so other RL stacks can reuse it on the
 tensors they already have. See ``docs/perception.md``.
 
+``PERTURBATIONS`` names every reference the dependency can be measured against: the
+``PIXEL_PERTURBATIONS`` of the image and ``"none"`` (``NO_IMAGE``: the image and its placeholder
+tokens removed from the prompt, :func:`remove_image_tokens`).
+
 The estimator registries ``TOKEN_ESTIMATORS`` and ``DISTRIBUTION_ESTIMATORS`` (and their names in
 order, ``DEPENDENCY_ESTIMATORS``) are exported here so that callers build their choices from them.
 """
@@ -19,9 +23,16 @@ from vppo.perception.dependency import (
     token_dependency,
     trajectory_dependency,
 )
+from vppo.perception.no_image import (
+    NO_IMAGE,
+    remove_image_tokens,
+    take_positions,
+    text_only_positions,
+)
 from vppo.perception.perturbations import (
     IMAGE_PERTURBATIONS,
     LAYOUTS,
+    PERTURBATIONS,
     PIXEL_PERTURBATIONS,
     black_value,
     blacken_image_patches,
@@ -39,6 +50,8 @@ __all__ = [
     "DISTRIBUTION_ESTIMATORS",
     "IMAGE_PERTURBATIONS",
     "LAYOUTS",
+    "NO_IMAGE",
+    "PERTURBATIONS",
     "PIXEL_PERTURBATIONS",
     "TOKEN_ESTIMATORS",
     "black_value",
@@ -52,7 +65,10 @@ __all__ = [
     "perturb_image",
     "perturb_pixel_values",
     "qwen_row_positions",
+    "remove_image_tokens",
     "solid_grey",
+    "take_positions",
+    "text_only_positions",
     "token_dependency",
     "trajectory_dependency",
 ]

@@ -25,10 +25,12 @@ import torch
 from PIL import Image, ImageFilter
 
 from vppo._tensor_checks import positive_int
+from vppo.perception.no_image import NO_IMAGE
 
 __all__ = [
     "IMAGE_PERTURBATIONS",
     "LAYOUTS",
+    "PERTURBATIONS",
     "PIXEL_PERTURBATIONS",
     "black_value",
     "blacken_image_patches",
@@ -471,6 +473,10 @@ def perturb_image(
 # perturb the PIL images and re-run the image processor (name in IMAGE_PERTURBATIONS for each).
 PIXEL_PERTURBATIONS: tuple[str, ...] = ("blacken", "blacken_image", "noise", "blur", "grey")
 _IMAGE_SPACE = {"blacken_image": "blacken", "noise": "noise", "blur": "blur", "grey": "grey"}
+# Every reference the dependency can be measured against, the choices of the trainer and of
+# `vppo analyze`: the pixel perturbations, and "none", no image at all (the image and its
+# placeholder tokens removed from the prompt, see vppo.perception.no_image).
+PERTURBATIONS: tuple[str, ...] = (*PIXEL_PERTURBATIONS, NO_IMAGE)
 
 
 def perturb_pixel_values(
@@ -510,6 +516,11 @@ def perturb_pixel_values(
     Returns:
         A new tensor with the shape, dtype and device of ``pixel_values``.
     """
+    if perturbation == NO_IMAGE:
+        raise ValueError(
+            f"perturbation={NO_IMAGE!r} has no pixel_values: it removes the image and its "
+            "placeholder tokens from the prompt (vppo.perception.remove_image_tokens)."
+        )
     if perturbation not in PIXEL_PERTURBATIONS:
         raise ValueError(
             f"perturbation is {perturbation!r}; choose one of {', '.join(PIXEL_PERTURBATIONS)}."

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from vppo.algorithm import TOKEN_SELECTIONS
-from vppo.perception import DEPENDENCY_ESTIMATORS
-from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
+from vppo.perception import DEPENDENCY_ESTIMATORS, PERTURBATIONS
 
 TAS_SCOPES = ("global", "local", "group")
 NLL_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
@@ -50,7 +49,9 @@ class VPPOConfig(GRPOConfig):
         metadata={
             "help": "The uninformative image I': 'blacken' (black processor patches in pixel_values; "
             "exact and cheap), 'blacken_image' (official: black 14-px squares of the PIL image, then "
-            "re-run the image processor), 'noise' (Gaussian σ=189), 'blur' (radius 6), 'grey' (solid 128).",
+            "re-run the image processor), 'noise' (Gaussian σ=189), 'blur' (radius 6), 'grey' (solid 128), "
+            "'none' (no image: the image and its placeholder tokens removed from the prompt, a shorter "
+            "forward without the vision tower).",
             "choices": list(PERTURBATIONS),
         },
     )
