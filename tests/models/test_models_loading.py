@@ -21,10 +21,11 @@ from vppo.models import (
 )
 from vppo.models.processors import image_only_processor_class
 
-ARCHS = ["qwen2_5_vl", "qwen3_vl", "smolvlm"]
+ARCHS = ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "smolvlm"]
 UPSTREAM = {
     "qwen2_5_vl": ("Qwen2_5_VLProcessor", ImageOnlyQwen2_5_VLProcessor),
     "qwen3_vl": ("Qwen3VLProcessor", ImageOnlyQwen3VLProcessor),
+    "qwen3_5": ("Qwen3VLProcessor", ImageOnlyQwen3VLProcessor),  # Qwen3.5 reuses it
     "smolvlm": ("SmolVLMProcessor", ImageOnlySmolVLMProcessor),
 }
 

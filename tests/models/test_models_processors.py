@@ -18,7 +18,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @pytest.fixture(scope="module")
 def built():
-    return {arch: build_tiny_vlm(arch) for arch in ("qwen2_5_vl", "qwen3_vl", "smolvlm")}
+    return {arch: build_tiny_vlm(arch) for arch in ("qwen2_5_vl", "qwen3_vl", "qwen3_5", "smolvlm")}
 
 
 def _ids(processor, *tokens: str) -> set[int]:
@@ -58,6 +58,24 @@ def test_layout_qwen3_vl(built):
     assert layout.image_token_id == model.config.image_token_id
 
 
+def test_layout_qwen3_5(built):
+    """Qwen3.5: Qwen3-VL's processor and geometry, the same placeholder tokens."""
+    model, processor = built["qwen3_5"]
+    layout = vision_layout(processor, model.config)
+    assert (layout.layout, layout.patch_size, layout.temporal_patch_size, layout.merge_size) == (
+        "qwen_flat",
+        16,
+        2,
+        2,
+    )
+    assert layout.image_mean == (0.5, 0.5, 0.5) and layout.black_value == (-1.0, -1.0, -1.0)
+    assert layout.image_token_id == model.config.image_token_id
+    assert layout.video_token_id == model.config.video_token_id
+    qwen_vision = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    assert _ids(processor, *qwen_vision) <= set(layout.pad_token_ids_to_ban)
+    assert vision_layout(processor) == layout
+
+
 def test_layout_smolvlm(built):
     model, processor = built["smolvlm"]
     layout = vision_layout(processor, model.config)
@@ -77,7 +95,7 @@ def test_layout_smolvlm(built):
         vision_layout(processor)
 
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl", "smolvlm"])
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "smolvlm"])
 def test_ban_list_spares_text_tokens(built, arch):
     model, processor = built[arch]
     layout = vision_layout(processor, model.config)
@@ -161,7 +179,7 @@ def test_smolvlm_tiling_when_enabled(built):
         assert torch.isfinite(model(**enc).logits).all()
 
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
 def test_pixel_limits_are_set_read_and_handed_to_vllm(arch):
     from vppo.models.processors import (
         image_pixel_limits,
@@ -261,6 +279,8 @@ def test_model_types_map_to_the_upstream_table():
         "qwen2_5_vl": "Qwen2_5_VLProcessor",
         "qwen3_vl": "Qwen3VLProcessor",
         "qwen3_vl_moe": "Qwen3VLProcessor",
+        "qwen3_5": "Qwen3VLProcessor",
+        "qwen3_5_moe": "Qwen3VLProcessor",
         "smolvlm": "SmolVLMProcessor",
     }
     assert {k: v.__name__ for k, v in processors._IMAGE_ONLY_BY_UPSTREAM.items()} == {

@@ -9,13 +9,19 @@ from PIL import Image
 from vppo.models import build_tiny_vlm, supported_architectures, vision_layout
 from vppo.models.tiny import train_bpe_tokenizer
 
-ARCHS = ["qwen2_5_vl", "qwen3_vl", "smolvlm"]
+ARCHS = ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "smolvlm"]
 MODEL_CLASS = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_5": "Qwen3_5ForConditionalGeneration",
     "smolvlm": "SmolVLMForConditionalGeneration",
 }
-IMAGE_TOKEN = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "smolvlm": "<image>"}
+IMAGE_TOKEN = {
+    "qwen2_5_vl": "<|image_pad|>",
+    "qwen3_vl": "<|image_pad|>",
+    "qwen3_5": "<|image_pad|>",
+    "smolvlm": "<image>",
+}
 # Head sizes vLLM's CPU attention backend serves (`CPUAttentionBackend.get_supported_head_sizes`
 # in vllm/v1/attention/backends/cpu_attn.py; newer releases add 512). 16 is not among them, so a
 # decoder with 16-wide heads cannot be served by vLLM on CPU.
@@ -89,7 +95,8 @@ def test_build_is_real_tiny_architecture(tiny):
     if arch != "smolvlm":
         text = model.config.text_config
         head_dim = _text_head_dim(text)
-        assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
+        rotary_dim = int(head_dim * text.rope_parameters.get("partial_rotary_factor", 1.0))
+        assert sum(text.rope_parameters["mrope_section"]) == rotary_dim // 2
         for field, token in [
             ("video_token_id", "<|video_pad|>"),
             ("vision_start_token_id", "<|vision_start|>"),
@@ -128,7 +135,12 @@ def test_chat_template_text(tiny):
 # Expected image tokens per arch for a 56x56 and a 112x112 image. Qwen2.5-VL: 28-px merged
 # patches, 56x56 is 2x2 and 112x112 is 4x4. Qwen3-VL: 32-px merged patches, 56 rounds to 64 (2x2)
 # and 112 to 128 (4x4). SmolVLM: one 64x64 view, (64/16)^2 patches / 2^2 pixel shuffle = 4.
-EXPECTED_IMAGE_TOKENS = {"qwen2_5_vl": (4, 16), "qwen3_vl": (4, 16), "smolvlm": (4, 4)}
+EXPECTED_IMAGE_TOKENS = {
+    "qwen2_5_vl": (4, 16),
+    "qwen3_vl": (4, 16),
+    "qwen3_5": (4, 16),  # Qwen3-VL's geometry and processor
+    "smolvlm": (4, 4),
+}
 
 
 @pytest.mark.parametrize("which, side", [(0, 56), (1, 112)])
@@ -314,3 +326,24 @@ def test_supported_architectures_are_the_spec_table():
 
     assert supported_architectures() == list(_ARCH_SPECS)
     assert {spec.family for spec in _ARCH_SPECS.values()} == {"qwen", "idefics3"}
+
+
+# vLLM's CPU gated-delta-net kernel (`chunk_gated_delta_rule_cpu`) takes 128-wide heads only.
+VLLM_CPU_LINEAR_HEAD_SIZES = frozenset({128})
+
+
+@pytest.mark.parametrize("num_layers", [2, 4])
+def test_qwen3_5_mixes_linear_and_full_attention_layers(num_layers):
+    model, _ = build_tiny_vlm("qwen3_5", num_layers=num_layers)
+    text = model.config.text_config
+    expected = ["linear_attention", "full_attention"] * (num_layers // 2)
+    assert text.layer_types == expected
+    layers = model.model.language_model.layers
+    for layer, kind in zip(layers, expected, strict=True):
+        assert hasattr(layer, "linear_attn" if kind == "linear_attention" else "self_attn")
+    assert {text.linear_key_head_dim, text.linear_value_head_dim} <= VLLM_CPU_LINEAR_HEAD_SIZES
+    assert text.linear_num_value_heads % text.linear_num_key_heads == 0
+    # A quarter of each full-attention head is rotated, as in the released models.
+    assert text.rope_parameters["partial_rotary_factor"] == 0.25
+    assert text.rope_parameters["mrope_interleaved"] is True
+    assert not hasattr(model.config.vision_config, "deepstack_visual_indexes")

@@ -126,3 +126,54 @@ def test_smolvlm_padding_image_untouched():
     assert mask[0].all() and mask[1, 0].all() and not mask[1, 1].any()
     assert torch.equal(perturbed[1, 1], pixel_values[1, 1])
     assert torch.all(perturbed[0] == -1) and torch.all(perturbed[1, 0] == -1)
+
+
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen3_5"])
+def test_tiny_model_layout_blackening_equals_image_space_blackening(arch):
+    """A tiny real model's processor and `vision_layout`: `perturb_pixel_values` on its
+    pixel_values equals blackening the same ViT squares of the images and processing again, and
+    the image placeholders cover the merged patch grid (Qwen3.5 reuses Qwen3-VL's processor)."""
+    from vppo.models import build_tiny_vlm, vision_layout
+    from vppo.perception import perturb_pixel_values
+
+    model, processor = build_tiny_vlm(arch, max_pixels=128 * 128)
+    layout = vision_layout(processor, model.config)
+    patch = layout.patch_size
+    assert (layout.layout, patch, layout.merge_size) == ("qwen_flat", 16, 2)
+    sizes = [(96, 128), (64, 64)]
+    images = [_random_image(h, w, seed) for seed, (h, w) in enumerate(sizes)]
+    image = {"type": "image"}
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [image, image, {"type": "text", "text": "Which?"}]}],
+        add_generation_prompt=True,
+    )
+    batch = processor(text=[text], images=images, return_tensors="pt")
+    pixel_values, grid_thw = batch["pixel_values"], batch["image_grid_thw"]
+    assert [(int(h) * patch, int(w) * patch) for _, h, w in grid_thw] == sizes
+    placeholders = int((batch["input_ids"] == layout.image_token_id).sum())
+    assert placeholders == int(grid_thw.prod(dim=1).sum()) // layout.merge_size**2
+
+    generator = torch.Generator().manual_seed(5)
+    perturbed = perturb_pixel_values(pixel_values, layout, "blacken", 0.5, generator)
+    black = black_value(layout.image_mean, layout.image_std).repeat_interleave(
+        layout.temporal_patch_size * patch * patch
+    )
+    mask = (perturbed == black).all(dim=1)
+    assert 0 < int(mask.sum()) < mask.numel()
+
+    positions = qwen_row_positions(grid_thw, layout.merge_size)
+    rows_per_image = grid_thw.prod(dim=1).tolist()
+    image_index = torch.repeat_interleave(torch.arange(len(images)), torch.tensor(rows_per_image))
+    arrays = [np.array(im) for im in images]
+    for row in mask.nonzero().flatten().tolist():
+        _, h_idx, w_idx = positions[row].tolist()
+        arr = arrays[int(image_index[row])]
+        arr[h_idx * patch : (h_idx + 1) * patch, w_idx * patch : (w_idx + 1) * patch] = 0
+    reprocessed = processor.image_processor(
+        images=[Image.fromarray(a) for a in arrays], return_tensors="pt"
+    )
+    assert (perturbed - reprocessed["pixel_values"]).abs().max().item() == 0.0
+    with torch.no_grad():
+        real = model(**batch).logits
+        blackened = model(**{**batch, "pixel_values": perturbed}).logits
+    assert torch.isfinite(blackened).all() and not torch.equal(real, blackened)

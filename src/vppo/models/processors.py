@@ -179,9 +179,10 @@ _IMAGE_ONLY_SPECS: dict[str, _ImageOnlySpec] = {
             _QWEN_VIDEO_KEYS,
             _init_without_video,
         ),
+        # Qwen3.5 checkpoints name this processor too (transformers' processing_auto).
         _ImageOnlySpec(
             Qwen3VLProcessor,
-            ("qwen3_vl", "qwen3_vl_moe"),
+            ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"),
             "Qwen3VLVideoProcessor",
             _QWEN_VIDEO_KEYS,
             _init_without_video,

@@ -1,7 +1,9 @@
 """Offline builders for tiny, randomly initialised, *real* vision-language architectures.
 
 `build_tiny_vlm` returns a genuine ``Qwen2_5_VLForConditionalGeneration``,
-``Qwen3VLForConditionalGeneration`` or ``SmolVLMForConditionalGeneration`` (Idefics3 family) with
+``Qwen3VLForConditionalGeneration``, ``Qwen3_5ForConditionalGeneration`` (gated-delta-net
+linear-attention layers mixed with full-attention ones) or ``SmolVLMForConditionalGeneration``
+(Idefics3 family) with
 a few hundred thousand parameters, plus a working processor: a byte-level BPE tokenizer trained
 in-process on a small corpus, the architecture's special tokens (their ids written into the model
 config), a chat template for TRL's conversational format, left padding and the architecture's own
@@ -180,6 +182,11 @@ class _ArchSpec:
         window_size: windowed vision attention with the last block global (Qwen2.5-VL).
         num_position_embeddings: learned vision position embeddings (Qwen3-VL).
         deepstack_visual_indexes: vision blocks whose features are also fed to the decoder.
+        partial_rotary_factor: fraction of each full-attention head that is rotated (Qwen3.5:
+            0.25); the M-RoPE sections split that fraction's frequencies. None: the whole head.
+        full_attention_interval: Qwen3.5's hybrid decoder: every ``full_attention_interval``-th
+            layer is full attention, the others gated-delta-net linear attention (written out
+            as the config's ``layer_types``). None: every layer is full attention.
     """
 
     special_tokens: tuple[str, ...]
@@ -205,6 +212,8 @@ class _ArchSpec:
     window_size: int | None = None
     num_position_embeddings: int | None = None
     deepstack_visual_indexes: tuple[int, ...] | None = None
+    partial_rotary_factor: float | None = None
+    full_attention_interval: int | None = None
 
 
 _QWEN_CONFIG_TOKEN_IDS = (
@@ -261,6 +270,33 @@ _ARCH_SPECS: dict[str, _ArchSpec] = {
         num_position_embeddings=64,
         # DeepStack: features of the first vision block are also injected into the decoder.
         deepstack_visual_indexes=(0,),
+    ),
+    "qwen3_5": _ArchSpec(
+        special_tokens=_QWEN_SPECIAL_TOKENS,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=QWEN_CHAT_TEMPLATE,
+        family="qwen",
+        model_class="Qwen3_5ForConditionalGeneration",
+        config_class="Qwen3_5Config",
+        image_processor_class="Qwen2VLImageProcessor",
+        model_bos_token="<|endoftext|>",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=_HALF,
+        image_std=_HALF,
+        rope_theta=10_000_000.0,
+        mrope_interleaved=True,
+        text_head_dim_field=True,
+        num_position_embeddings=64,
+        partial_rotary_factor=0.25,
+        # The released models alternate 3 linear-attention layers and 1 full-attention layer;
+        # 1:1 here, so that the default 2-layer decoder has one layer of each kind.
+        full_attention_interval=2,
     ),
     "smolvlm": _ArchSpec(
         special_tokens=_SMOLVLM_SPECIAL_TOKENS,
@@ -385,6 +421,14 @@ def _rope_sections(head_dim: int, interleaved: bool) -> list[int]:
 # attention has that limit: the vision towers keep heads of width 16, which vLLM runs.
 _TEXT_HEAD_DIM = 32
 
+# Qwen3.5's gated delta net: one key head and two value heads (the released 9B: 16 and 32), a
+# causal convolution over 4 positions. Heads are 128 wide, as released: vLLM's CPU kernel
+# (chunk_gated_delta_rule_cpu) refuses other widths ("Unexpected head dim size, 32").
+_LINEAR_HEAD_DIM = 128
+_LINEAR_KEY_HEADS = 1
+_LINEAR_VALUE_HEADS = 2
+_LINEAR_CONV_KERNEL = 4
+
 
 def _text_dims(hidden_size: int) -> tuple[int, int, int]:
     """(attention heads, key/value heads, head_dim) for a tiny decoder.
@@ -427,18 +471,36 @@ def _qwen_config(
     vision_depth: int,
 ):
     _, _, head_dim = _text_dims(hidden_size)
-    rope = {
+    rotary_dim = head_dim
+    if spec.partial_rotary_factor is not None:
+        rotary_dim = int(head_dim * spec.partial_rotary_factor)
+    rope: dict[str, Any] = {
         "rope_type": "default",
         "rope_theta": spec.rope_theta,
-        "mrope_section": _rope_sections(head_dim, interleaved=spec.mrope_interleaved),
+        "mrope_section": _rope_sections(rotary_dim, interleaved=spec.mrope_interleaved),
     }
     if spec.mrope_interleaved:
         rope["mrope_interleaved"] = True
+    if spec.partial_rotary_factor is not None:
+        rope["partial_rotary_factor"] = spec.partial_rotary_factor
     text = {
         **_text_config(spec, token_ids, vocab, hidden_size, num_layers),
         **({"head_dim": head_dim} if spec.text_head_dim_field else {}),
         "rope_parameters": rope,
     }
+    if spec.full_attention_interval is not None:
+        interval = spec.full_attention_interval
+        text["layer_types"] = [
+            "full_attention" if (i + 1) % interval == 0 else "linear_attention"
+            for i in range(num_layers)
+        ]
+        text.update(
+            linear_conv_kernel_dim=_LINEAR_CONV_KERNEL,
+            linear_key_head_dim=_LINEAR_HEAD_DIM,
+            linear_value_head_dim=_LINEAR_HEAD_DIM,
+            linear_num_key_heads=_LINEAR_KEY_HEADS,
+            linear_num_value_heads=_LINEAR_VALUE_HEADS,
+        )
     vision: dict[str, Any] = {
         "depth": vision_depth,
         "hidden_size": vision_hidden,
@@ -589,6 +651,10 @@ def build_tiny_vlm(
         mean/std, windowed + full attention vision blocks, 3D (M-)RoPE decoder.
       * ``"qwen3_vl"``: Qwen3VLForConditionalGeneration; 16-px patches, 2x2 merge, mean/std 0.5,
         interleaved M-RoPE, DeepStack.
+      * ``"qwen3_5"``: Qwen3_5ForConditionalGeneration; Qwen3-VL's vision geometry (16-px
+        patches, 2x2 merge, mean/std 0.5, learned positions, no DeepStack) and processor; a
+        hybrid decoder whose odd layers (1st, 3rd, ...) are gated-delta-net linear attention and
+        even ones full attention with a quarter of each head rotated (interleaved M-RoPE).
       * ``"smolvlm"``: SmolVLMForConditionalGeneration (Idefics3 family, Llama decoder); square
         ``image_size`` images, 16-px patches, pixel-shuffle factor 2, mean/std 0.5.
 
