@@ -493,3 +493,24 @@ def test_record_round_trip_and_length_check():
             dependency=[0, 0],
             entropy=[0, 0],
         )
+
+
+# Qwen3.5 (gated-delta-net linear attention mixed with full attention): the same checks as the
+# architectures above, on its own tiny model.
+@pytest.fixture(scope="module")
+def qwen3_5_models():
+    return {"qwen3_5": build_tiny_vlm("qwen3_5", seed=1)}
+
+
+def test_qwen3_5_logprobs_and_entropy_equal_the_models_own_logits(qwen3_5_models):
+    test_logprobs_and_entropy_equal_the_models_own_logits(qwen3_5_models, "qwen3_5")
+
+
+def test_qwen3_5_scores_do_not_depend_on_batching_and_repeat_with_the_seed(qwen3_5_models):
+    # Left padding through the recurrent layers: one row at a time equals three padded together.
+    test_scores_do_not_depend_on_batching_and_repeat_with_the_seed(qwen3_5_models, "qwen3_5")
+
+
+@pytest.mark.parametrize("estimator", ["kl", "jsd"])
+def test_qwen3_5_exact_estimators_equal_the_full_logit_divergence(qwen3_5_models, estimator):
+    test_exact_estimators_equal_the_full_logit_divergence(qwen3_5_models, "qwen3_5", estimator)
