@@ -22,6 +22,8 @@ _RIGHT_PADDED = {
     "ref_per_token_logps": 0.0,
     "sampling_per_token_logps": 0.0,
     "tool_mask": 1,
+    # VPPOTrainer's PAPO: the masked-image log-probs of each response token (θ_old, no grad).
+    "papo_masked_logps": 0.0,
 }
 # Per-row over the full sequence [prompt | completion]: split at the prompt width.
 _SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")

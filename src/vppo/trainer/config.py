@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from vppo.algorithm import TOKEN_SELECTIONS
+from vppo.algorithm import PERCEPTION_KL_ESTIMATORS, TOKEN_SELECTIONS
 from vppo.perception import DEPENDENCY_ESTIMATORS, PERTURBATIONS
 
 TAS_SCOPES = ("global", "local", "group")
@@ -116,6 +116,49 @@ class VPPOConfig(GRPOConfig):
             "gathered across processes; independent of GPU count), 'local' (this process's batch, "
             "closest to the official per-GPU statistics), 'group' (each prompt's G responses).",
             "choices": list(TAS_SCOPES),
+        },
+    )
+
+    # --- PAPO (arXiv 2507.06448): implicit perception loss -----------------------------------
+    papo_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "γ of PAPO's implicit perception loss: the loss gains -γ·KL(π_θ(·|I) ‖ "
+            "π_θold(·|I_mask)), a sampled-token estimate on the masked image of `perturbation` "
+            "(official: blacken_image, prob 0.6, patch 14). 0 disables PAPO; official 0.02 "
+            "(PAPO_G) and 0.01 (PAPO_D)."
+        },
+    )
+    papo_kl_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "Per-token estimator of PAPO's KL: 'k3' (official low_var_kl, exp(x)-x-1 "
+            "with x = ℓ̃-ℓ clamped to ±20, result to ±10), 'kl' (ℓ-ℓ̃), 'mse' (½(ℓ-ℓ̃)²), 'abs' "
+            "(|ℓ-ℓ̃|).",
+            "choices": list(PERCEPTION_KL_ESTIMATORS),
+        },
+    )
+    papo_kl_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Clamp each token's PAPO KL to [0, papo_kl_clip]; None: off, as in every "
+            "official script (their optional clip is 0.2)."
+        },
+    )
+    papo_entropy_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "η_ori of PAPO's double entropy loss: adds η_ori·mean(-log π_θ(o_t|I)) over "
+            "the response tokens, lowering the real-image entropy (official 7B PAPO_G 0.05, PAPO_D "
+            "0.03; 0 disables)."
+        },
+    )
+    papo_masked_entropy_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "η_aug of PAPO's double entropy loss: adds η_aug·mean(-log π_θold(o_t|I_mask)). "
+            "The masked log-probs carry no gradient, so, as in the official code, this changes "
+            "only the loss value (official 7B PAPO_G 0.05, PAPO_D 0.03; 0 disables)."
         },
     )
 
@@ -257,6 +300,27 @@ class VPPOConfig(GRPOConfig):
                     "VPPOConfig.tas_beta_max must be 'dynamic' or a number greater than "
                     f"tas_beta_min={self.tas_beta_min}, got {self.tas_beta_max!r}."
                 )
+        for name in ("papo_coef", "papo_entropy_coef", "papo_masked_entropy_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(
+                    f"VPPOConfig.{name} must be non-negative, got {getattr(self, name)}."
+                )
+        if self.papo_kl_estimator not in PERCEPTION_KL_ESTIMATORS:
+            raise ValueError(
+                f"VPPOConfig.papo_kl_estimator is {self.papo_kl_estimator!r}; "
+                f"choose one of {', '.join(PERCEPTION_KL_ESTIMATORS)}."
+            )
+        if not (self.papo_kl_clip is None or self.papo_kl_clip > 0):
+            raise ValueError(
+                "VPPOConfig.papo_kl_clip must be positive (or None to disable), "
+                f"got {self.papo_kl_clip}."
+            )
+        # The PAPO term is normalised like the policy loss, as the NLL term (VPPOTrainer._loss_mean).
+        if self.uses_papo and self.loss_type not in NLL_LOSS_TYPES:
+            raise ValueError(
+                "VPPOConfig.papo_coef, papo_entropy_coef and papo_masked_entropy_coef are only "
+                f"supported with loss_type in {', '.join(NLL_LOSS_TYPES)}, got {self.loss_type!r}."
+            )
         if not self.nll_coef >= 0:
             raise ValueError(f"VPPOConfig.nll_coef must be non-negative, got {self.nll_coef}.")
         # The NLL term is normalised the way TRL normalises the policy loss (VPPOTrainer._nll_term),
@@ -319,6 +383,17 @@ class VPPOConfig(GRPOConfig):
     def tas_beta_max_value(self) -> float | str:
         """`tas_beta_max` as the algorithm layer takes it: the string 'dynamic' or a float."""
         return "dynamic" if self.tas_beta_max == "dynamic" else float(self.tas_beta_max)
+
+    @property
+    def uses_papo(self) -> bool:
+        """Whether the PAPO term is on (any of its three coefficients positive)."""
+        return self.papo_coef > 0 or self.papo_entropy_coef > 0 or self.papo_masked_entropy_coef > 0
+
+    @property
+    def needs_perturbed_pass(self) -> bool:
+        """Whether a step runs the no-grad perturbed-image pass: for VPPO's dependency, or for the
+        masked-image log-probs of PAPO's perception KL or masked entropy (one pass serves both)."""
+        return self.needs_dependency or self.papo_coef > 0 or self.papo_masked_entropy_coef > 0
 
     @property
     def needs_dependency(self) -> bool:

@@ -19,7 +19,10 @@ loudly when their signatures change):
   with a placeholder, so old log-probs are computed once, on the rows that are trained on, after
   dynamic sampling (not when vLLM importance sampling needs them per round); (b) with
   `compute_loss`, keeps the policy's per-token log-probs of the loss pass so the sampled-token NLL
-  term (the official "entropy penalty") is added to TRL's loss rather than copying it.
+  term (the official "entropy penalty") and PAPO's implicit perception loss (arXiv 2507.06448,
+  `papo_coef`; its masked-image log-probs come from the same no-grad perturbed pass as VPPO's
+  dependency, stored per token as "papo_masked_logps") are added to TRL's loss rather than
+  copying it.
 
 TGF as zero advantage: TRL's token-mean loss divides by all response tokens, so a zero advantage on
 a filtered token is exactly the official masked loss (filtered tokens still count in the
@@ -47,7 +50,14 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from vppo.algorithm import TOKEN_SELECTIONS, select_tokens, tas_scale, token_advantages
+from vppo.algorithm import (
+    TOKEN_SELECTIONS,
+    papo_token_terms,
+    perception_kl,
+    select_tokens,
+    tas_scale,
+    token_advantages,
+)
 from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.models.processors import vllm_image_options
 from vppo.perception import trajectory_dependency
@@ -223,6 +233,11 @@ _RESUME_FIELDS = (
     "perturbation_prob",
     "perturbation_seed",
     "nll_coef",
+    "papo_coef",
+    "papo_kl_estimator",
+    "papo_kl_clip",
+    "papo_entropy_coef",
+    "papo_masked_entropy_coef",
     "loss_type",
     "epsilon",
     "epsilon_high",
@@ -327,6 +342,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         self._refill_draws = 0  # batches drawn from the refill stream in its current epoch
         self._refill_skip = 0  # draws to skip when the stream restarts (resumed from a checkpoint)
         self._warned_text_only = False
+        self._warned_papo_text_only = False
         # Old log-probs TRL would compute per generation round are computed once on the kept rows.
         self._defer_old_logps = False
         self._old_logps_deferred = False
@@ -415,6 +431,12 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             if args.needs_dependency
             else f"the {args.loss_type.upper()} baseline of vppo (no visual dependency)"
         )
+        if args.uses_papo:
+            method += (
+                f", with PAPO's implicit perception loss (arXiv 2507.06448; papo_coef={args.papo_coef:g}, "
+                f"papo_entropy_coef={args.papo_entropy_coef:g}, "
+                f"papo_masked_entropy_coef={args.papo_masked_entropy_coef:g})"
+            )
         with open(card, encoding="utf-8") as handle:
             text = handle.read()
         text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
@@ -566,12 +588,16 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         coef = self.args.nll_coef
-        self._capture_logps = coef > 0
+        # PAPO's term is a training loss: an eval batch has no masked-image pass.
+        papo = self.args.uses_papo and self.model.training
+        self._capture_logps = coef > 0 or papo
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if coef > 0:
+        if coef > 0 or papo:
             logps, self._captured_logps = self._captured_logps, None
-            nll = self._nll_term(logps, inputs)
-            loss = loss + coef * nll
+            if coef > 0:
+                loss = loss + coef * self._nll_term(logps, inputs)
+            if papo:
+                loss = loss + self._papo_term(logps, inputs)
         return loss
 
     def _prepare_inputs(self, generation_batch):
@@ -666,12 +692,19 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             self._defer_old_logps = False
 
     # ------------------------------------------------------------------------------ NLL term
-    def _nll_term(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-        """Sampled-token NLL, normalised exactly like TRL normalises the policy loss of this loss_type."""
+    @staticmethod
+    def _loss_mask(inputs: dict[str, Any]) -> torch.Tensor:
         mask = inputs["completion_mask"]
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
-        nll = -logps * mask
+        return mask
+
+    def _policy_loss_mean(
+        self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]
+    ) -> torch.Tensor:
+        """A per-token loss [B, T] (0 at padding), normalised exactly like TRL normalises the policy
+        loss of this loss_type (token count, accumulation and process count included), so that the
+        sum over an optimizer step's micro-batches does not depend on how rows are grouped."""
         mode = "train" if self.model.training else "eval"
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         loss_type = self.args.loss_type
@@ -681,19 +714,83 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             )
             if mode == "train":
                 normalizer = normalizer * accumulation / self.args.steps_per_generation
-            term = nll.sum() / normalizer
-        elif loss_type == "bnpo":
-            term = nll.sum() / mask.sum().clamp(min=1.0) / accumulation
-        elif loss_type == "grpo":
-            term = (nll.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-        elif loss_type == "dr_grpo":
-            term = nll.sum() / (nll.size(0) * self.max_completion_length) / accumulation
-        else:  # VPPOConfig refuses nll_coef > 0 with any other loss_type (NLL_LOSS_TYPES)
-            raise ValueError(f"the NLL term has no normalisation for loss_type {loss_type!r}.")
+            return per_token.sum() / normalizer
+        if loss_type == "bnpo":
+            return per_token.sum() / mask.sum().clamp(min=1.0) / accumulation
+        if loss_type == "grpo":
+            return (per_token.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        if loss_type == "dr_grpo":
+            return per_token.sum() / (per_token.size(0) * self.max_completion_length) / accumulation
+        # VPPOConfig refuses nll_coef > 0 and PAPO with any other loss_type (NLL_LOSS_TYPES)
+        raise ValueError(
+            f"the NLL and PAPO terms have no normalisation for loss_type {loss_type!r}."
+        )
+
+    def _nll_term(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """Sampled-token NLL, normalised exactly like TRL normalises the policy loss of this loss_type."""
+        mask = self._loss_mask(inputs)
+        nll = -logps * mask
+        mode = "train" if self.model.training else "eval"
+        term = self._policy_loss_mean(nll, mask, inputs)
         mean_nll = self.accelerator.reduce(
             torch.stack([nll.sum(), mask.sum()]).detach(), reduction="sum"
         )
         self._metrics[mode]["vppo/nll"].append((mean_nll[0] / mean_nll[1].clamp(min=1.0)).item())
+        return term
+
+    # ------------------------------------------------------------------------------ PAPO term
+    def _papo_term(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """PAPO's -γ·KL + η_ori·H + η_aug·H̃ (vppo.algorithm.papo_token_terms) on this micro-batch's
+        rows, normalised like the policy loss (`_policy_loss_mean`).
+
+        `logps` are the loss pass's real-image log-probs (with grad); the masked-image ones are
+        inputs["papo_masked_logps"], θ_old without grad, scored once per rollout by `_apply_vppo`.
+        Rows without an image get KL 0 and keep their entropy terms.
+        """
+        args = self.args
+        mask = self._loss_mask(inputs).bool()
+        masked = inputs.get("papo_masked_logps")
+        if masked is None:
+            if args.needs_perturbed_pass:
+                raise RuntimeError(
+                    "PAPO needs the masked-image log-probs of the scored batch (papo_masked_logps), "
+                    "which _apply_vppo stores; this batch has none."
+                )
+            masked = logps.detach()  # only η_ori is on: the masked side is never read
+        masked = masked.to(logps.dtype)
+        kl_rows = self._rows_with_images(inputs, mask.size(0))
+        per_token = papo_token_terms(
+            logps,
+            masked,
+            mask,
+            args.papo_coef,
+            entropy_coef=args.papo_entropy_coef,
+            masked_entropy_coef=args.papo_masked_entropy_coef,
+            estimator=args.papo_kl_estimator,
+            clip=args.papo_kl_clip,
+            kl_rows=kl_rows,
+        )
+        term = self._policy_loss_mean(per_token, mask.to(per_token.dtype), inputs)
+        with torch.no_grad():
+            k = perception_kl(
+                logps.detach(),
+                masked,
+                mask,
+                estimator=args.papo_kl_estimator,
+                clip=args.papo_kl_clip,
+            )
+            k = torch.where(kl_rows[:, None], k, 0.0)
+            m = mask.to(k.dtype)
+            real = torch.where(mask, logps.detach(), 0.0)
+            sums = torch.stack(
+                [k.sum(), -real.sum(), -torch.where(mask, masked, 0.0).sum(), m.sum()]
+            )
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        metrics = self._metrics["train"]
+        count = sums[3].clamp(min=1.0)
+        metrics["papo/kl"].append((sums[0] / count).item())
+        metrics["papo/entropy"].append((sums[1] / count).item())
+        metrics["papo/masked_entropy"].append((sums[2] / count).item())
         return term
 
     # ------------------------------------------------------------------------------ VPPO
@@ -720,11 +817,15 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         """VPPO on one scored batch: its no-grad passes, then TGF weights × TAS scale → token advantages.
 
         With `old_logps` (TRL's old log-prob pass was deferred), the real-image pass also gives the old
-        log-probs: this is the one place VPPOTrainer writes `old_per_token_logps`.
+        log-probs: this is the one place VPPOTrainer writes `old_per_token_logps`. With PAPO, the
+        perturbed pass's log-probs are kept per token as `papo_masked_logps` (the masked image under
+        θ_old, no grad), for `compute_loss`.
         """
         args = self.args
         selection = args.token_selection
         need_dep = args.needs_dependency
+        need_pass = args.needs_perturbed_pass
+        papo_masked = args.uses_papo and need_pass
         need_entropy = TOKEN_SELECTIONS[selection].needs_entropy
         mask = output["completion_mask"].bool()
         if "tool_mask" in output:
@@ -732,7 +833,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         rows = mask.size(0)
         has_image = self._rows_with_images(output, rows)
         any_image = (
-            need_dep and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
+            need_pass and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
         )
         started = time.perf_counter()
         scores: dict[str, torch.Tensor] = {}
@@ -749,12 +850,41 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                     # Sharded engines need the same number of forwards on every rank; a rank without
                     # images scores against its own (absent) pixels, which gives dependency 0.
                     perturbed = None
-                scores = self._dependency_scores(output, perturbed, need_entropy, old_logps)
-            elif need_entropy or old_logps:
-                scores = self._scoring_pass(output, None, old_logps=old_logps, entropy=need_entropy)
+                if need_dep:
+                    scores = self._dependency_scores(output, perturbed, need_entropy, old_logps)
+                else:  # PAPO only: the perturbed log-probs, without a dependency estimate
+                    scores = self._scoring_pass(
+                        output,
+                        perturbed,
+                        old_logps=old_logps,
+                        entropy=need_entropy,
+                        dependency=True,
+                    )
+            elif need_entropy or old_logps or papo_masked:
+                # No image anywhere: PAPO's masked input is the real one, scored under θ_old here
+                # (unless TRL or the deferred pass has those log-probs already).
+                real = papo_masked and not old_logps and output.get("old_per_token_logps") is None
+                scores = self._scoring_pass(
+                    output, None, old_logps=old_logps or real, entropy=need_entropy
+                )
         elapsed = time.perf_counter() - started
         if old_logps:
             output["old_per_token_logps"] = scores["logps"]
+        if papo_masked:
+            masked = scores.get("logps_perturbed")
+            if masked is None:
+                masked = scores.get("logps")
+            if masked is None:
+                masked = output["old_per_token_logps"]
+            output["papo_masked_logps"] = torch.where(mask, masked.float(), 0.0)
+            self._metrics["train"]["papo/perturbation_time"].append(elapsed)
+        if args.uses_papo and not bool(has_image.all()) and not self._warned_papo_text_only:
+            logger.warning(
+                "Some rows have no image: PAPO's masked input is their unchanged prompt, so their "
+                "masked log-probs equal their real ones and their perception KL is 0 (k = 0); only "
+                "the entropy terms apply to them."
+            )
+            self._warned_papo_text_only = True
         if not need_dep and selection == "none":
             return output
         dep = (
