@@ -6,7 +6,8 @@ it yields TRL's old log-probs, the entropies, the perturbed log-probs and, for t
 estimators ('kl'/'jsd'), the dependency from the two passes' last hidden states multiplied by the
 LM head (`full_lm_head`, gathered when the head is sharded). `compute_visual_dependency` /
 `_dependency_scores` turn these into per-token visual dependency; `perturb_pixel_values` builds
-the uninformative images.
+the uninformative images, and with perturbation 'none' `_without_images` the prompts without any
+image (vision tokens removed, no image tensors: the perturbed forward skips the vision tower).
 
 The mixin has no state of its own. It needs from the host trainer (a `GRPOTrainer`):
 `self.args` (a `VPPOConfig`), `self.model`, `self.accelerator`, `self.state` (the global step),
@@ -25,9 +26,12 @@ import torch
 from trl.models.utils import disable_gradient_checkpointing
 
 from vppo.perception import (
+    NO_IMAGE,
     TOKEN_ESTIMATORS,
     dependency_from_passes,
     perturb_pixel_values,
+    take_positions,
+    text_only_positions,
 )
 from vppo.trainer.batching import length_sorted_chunks, splits_by_row, take_rows
 
@@ -43,6 +47,9 @@ _FORWARD_KEYS = (
     "image_position_ids",
 )
 
+
+# Per-token keys over the full sequence [prompt | completion] (the processor's type ids).
+_SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")
 
 # Keys a row chunk of the scored batch needs for a forward pass.
 _CHUNK_KEYS = (
@@ -141,7 +148,11 @@ class ScoringMixin:
         """pixel_values of the uninformative images I', laid out exactly like `output["pixel_values"]`.
 
         Override to add a layout or a perturbation; every response gets its own random mask.
+        With perturbation 'none' there is nothing to perturb: None, and the perturbed pass runs on
+        the prompts without their images (`_without_images`).
         """
+        if self.args.perturbation == NO_IMAGE:
+            return None
         images = None
         if self.args.perturbation != "blacken":
             images = [
@@ -163,6 +174,32 @@ class ScoringMixin:
             images=images,
             image_processor=self.processing_class.image_processor,
         )
+
+    def _without_images(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The scored batch with every vision token removed from its prompts (perturbation 'none').
+
+        The prompts lose their vision token ids (`self.vision.pad_token_ids_to_ban`: placeholders and
+        start/end markers) and are left-padded again; the completions stay as they are, so the
+        completion positions and `logits_to_keep` are the real pass's. No image tensor is passed
+        (the vision tower does not run), and the per-token type ids follow the kept prompt columns.
+        The model computes its positions (Qwen's M-RoPE included) from the new ids and mask.
+        """
+        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+        positions = text_only_positions(prompt_ids, prompt_mask, self.vision.pad_token_ids_to_ban)
+        out = {
+            k: v
+            for k, v in batch.items()
+            if k not in _FORWARD_KEYS and k not in ("num_images", "num_tiles")
+        }
+        out["prompt_ids"] = take_positions(prompt_ids, positions, fill=self._tokenizer.pad_token_id)
+        out["prompt_mask"] = take_positions(prompt_mask, positions, fill=0)
+        width = prompt_ids.size(1)
+        for key in _SEQUENCE_KEYS:
+            if key in batch:
+                values = batch[key]
+                prompt_part = take_positions(values[:, :width], positions, fill=0)
+                out[key] = torch.cat([prompt_part, values[:, width:]], dim=1)
+        return out
 
     def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: output[k] for k in _FORWARD_KEYS if k in output}
@@ -239,7 +276,8 @@ class ScoringMixin:
         and at most 10% padding (the same number of chunks on every process), each trimmed to its
         own widths. Per chunk: one real-image forward when its log-probs, entropies or
         hidden states are needed, then, with `dependency`, one forward on `perturbed_pixel_values`
-        (None on a process without images: its own, absent, pixels). With `exact`,
+        (None on a process without images: its own, absent, pixels), or, with perturbation 'none',
+        on the prompts without their vision tokens and without any image tensor. With `exact`,
         the 'kl'/'jsd' dependency is computed from the two passes' last hidden states before the next
         chunk runs, so memory stays O(chunk × V) for the whole step.
 
@@ -251,7 +289,9 @@ class ScoringMixin:
         rows, width = mask.shape
         batch = {k: output[k] for k in _CHUNK_KEYS if k in output}
         perturbed_batch = None
-        if dependency:
+        if dependency and args.perturbation == NO_IMAGE:
+            perturbed_batch = self._without_images(batch)
+        elif dependency:
             perturbed_batch = dict(batch)
             if perturbed_pixel_values is not None:
                 perturbed_batch["pixel_values"] = perturbed_pixel_values
