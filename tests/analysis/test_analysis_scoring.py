@@ -514,3 +514,140 @@ def test_qwen3_5_scores_do_not_depend_on_batching_and_repeat_with_the_seed(qwen3
 @pytest.mark.parametrize("estimator", ["kl", "jsd"])
 def test_qwen3_5_exact_estimators_equal_the_full_logit_divergence(qwen3_5_models, estimator):
     test_exact_estimators_equal_the_full_logit_divergence(qwen3_5_models, "qwen3_5", estimator)
+
+
+# perturbation="none": the reference is the prompt without its image and placeholder tokens.
+def _text_only_logits(model, processor, arch, prompt, ids):
+    """Full logits over the response positions of one unpadded forward of the text-only prompt.
+
+    Qwen: the prompt the chat template makes without the image. SmolVLM: the templated prompt
+    with its "<image>" placeholders cut out (its template writes "User:<image>..." with an image
+    first but "User: ..." without one; the removed tokens leave the first form)."""
+    if arch == "smolvlm":
+        text = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        text = text.replace("<image>", "")
+    else:
+        no_image = [
+            {**m, "content": [p for p in m["content"] if p["type"] != "image"]} for m in prompt
+        ]
+        text = processor.apply_chat_template(no_image, tokenize=False, add_generation_prompt=True)
+    prompt_ids = processor(text=[text], return_tensors="pt")["input_ids"]
+    input_ids = torch.cat([prompt_ids, torch.tensor([ids])], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+    return logits[0, -len(ids) - 1 : -1].float()
+
+
+class _NoGradForwards:
+    def __init__(self, model):
+        self.calls = []
+        self.handle = model.register_forward_pre_hook(self._keep, with_kwargs=True)
+
+    def _keep(self, module, args, kwargs):
+        self.calls.append(dict(kwargs))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_no_image_reference_is_the_text_only_prompt(models, arch):
+    """Rows with one and two images batched together (left padding); k3 and the exact KL."""
+    model, processor = models[arch]
+    prompts = [_prompt("How many?"), _prompt("Which is larger?", 2)]
+    images = [[_image(10)], [_image(11), _image(12)]]
+    ids = [_ids(processor, "three circles"), _ids(processor, "the left one, clearly")]
+    vision_ids = torch.tensor(vision_layout(processor, model.config).pad_token_ids_to_ban)
+    forwards = _NoGradForwards(model)
+    try:
+        by_estimator = {
+            estimator: score_responses(
+                model,
+                processor,
+                prompts,
+                images,
+                ids,
+                estimator=estimator,
+                perturbation="none",
+                batch_size=2,
+                progress=False,
+            )
+            for estimator in ("k3", "kl")
+        }
+    finally:
+        forwards.handle.remove()
+    # per batch: the real forward with the images, then one with neither images nor their tokens
+    assert len(forwards.calls) == 4
+    for real, none in (forwards.calls[0:2], forwards.calls[2:4]):
+        assert "pixel_values" in real
+        assert not any(
+            k in none for k in ("pixel_values", "image_grid_thw", "pixel_attention_mask")
+        )
+        assert not torch.isin(none["input_ids"], vision_ids).any()
+        assert none["input_ids"].size(1) < real["input_ids"].size(1)
+        for key in ("mm_token_type_ids", "token_type_ids"):
+            if key in none:
+                assert none[key].shape == none["input_ids"].shape and not none[key].any()
+    worst = 0.0
+    for k, (prompt, row_images, row_ids) in enumerate(zip(prompts, images, ids, strict=True)):
+        tokens = torch.tensor(row_ids)[:, None]
+        none = _text_only_logits(model, processor, arch, prompt, row_ids).log_softmax(-1)
+        real = _direct_logits(model, processor, prompt, row_images, row_ids)[0].log_softmax(-1)
+        k3, kl = by_estimator["k3"][k], by_estimator["kl"][k]
+        expected = none.gather(1, tokens).squeeze(1)
+        worst = max(worst, float((torch.tensor(k3.logp_perturbed) - expected).abs().max()))
+        assert torch.allclose(torch.tensor(kl.logp_perturbed), torch.tensor(k3.logp_perturbed))
+        mask = torch.ones(1, len(row_ids), dtype=torch.bool)
+        expected_k3 = dependency_from_passes(
+            "k3",
+            mask=mask,
+            logp_real=torch.tensor([k3.logp_real]),
+            logp_perturbed=expected[None],
+            clip=10.0,
+        )[0]
+        assert torch.allclose(torch.tensor(k3.dependency), expected_k3, atol=1e-5)
+        expected_kl = (real.exp() * (real - none)).sum(-1)
+        assert torch.allclose(torch.tensor(kl.dependency), expected_kl, atol=1e-5)
+        assert max(kl.dependency) > 0
+    assert worst <= 1e-5, worst
+
+
+def test_no_image_scores_do_not_depend_on_batching_and_text_only_rows_score_zero(models):
+    model, processor = models["qwen2_5_vl"]
+    prompts = [_prompt("Count.", 2), "What is 2 + 2?", _prompt("Colour?")]
+    images = [[_image(13), _image(14)], [], [_image(15)]]
+    responses = ["2", "4", "blue"]
+    runs = [
+        score_responses(
+            model,
+            processor,
+            prompts,
+            images,
+            responses,
+            perturbation="none",
+            batch_size=size,
+            progress=False,
+        )
+        for size in (1, 3)
+    ]
+    for one, together in zip(*runs, strict=True):
+        assert torch.allclose(
+            torch.tensor(one.logp_perturbed), torch.tensor(together.logp_perturbed), atol=1e-5
+        )
+        assert torch.allclose(
+            torch.tensor(one.dependency), torch.tensor(together.dependency), atol=1e-5
+        )
+    text_only = runs[1][1]
+    assert text_only.num_images == 0 and text_only.dependency == [0.0] * len(text_only.token_ids)
+    assert text_only.logp_perturbed == text_only.logp_real
+    assert all(r.trajectory_dependency > 0 for r in (runs[1][0], runs[1][2]))
+
+
+def test_analyze_accepts_perturbation_none():
+    from vppo.analysis.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--model", "m", "--dataset", "synthetic", "--perturbation", "none"]
+    )
+    assert args.perturbation == "none"
+
+
+def test_qwen3_5_no_image_reference_is_the_text_only_prompt(qwen3_5_models):
+    test_no_image_reference_is_the_text_only_prompt(qwen3_5_models, "qwen3_5")

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PERTURBATIONS,
         default="blacken",
         help="uninformative image: blacken (processed patches, default), blacken_image "
-        "(official, PIL squares + re-processing), noise, blur, grey",
+        "(official, PIL squares + re-processing), noise, blur, grey, or none (no image: the "
+        "image and its placeholder tokens removed from the prompt, text-only reference)",
     )
     p.add_argument(
         "--perturbation-prob",

@@ -2,13 +2,16 @@
 
 ``score_responses`` tokenises prompt + response exactly like TRL lays out a GRPO batch (prompt
 left-padded by the processor, response right-padded after it), runs two no-grad forwards (real
-image, uninformative image I'), and returns one :class:`ResponseRecord` per response with every
-token's log-prob under both images, its visual dependency and the policy entropy.
+image, and the uninformative image I' or, with perturbation ``"none"``, no image at all), and
+returns one :class:`ResponseRecord` per response with every token's log-prob under both, its
+visual dependency and the policy entropy.
 
 Its steps per batch: :func:`_batch_inputs` (chat template, padding, pixels),
-:func:`_perturbed_pixels` (I' per response), :func:`_batch_scores` (the two forwards, and the
-estimator through :func:`vppo.perception.dependency_from_passes`, the dispatch the trainer
-can share); after the last batch, :func:`_records` builds the records in input order.
+:func:`_perturbed_forward` (the inputs with I': :func:`_perturbed_pixels` per response, or
+:func:`_without_images`, the prompts without their vision tokens and image tensors),
+:func:`_batch_scores` (the two forwards, and the estimator through
+:func:`vppo.perception.dependency_from_passes`, the dispatch the trainer can share); after the
+last batch, :func:`_records` builds the records in input order.
 
 ``perturb_pixel_values`` is the one place that turns a processor's ``pixel_values`` into those
 of I' for every perturbation name the trainer knows; it is pure (tensors, a layout, a
@@ -28,8 +31,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vppo.perception import DEPENDENCY_ESTIMATORS as ESTIMATORS
-from vppo.perception import PIXEL_PERTURBATIONS as PERTURBATIONS
-from vppo.perception import dependency_from_passes, perturb_pixel_values
+from vppo.perception import (
+    NO_IMAGE,
+    PERTURBATIONS,
+    dependency_from_passes,
+    perturb_pixel_values,
+    take_positions,
+    text_only_positions,
+)
 
 __all__ = [
     "ESTIMATORS",
@@ -660,11 +669,63 @@ def _perturbed_pixels(
     return torch.cat(parts, dim=0)
 
 
+def _without_images(inputs: _BatchInputs, vision: Any, pad_id: int) -> dict[str, Any]:
+    """The forward inputs of a batch with every vision token removed from its prompts.
+
+    The prompts lose their vision token ids (``vision.pad_token_ids_to_ban``) and are left-padded
+    again; the responses follow unchanged, so the last T positions still predict them. No image
+    tensor is passed (the vision tower does not run); the token type ids follow the kept columns.
+    """
+    forward = inputs.forward
+    width = forward["input_ids"].size(1) - inputs.width
+    prompt_ids, prompt_mask = forward["input_ids"][:, :width], forward["attention_mask"][:, :width]
+    positions = text_only_positions(prompt_ids, prompt_mask, vision.pad_token_ids_to_ban)
+    out = {}
+    for key, fill in (
+        ("input_ids", pad_id),
+        ("attention_mask", 0),
+        *((k, 0) for k in _TOKEN_TYPE_KEYS),
+    ):
+        if key in forward:
+            values = forward[key]
+            prompt = take_positions(values[:, :width], positions, fill=fill)
+            out[key] = torch.cat([prompt, values[:, width:]], dim=1)
+    return out
+
+
+def _perturbed_forward(
+    inputs: _BatchInputs,
+    indices: Sequence[int],
+    vision: Any,
+    processor: Any,
+    pad_id: int,
+    *,
+    perturbation: str,
+    prob: float,
+    seed: int,
+    patch_size: int | None,
+) -> dict[str, Any]:
+    """The forward inputs of a batch with images, against the uninformative image or no image."""
+    if perturbation == NO_IMAGE:
+        return _without_images(inputs, vision, pad_id)
+    pixels = _perturbed_pixels(
+        inputs,
+        indices,
+        vision,
+        processor,
+        perturbation=perturbation,
+        prob=prob,
+        seed=seed,
+        patch_size=patch_size,
+    )
+    return {**inputs.forward, "pixel_values": pixels}
+
+
 def _batch_scores(
     model: Any,
     head: torch.nn.Module,
     inputs: _BatchInputs,
-    perturbed_pixels: torch.Tensor | None,
+    perturbed: dict[str, Any] | None,
     *,
     estimator: str,
     clip: float,
@@ -674,8 +735,9 @@ def _batch_scores(
 ) -> dict[str, torch.Tensor]:
     """[B, T] ``_SCORE_FIELDS`` of one batch, 0 at padding.
 
-    The real-image forward gives log-probs and entropies; with ``perturbed_pixels`` a second
-    forward on I' gives the perturbed log-probs, and :func:`dependency_from_passes` the
+    The real-image forward gives log-probs and entropies; with ``perturbed`` (the forward
+    inputs of :func:`_perturbed_forward`) a second forward gives the perturbed log-probs, and
+    :func:`dependency_from_passes` the
     estimator's score from the two. Without (a text-only batch) the dependency is 0 and
     ``logp_perturbed`` is ``logp_real``. ``check``: verify the hidden states reproduce the logits.
     """
@@ -695,10 +757,9 @@ def _batch_scores(
         return hidden, logp, entropy
 
     hidden_real, logp_real, entropy = scored_pass(inputs.forward, check)
-    if perturbed_pixels is None:
+    if perturbed is None:
         logp_perturbed, dependency = logp_real, torch.zeros_like(logp_real)
     else:
-        perturbed = {**inputs.forward, "pixel_values": perturbed_pixels}
         hidden_perturbed, logp_perturbed, _ = scored_pass(perturbed, False)
         dependency = dependency_from_passes(
             estimator,
@@ -819,7 +880,10 @@ def score_responses(
             when ``append_eos``, as a finished rollout ends with it) or token ids (used as is).
         estimator: ``"k3"`` (official, clamped to [0, clip]), ``"top1_drop"``, or the exact
             full-vocabulary ``"kl"`` / ``"jsd"`` (chunked; not clamped).
-        perturbation, prob, patch_size: the uninformative image (see :func:`perturb_pixel_values`).
+        perturbation, prob, patch_size: the uninformative image (see :func:`perturb_pixel_values`);
+            ``"none"``: no image at all, the prompt with the image and its placeholder tokens
+            removed (:func:`vppo.perception.remove_image_tokens`; a shorter forward without the
+            vision tower; ``prob``, ``seed`` and ``patch_size`` are unused).
         seed: seed of the perturbation masks.
         batch_size: responses per forward.
         clip: upper clamp of the sampled-token estimators.
@@ -871,11 +935,12 @@ def score_responses(
             )
             perturbed = None
             if any(inputs.images):
-                perturbed = _perturbed_pixels(
+                perturbed = _perturbed_forward(
                     inputs,
                     batch,
                     vision,
                     processor,
+                    pad_id,
                     perturbation=perturbation,
                     prob=prob,
                     seed=seed,
