@@ -108,14 +108,26 @@ RECIPE_DEFAULTS = {
 # ---------------------------------------------------------------------------------------------
 # Model shapes
 # ---------------------------------------------------------------------------------------------
-FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
+# Vision towers with LayerNorms, a plain MLP and a learned position table (Qwen3-VL's, which
+# Qwen3.5 reuses without DeepStack).
+_QWEN3_VISION = ("qwen3_vl", "qwen3_5")
+# Bytes of a gated-delta-net layer's recurrent [heads, k_dim, v_dim] state per element: float32,
+# in vLLM (the released Qwen3.5 configs set mamba_ssm_dtype float32, which vLLM's cache follows)
+# and in transformers (its delta-rule kernels keep the state in float32).
+RECURRENT_STATE_BYTES = 4
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The architecture numbers the budget needs (a Qwen2.5-VL or Qwen3-VL config.json)."""
+    """The architecture numbers the budget needs (a Qwen2.5-VL, Qwen3-VL or Qwen3.5 config.json).
 
-    family: str  # "qwen2_5_vl" or "qwen3_vl": fixes biases, norms and the vision MLP
+    Qwen3.5 (family "qwen3_5"): `linear_layers` of the `num_layers` decoder layers are gated
+    delta nets (linear attention, a fixed-size recurrent state per sequence instead of a KV
+    cache); the others are full attention with a gated output (q_proj twice as wide).
+    """
+
+    family: str  # "qwen2_5_vl", "qwen3_vl" or "qwen3_5": fixes biases, norms and the vision MLP
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -134,7 +146,34 @@ class ModelShape:
     in_channels: int = 3
     vision_position_embeddings: int = 0  # Qwen3-VL: learned position table
     deepstack_layers: int = 0  # Qwen3-VL: extra mergers feeding early decoder layers
+    linear_layers: int = 0  # Qwen3.5: gated-delta-net layers (the rest are full attention)
+    linear_num_key_heads: int = 0
+    linear_num_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel: int = 4
     source: str = ""
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Decoder layers with a KV cache."""
+        return self.num_layers - self.linear_layers
+
+    @property
+    def linear_conv_dim(self) -> int:
+        """Channels of a gated delta net's causal convolution (its q, k and v)."""
+        return (
+            2 * self.linear_num_key_heads * self.linear_key_head_dim
+            + self.linear_num_value_heads * self.linear_value_head_dim
+        )
+
+    def recurrent_state_bytes(self, conv_positions: int, conv_bytes: int) -> int:
+        """One sequence's state over every gated-delta-net layer: the convolution's last
+        `conv_positions` inputs and the [value heads, k_dim, v_dim] delta-rule state."""
+        delta = self.linear_num_value_heads * self.linear_key_head_dim * self.linear_value_head_dim
+        return self.linear_layers * (
+            self.linear_conv_dim * conv_positions * conv_bytes + delta * RECURRENT_STATE_BYTES
+        )
 
 
 # The real models' config.json values (Hugging Face Hub, `config.json` of each repository; the
@@ -199,14 +238,51 @@ BUILTIN_MODELS: dict[str, ModelShape] = {
         vision_position_embeddings=2304,
         deepstack_layers=3,
     ),
+    # Not read from the Hub here (offline): transformers 5.23's Qwen3_5TextConfig defaults, which its
+    # docstring calls "the Qwen3.5-9B style configuration" (24 of the 32 layers gated delta nets:
+    # full attention every 4th), with the vision tower's output at the decoder's width 4096.
+    "Qwen/Qwen3.5-9B": _builtin(
+        "Qwen/Qwen3.5-9B",
+        "qwen3_5",
+        hidden_size=4096,
+        num_layers=32,
+        num_heads=16,
+        num_kv_heads=4,
+        head_dim=256,
+        intermediate_size=12288,
+        vocab_size=248320,
+        vision_depth=27,
+        vision_hidden_size=1152,
+        vision_intermediate_size=4304,
+        vision_out_hidden_size=4096,
+        patch_size=16,
+        vision_position_embeddings=2304,
+        linear_layers=24,
+        linear_num_key_heads=16,
+        linear_num_value_heads=32,
+        linear_key_head_dim=128,
+        linear_value_head_dim=128,
+        linear_conv_kernel=4,
+    ),
 }
 
 
 def _shape_from_config(config, source: str) -> ModelShape:
     """A ModelShape from a transformers config object (or anything with the same attributes)."""
     family = config.model_type
-    qwen3 = family == "qwen3_vl"  # learned vision positions and DeepStack
+    qwen3 = family in _QWEN3_VISION  # learned vision positions (and DeepStack in Qwen3-VL)
     text, vision = config.text_config, config.vision_config
+    layer_types = list(getattr(text, "layer_types", None) or [])
+    linear = {}
+    if family == "qwen3_5":
+        linear = dict(
+            linear_layers=layer_types.count("linear_attention"),
+            linear_num_key_heads=text.linear_num_key_heads,
+            linear_num_value_heads=text.linear_num_value_heads,
+            linear_key_head_dim=text.linear_key_head_dim,
+            linear_value_head_dim=text.linear_value_head_dim,
+            linear_conv_kernel=text.linear_conv_kernel_dim,
+        )
     return ModelShape(
         family=family,
         hidden_size=text.hidden_size,
@@ -227,6 +303,7 @@ def _shape_from_config(config, source: str) -> ModelShape:
         in_channels=getattr(vision, "in_channels", 3),
         vision_position_embeddings=getattr(vision, "num_position_embeddings", 0) if qwen3 else 0,
         deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", ()) or ()) if qwen3 else 0,
+        **linear,
         source=source,
     )
 
@@ -279,16 +356,35 @@ def parameter_counts(m: ModelShape) -> dict[str, int]:
     biases, a bias-free patch convolution. Qwen3-VL: no q/k/v bias but q/k RMSNorms per head,
     LayerNorms (weight and bias) in the vision tower, a plain two-layer vision MLP, a patch
     convolution with bias, a learned position table and one extra merger per DeepStack layer.
+    Qwen3.5: Qwen3-VL's attention with a gated output (q_proj 2 x wide) in the full-attention
+    layers; each gated-delta-net layer has q/k/v, z, b and a projections, a depthwise causal
+    convolution without bias, per-head dt bias and A, a gated RMSNorm over v_dim and an output
+    projection; Qwen3-VL's vision tower without DeepStack.
     """
     h, kv = m.hidden_size, m.num_kv_heads * m.head_dim
     q = m.num_heads * m.head_dim
-    qwen3 = m.family == "qwen3_vl"
+    qwen3 = m.family in _QWEN3_VISION
+    gate = q if m.family == "qwen3_5" else 0  # attention output gate
     attention = (
-        h * q + 2 * h * kv + q * h + (0 if qwen3 else q + 2 * kv) + (2 * m.head_dim if qwen3 else 0)
+        h * (q + gate)
+        + 2 * h * kv
+        + q * h
+        + (0 if qwen3 else q + 2 * kv)
+        + (2 * m.head_dim if qwen3 else 0)
     )
-    layer = attention + 3 * h * m.intermediate_size + 2 * h
+    dense = 3 * h * m.intermediate_size + 2 * h  # MLP and the two norms
+    layer = attention + dense
+    value = m.linear_num_value_heads * m.linear_value_head_dim
+    linear_layer = (
+        h * (m.linear_conv_dim + value + 2 * m.linear_num_value_heads)
+        + m.linear_conv_dim * m.linear_conv_kernel
+        + 2 * m.linear_num_value_heads
+        + m.linear_value_head_dim
+        + value * h
+        + dense
+    )
     embeddings = m.vocab_size * h * (1 if m.tie_word_embeddings else 2)
-    language = m.num_layers * layer + embeddings + h
+    language = m.full_attention_layers * layer + m.linear_layers * linear_layer + embeddings + h
 
     hv, iv = m.vision_hidden_size, m.vision_intermediate_size
     norm = 2 * hv if qwen3 else hv  # LayerNorm has a bias, RMSNorm not
@@ -306,7 +402,7 @@ def parameter_counts(m: ModelShape) -> dict[str, int]:
         "language": language,
         "vision": vision,
         "total": language + vision,
-        "layer": layer,
+        "layer": max(layer, linear_layer) if m.linear_layers else layer,
         "embedding": m.vocab_size * h,
     }
 
@@ -681,15 +777,30 @@ def build_plan(
                 )
             )
     elif not r["use_vllm"]:
-        kv = rows * seq * 2 * m.num_layers * kv_width * act_bytes
+        full = m.full_attention_layers
+        kv = rows * seq * 2 * full * kv_width * act_bytes
         lines.append(
             Line(
                 "KV cache (transformers generate)",
-                f"{rows} rows x {seq} tok x 2 x {m.num_layers} x {kv_width} x {act_bytes} B",
+                f"{rows} rows x {seq} tok x 2 x {full} x {kv_width} x {act_bytes} B",
                 kv / GB,
                 ("generation",),
             )
         )
+        if m.linear_layers:
+            # transformers keeps the convolution's last `kernel` inputs in the activation dtype.
+            state = m.recurrent_state_bytes(m.linear_conv_kernel, act_bytes)
+            lines.append(
+                Line(
+                    "recurrent state (transformers generate)",
+                    f"{rows} rows x {m.linear_layers} linear layers x ({m.linear_conv_dim} x "
+                    f"{m.linear_conv_kernel} x {act_bytes} B conv + {m.linear_num_value_heads} x "
+                    f"{m.linear_key_head_dim} x {m.linear_value_head_dim} x "
+                    f"{RECURRENT_STATE_BYTES} B delta rule)",
+                    rows * state / GB,
+                    ("generation",),
+                )
+            )
 
     # pixel_values: float32 as the processor makes them; HF Trainer casts inputs to bf16 under DeepSpeed.
     pixel_width = m.in_channels * m.temporal_patch_size * m.patch_size**2
@@ -729,14 +840,22 @@ def build_plan(
 
     # No-grad scoring forwards (old and perturbed-image log-probs), chunks of b rows: one layer's
     # activations at a time, and the fused head's tile over the completion's positions.
+    gate = m.num_heads * m.head_dim if m.family == "qwen3_5" else 0  # gated attention output
     layer_text = _layer_elements(
-        h, m.num_heads * m.head_dim + 2 * kv_width, m.intermediate_size, gated=True
+        h, m.num_heads * m.head_dim + gate + 2 * kv_width, m.intermediate_size, gated=True
     )
+    if m.linear_layers:
+        # A gated delta net: its q/k/v before and after the convolution, z, and the core output.
+        value = m.linear_num_value_heads * m.linear_value_head_dim
+        layer_text = max(
+            layer_text,
+            _layer_elements(h, 2 * m.linear_conv_dim + 2 * value, m.intermediate_size, gated=True),
+        )
     layer_vision = _layer_elements(
         m.vision_hidden_size,
         3 * m.vision_hidden_size,
         m.vision_intermediate_size,
-        gated=m.family != "qwen3_vl",
+        gated=m.family not in _QWEN3_VISION,
     )
     scored = b * completion  # completion positions the head scores per chunk
     tile_tokens = min(scored, HEAD_TILE_TOKENS)
@@ -858,12 +977,30 @@ def build_plan(
     if colocate:
         weights = n * 2 / tp / GB
         kv_gb = float(r["vllm_gpu_memory_utilization"]) * card_gb - weights
-        per_token = 2 * m.num_layers * kv_width * 2 / tp
-        header.append(
+        per_token = 2 * m.full_attention_layers * kv_width * 2 / tp
+        cache = (
             f"vLLM      colocate, TP {tp}, sleep mode {'on' if sleep else 'off'}: KV cache "
-            f"{kv_gb:.1f} GB = {max(kv_gb, 0) * GB / per_token / 1e3:,.0f}k tokens after "
-            f"{weights:.1f} GB of weights"
+            f"{kv_gb:.1f} GB"
         )
+        if m.linear_layers:
+            # vLLM's hybrid cache is one pool: a running sequence holds KV for its tokens in the
+            # full-attention layers and one recurrent state per gated-delta-net layer (the
+            # convolution's last kernel - 1 inputs in bf16, the delta-rule state in float32),
+            # both split over TP.
+            state = m.recurrent_state_bytes(m.linear_conv_kernel - 1, 2) / tp
+            per_sequence = seq * per_token + state
+            header.append(
+                f"{cache} (KV of {m.full_attention_layers} full-attention layers and recurrent "
+                f"state of {m.linear_layers} linear-attention layers) = "
+                f"{max(kv_gb, 0) * GB / per_sequence:,.0f} sequences of {seq:,} tokens at once "
+                f"({seq * per_token / 1e6:,.0f} MB KV + {state / 1e6:,.0f} MB state each) after "
+                f"{weights:.1f} GB of weights"
+            )
+        else:
+            header.append(
+                f"{cache} = {max(kv_gb, 0) * GB / per_token / 1e3:,.0f}k tokens after "
+                f"{weights:.1f} GB of weights"
+            )
         if kv_gb <= 0:
             notes.append(
                 "vLLM's share does not even hold its weights: raise vllm_gpu_memory_utilization."

@@ -69,7 +69,12 @@ SCALED_DOWN: dict[str, object] = {
 # model family (a substring of the recipe's model name) -> the tiny model that stands in for it.
 # "warmstart" is the demo's warm-started Qwen2.5-VL: its rewards are mixed, so dynamic sampling
 # keeps some groups and refills others, as in real training.
-SCALED_DOWN_MODELS = {"Qwen3-VL": "tiny:qwen3_vl", "Qwen2.5-VL": "warmstart", "tiny:": None}
+SCALED_DOWN_MODELS = {
+    "Qwen3-VL": "tiny:qwen3_vl",
+    "Qwen3.5": "tiny:qwen3_5",
+    "Qwen2.5-VL": "warmstart",
+    "tiny:": None,
+}
 
 
 def recipe_path(name: str) -> Path:
