@@ -13,17 +13,18 @@ exp(old − vLLM) TRL's importance sampling would use. Each configuration runs i
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fixed", "no_collapse", "no_dtype", "neither")
 
 
 def measure(mode: str) -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "trainer"))
     sys.path.insert(0, str(ROOT / "tests"))
     import conftest  # noqa: F401  (the test environment: 1 GiB KV cache, no compile, offline)
     import test_vllm_equality as equality
@@ -35,7 +36,11 @@ def measure(mode: str) -> None:
         trainer_module.collapse_placeholder_runs = lambda ids, token: list(ids)
         trainer_module.check_vllm_prompts = lambda *args: None
     if mode in ("no_dtype", "neither"):
-        trainer_module._vllm_engine_dtype = lambda dtype: contextlib.nullcontext()
+        # vLLM's own "auto" dtype (bfloat16 for a float32 checkpoint), the image options kept.
+        engine_options = trainer_module._vllm_engine_options
+        trainer_module._vllm_engine_options = lambda dtype, processor=None: engine_options(
+            None if dtype is None else "auto", processor
+        )
 
     class Folders:
         root = Path(tempfile.mkdtemp())
@@ -45,7 +50,8 @@ def measure(mode: str) -> None:
             return self.root / name
 
     folders = Folders()
-    tiny = equality.tiny.__wrapped__(folders)
+    # The equality test's Qwen2.5-VL case (its `tiny` fixture is parametrised by architecture).
+    tiny = equality.tiny.__wrapped__(SimpleNamespace(param="qwen2_5_vl"), folders)
     trainer, _, ran, scored = next(equality.colocate.__wrapped__(tiny, folders))
     ((_, out),) = scored
     mask = out["completion_mask"].bool()
