@@ -260,3 +260,23 @@ def test_training_steps_with_no_image_reference(tmp_path, monkeypatch, arch):
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
     assert deps and all("logps_perturbed" in s for s in deps)
     assert any(float(s["dependency"].sum()) > 0 for s in deps)
+
+
+@pytest.mark.parametrize("with_vppo", [False, True])
+def test_papo_masked_logps_are_the_no_image_logps(scored, monkeypatch, with_vppo):
+    """PAPO reads the same pass: its masked log-probs are the text-only prompt's."""
+    trainer, inputs, output = scored
+    _refuse_pixel_perturbation(monkeypatch)
+    args = trainer.args
+    saved = (args.papo_coef, args.token_selection, args.use_tas)
+    args.papo_coef = 0.02
+    if not with_vppo:  # PAPO alone: the perturbed pass without a dependency estimate
+        args.token_selection, args.use_tas = "none", False
+    try:
+        shaped = trainer._apply_vppo(dict(output, advantages=output["advantages"].clone()), inputs)
+    finally:
+        args.papo_coef, args.token_selection, args.use_tas = saved
+    mask = output["completion_mask"].bool()
+    expected = _text_only_logps(trainer, inputs, output)
+    diff = (shaped["papo_masked_logps"] - expected)[mask].abs().max()
+    assert diff <= TOLERANCE, float(diff)
