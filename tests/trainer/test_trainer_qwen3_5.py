@@ -9,7 +9,8 @@
   A float32 engine (what the float32 trainer builds) therefore cannot generate: the canary below
   pins that, so the day vLLM lifts it the test says so. In bfloat16 the CPU engine does serve the
   model; the bfloat16 colocate test runs VPPO with it and checks, as every colocate rollout does,
-  that vLLM ran the trainer's prompt ids.
+  that vLLM ran the trainer's prompt ids, and the evaluation backend's prompt ids and sampled-token
+  log-probs are compared with the processor and a bfloat16 transformers forward.
 """
 
 from __future__ import annotations
@@ -131,3 +132,76 @@ def test_vppo_trains_qwen3_5_with_vllm_colocate_in_bfloat16(tmp_path, vllm_engin
         _assert_trained(trainer, before, 2)
     finally:
         shutdown_vllm(trainer)
+
+
+# bfloat16 on both sides: the two engines' kernels round differently; measured max |Δ log p| on
+# these rows 9.0e-3 to 9.8e-3 (float32 paths agree to 1e-6, tests/trainer/test_vllm_equality.py).
+BF16_TOLERANCE = 5e-2
+
+
+def test_vllm_bfloat16_runs_the_processors_prompt_ids_and_its_logprobs(
+    tmp_path, vllm_engine_ready, close_vllm
+):
+    """`vppo eval --backend vllm --dtype bfloat16` on Qwen3.5: the processor's prompt ids (rows
+    with one image, two images of other sizes and none), and sampled-token log-probs close to a
+    bfloat16 transformers forward of the same model."""
+    from test_vllm_equality import MAX_NEW_TOKENS, _processor_ids, _rows
+
+    from vppo.evaluation import GenerationRequest, SamplingConfig, VLLMBackend
+
+    folder = tmp_path / "tiny"
+    model, processor = build_tiny_vlm(
+        "qwen3_5", save_dir=folder, min_pixels=56 * 56, max_pixels=112 * 112
+    )
+    # The built model is the saved one. Not reloaded with from_pretrained: once a vLLM engine has
+    # loaded a Qwen3.5 in this process, vLLM's own Qwen3_5Config is registered with AutoConfig
+    # (vllm/transformers_utils/config.py, `_register_config_class`), and transformers'
+    # Qwen3_5ForConditionalGeneration cannot be built from it (its vision config has no
+    # `num_attention_heads`).
+    model = model.to(torch.bfloat16)
+    backend = VLLMBackend(folder, processor=processor, dtype="bfloat16", max_model_len=512)
+    close_vllm(backend)
+    requests = [
+        GenerationRequest(f"q{i}", 0, messages, list(images), seed=7 + i)
+        for i, (messages, images) in enumerate(_rows())
+    ]
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=MAX_NEW_TOKENS)
+    params = []
+    for request in requests:
+        p = backend.sampling_params(request, sampling)
+        p.logprobs = 0
+        params.append(p)
+    outputs = backend.llm.generate(
+        [backend.vllm_prompt(r) for r in requests], params, use_tqdm=False
+    )
+    worst = 0.0
+    for request, out in zip(requests, outputs, strict=True):
+        assert list(out.prompt_token_ids) == _processor_ids(
+            processor, request.messages, request.images
+        )
+        sample = out.outputs[0]
+        completion = list(sample.token_ids)
+        assert completion and not set(completion) & set(backend.banned_token_ids)
+        vllm_logps = torch.tensor(
+            [lp[t].logprob for lp, t in zip(sample.logprobs, completion, strict=True)]
+        )
+        conversation = [{**m, "content": [dict(p) for p in m["content"]]} for m in request.messages]
+        text = processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+        inputs = processor(text=[text], images=request.images or None, return_tensors="pt")
+        ids = torch.cat([inputs["input_ids"], torch.tensor([completion])], dim=1)
+        forward = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        if "pixel_values" in forward:
+            forward["pixel_values"] = forward["pixel_values"].to(torch.bfloat16)
+        if "mm_token_type_ids" in forward:
+            forward["mm_token_type_ids"] = torch.cat(
+                [forward["mm_token_type_ids"], torch.zeros(1, len(completion), dtype=torch.long)],
+                dim=1,
+            )
+        with torch.no_grad():
+            logits = model(input_ids=ids, **forward).logits.float()[0, -len(completion) - 1 : -1]
+        hf_logps = logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+        worst = max(worst, float((vllm_logps - hf_logps).abs().max()))
+    print(f"max |vLLM - transformers| log-prob, bfloat16: {worst:.2e}")
+    assert worst < BF16_TOLERANCE
