@@ -77,9 +77,7 @@ def take_positions(values: torch.Tensor, positions: torch.Tensor, fill: float = 
             "positions."
         )
     index = positions.clamp(min=0).to(values.device)
-    index = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(
-        -1, -1, *values.shape[2:]
-    )
+    index = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(-1, -1, *values.shape[2:])
     taken = values.gather(1, index)
     pad = (positions < 0).to(values.device).view(*positions.shape, *([1] * (values.dim() - 2)))
     return taken.masked_fill(pad, fill)
