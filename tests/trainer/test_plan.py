@@ -627,3 +627,15 @@ def test_qwen3_5_generation_counts_recurrent_state_for_its_linear_layers():
         CARD_GB,
     )
     assert not any(line.name.startswith("recurrent state") for line in plain.lines)
+
+
+def test_a_local_qwen3_5_folder_is_read_with_its_layer_types(tmp_path):
+    from vppo.models import build_tiny_vlm
+
+    model, _ = build_tiny_vlm("qwen3_5", save_dir=tmp_path, num_layers=4)
+    m = model_shape(str(tmp_path))
+    assert (m.family, m.linear_layers, m.full_attention_layers) == ("qwen3_5", 2, 2)
+    assert m.linear_conv_dim == 2 * 1 * 128 + 2 * 128
+    counts = parameter_counts(m)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["vision"] == sum(p.numel() for p in model.model.visual.parameters())
