@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -208,3 +209,27 @@ def test_resolve_dtype_names():
     assert resolve_dtype("bfloat16") is torch.bfloat16
     assert resolve_dtype("float32") is torch.float32
     assert resolve_dtype(torch.float16) is torch.float16
+
+
+def test_a_qwen3_5_loads_after_vllm_registered_its_own_config_class(tmp_path, vllm_engine_ready):
+    """vLLM, once it has loaded a Qwen3.5, puts its own config class in AutoConfig (the real
+    registration call below); transformers' model failed on it ("'Qwen3_5VisionConfig' object has
+    no attribute 'num_attention_heads'") until loading built transformers' own config."""
+    import transformers
+    import vllm.transformers_utils.config as vllm_config
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model, processor = build_tiny_vlm("qwen3_5")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    original = CONFIG_MAPPING["qwen3_5"]
+    vllm_config._maybe_register_hf_config(SimpleNamespace(model_type="qwen3_5"))
+    try:
+        assert CONFIG_MAPPING["qwen3_5"] is not original  # vLLM's class is in AutoConfig now
+        loaded, _ = load_model_and_processor(tmp_path, dtype="float32")
+    finally:
+        AutoConfig.register("qwen3_5", original, exist_ok=True)
+    assert type(loaded.config) is transformers.Qwen3_5Config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

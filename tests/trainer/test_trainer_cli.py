@@ -63,7 +63,8 @@ def test_every_recipe_uses_the_official_clipping_and_no_vllm_is_correction(name)
 
 
 # Rollout (generation) steps of the official runs, for the recipes that stop at max_steps.
-OFFICIAL_ROLLOUTS = {"qwen3_vl_8b_vppo": 130}
+# qwen3_5_9b_vppo inherits the Qwen3-VL-8B schedule.
+OFFICIAL_ROLLOUTS = {"qwen3_vl_8b_vppo": 130, "qwen3_5_9b_vppo": 130}
 
 
 @pytest.mark.parametrize("name", RECIPES)

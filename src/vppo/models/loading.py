@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    PretrainedConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+)
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from vppo.models.processors import load_processor, looks_like_local_path
@@ -60,6 +68,23 @@ def _check_source(path_or_name: str | Path, hub_kwargs: dict[str, Any]) -> str:
             f"model {name!r} is neither a local directory nor reachable in {where}."
         ) from error
     return name
+
+
+def _displaced_config(source: str, hub_kwargs: dict[str, Any]) -> PretrainedConfig | None:
+    """The checkpoint's config built by transformers' own class, where ``AutoConfig`` would build
+    another one; None where it builds transformers' own.
+
+    A process in which vLLM has loaded a model type it ships its own config class for (Qwen3.5)
+    finds that class registered in ``AutoConfig`` (vllm/transformers_utils/config.py,
+    ``_register_config_class``), and transformers' model then fails on it
+    ("'Qwen3_5VisionConfig' object has no attribute 'num_attention_heads'").
+    """
+    config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    name = CONFIG_MAPPING_NAMES.get(config.model_type)
+    own = getattr(transformers, name, None) if name else None
+    if own is None or type(config) is own:
+        return None
+    return own.from_pretrained(source, **hub_kwargs)
 
 
 def check_vision_language_model(
@@ -132,6 +157,9 @@ def load_model_and_processor(
     )
 
     model_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}
+    config = _displaced_config(source, hub_kwargs)
+    if config is not None:
+        model_kwargs["config"] = config
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:

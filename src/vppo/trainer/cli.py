@@ -638,7 +638,9 @@ def build_parser():
 def parse(argv: list[str] | None):
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe, argv = recipe_from_argv(argv)
-    if not torch.cuda.is_available() and not any(
+    # A scaled-down recipe has chosen its CPU settings already (use_cpu, and bf16 where it needs it).
+    chosen = recipe is not None and recipe.get("use_cpu") is True
+    if not (torch.cuda.is_available() or chosen) and not any(
         a.split("=")[0] in ("--bf16", "--use_cpu") for a in argv
     ):
         # TrainingArguments refuses its bf16 default (and the recipes' bf16: true) without a GPU.

@@ -76,6 +76,11 @@ SCALED_DOWN_MODELS = {
     "tiny:": None,
 }
 
+# Tiny models whose layers vLLM's CPU build runs in bfloat16 only: their scaled-down vLLM runs train
+# with bf16 autocast so that vLLM gets a bfloat16 engine (Qwen3.5's gated delta nets:
+# vllm/model_executor/layers/mamba/ops/cpu/gdn_attention.py, "CPU GDN attention requires BF16.").
+BF16_ONLY_ON_CPU_VLLM = frozenset({"tiny:qwen3_5"})
+
 
 def recipe_path(name: str) -> Path:
     """A recipe file from a path, or a built-in name such as `qwen2_5_vl_7b_vppo` or `ablations/tas_only`."""
@@ -130,6 +135,8 @@ def scale_down(recipe: dict) -> dict:
         )
     tiny = SCALED_DOWN_MODELS[family]
     scaled = {**recipe, **SCALED_DOWN, **({"model_name_or_path": tiny} if tiny else {})}
+    if tiny in BF16_ONLY_ON_CPU_VLLM and scaled.get("use_vllm"):
+        scaled["bf16"] = True
     # Never into the full run's folder (its checkpoints, its `--resume_from_checkpoint last`).
     scaled["output_dir"] = f"{recipe.get('output_dir', 'runs/recipe')}_scaled_down"
     return scaled
