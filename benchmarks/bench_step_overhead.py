@@ -2,7 +2,8 @@
 
 The paper reports +9.7% (7B) / +10.0% (32B) wall time for the extra forward pass on the perturbed
 image. This script trains the shipped warm-start model (``vppo.demo.default_checkpoint()``) on the
-synthetic task with DAPO, VPPO (k3) and VPPO (exact KL) in two configurations:
+synthetic task with DAPO, VPPO (k3), VPPO (exact KL) and PAPO_D (DAPO + PAPO's implicit
+perception loss, arXiv 2507.06448, on the official PIL-square mask) in three configurations:
 
 - ``on_policy``: one optimizer step per generation batch, no dynamic sampling. TRL needs no old
   log-probs, so DAPO runs no no-grad pass and VPPO needs two (real and perturbed image).
@@ -55,6 +56,17 @@ METHODS = {
     "dapo": {"token_selection": "none", "use_tas": False},
     "vppo_k3": {},
     "vppo_kl": {"dependency_estimator": "kl"},
+    # PAPO_D (recipe qwen2_5_vl_7b_papo_d): DAPO + the implicit perception loss on the official mask.
+    "papo": {
+        "token_selection": "none",
+        "use_tas": False,
+        "papo_coef": 0.01,
+        "papo_entropy_coef": 0.03,
+        "papo_masked_entropy_coef": 0.03,
+        "perturbation": "blacken_image",
+        "perturbation_prob": 0.6,
+        "perturbation_patch_size": 14,
+    },
 }
 CONFIGS = {
     "on_policy": {"steps_per_generation": 1, "dynamic_sampling": False},
@@ -74,9 +86,11 @@ CONFIGS = {
 REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 # No-grad passes over the trained rows each method needs at the physical floor.
 FLOOR_PASSES = {
-    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2},
-    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2},
-    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2},
+    # PAPO needs the masked-image pass only (its KL uses the loss pass's log-probs), and the old
+    # log-probs where TRL needs them.
+    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2, "papo": 1},
+    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2},
+    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2},
 }
 
 
