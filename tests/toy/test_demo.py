@@ -34,6 +34,10 @@ def test_method_overrides_are_the_recipe_differences():
         "use_tas": False,
         "top_entropy_quantile": 0.2,
     }
+    papo = method_overrides("papo")
+    assert papo["token_selection"] == "none" and papo["use_tas"] is False
+    assert papo["papo_coef"] == 0.01 and papo["papo_entropy_coef"] == 0.03
+    assert papo["perturbation"] == "blacken_image" and papo["perturbation_prob"] == 0.6
     with pytest.raises(ValueError, match="method"):
         method_overrides("ppo")
 

@@ -65,6 +65,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "tas_only": ("ablations/tas_only", "qwen2_5_vl_7b_vppo"),
     "tgf_only": ("ablations/tgf_only", "qwen2_5_vl_7b_vppo"),
     "entropy_80_20": ("qwen2_5_vl_7b_entropy_80_20", "qwen2_5_vl_7b_vppo"),
+    "papo": ("qwen2_5_vl_7b_papo_d", "qwen2_5_vl_7b_vppo"),
 }
 # Recipe fields that are about where a run writes or which model/data it uses, not the algorithm.
 _NOT_ALGORITHM = frozenset({"output_dir", "run_name", "model_name_or_path", "dataset_name", "base"})
@@ -212,7 +213,8 @@ def method_overrides(method: str) -> dict[str, Any]:
 
     ``vppo`` -> {}; ``dapo`` -> token_selection none, use_tas False; ``grpo`` -> additionally
     loss_type grpo, epsilon_high 0.2, no dynamic sampling; ``tas_only`` / ``tgf_only`` -> the
-    Table 2 ablations; ``entropy_80_20`` -> DAPO with top_entropy_quantile 0.2.
+    Table 2 ablations; ``entropy_80_20`` -> DAPO with top_entropy_quantile 0.2; ``papo`` -> PAPO_D
+    (DAPO with PAPO's perception loss and its masked image).
     """
     from vppo.trainer.cli import load_recipe
 

@@ -19,6 +19,7 @@ METHOD_TITLES: dict[str, str] = {
     "tas_only": "DAPO + TAS only",
     "tgf_only": "DAPO + TGF only",
     "entropy_80_20": "DAPO + 80/20 entropy",
+    "papo": "PAPO_D (DAPO + PAPO)",
 }
 FEW_SEEDS = 8
 """Below this many seeds the table warns that its bootstrap intervals are too narrow."""
