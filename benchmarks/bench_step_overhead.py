@@ -67,6 +67,9 @@ METHODS = {
         "perturbation_prob": 0.6,
         "perturbation_patch_size": 14,
     },
+    # The 80/20 entropy baseline (recipe qwen2_5_vl_7b_entropy_80_20): DAPO with TRL's
+    # top_entropy_quantile 0.2, a quantile over each micro-batch, so rows cannot be regrouped.
+    "entropy_80_20": {"token_selection": "none", "use_tas": False, "top_entropy_quantile": 0.2},
 }
 CONFIGS = {
     "on_policy": {"steps_per_generation": 1, "dynamic_sampling": False},
@@ -88,9 +91,9 @@ REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 FLOOR_PASSES = {
     # PAPO needs the masked-image pass only (its KL uses the loss pass's log-probs), and the old
     # log-probs where TRL needs them.
-    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2, "papo": 1},
-    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2},
-    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2},
+    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2, "papo": 1, "entropy_80_20": 0},
+    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2, "entropy_80_20": 1},
+    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2, "entropy_80_20": 1},
 }
 
 

@@ -12,6 +12,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+# Methods whose loss depends on which rows share a micro-batch (VPPOTrainer._regroup_window).
+PER_MICRO_BATCH_LOSS = {"entropy_80_20"}
+
 
 def test_reasoning_lengths_have_the_stated_spread(benchmark_script):
     import torch
@@ -28,6 +31,14 @@ def test_reasoning_configuration_meets_the_token_floors(benchmark_script):
         "reasoning", cycles=1, completion=48, memory=False
     )
     for method, row in result.items():
-        assert row["update_tokens"] <= 1.10 * row["update_floor_tokens"], (method, row)
         assert row["nograd_tokens"] <= 1.05 * row["floor_tokens"], (method, row)
+        if method in PER_MICRO_BATCH_LOSS:
+            continue
+        assert row["update_tokens"] <= 1.10 * row["update_floor_tokens"], (method, row)
     assert result["vppo_k3"]["floor_tokens"] == 2 * result["dapo"]["floor_tokens"]
+    assert result["papo"]["nograd_tokens"] == result["vppo_k3"]["nograd_tokens"]  # one shared pass
+    # TRL's 80/20 entropy mask is a quantile over each micro-batch: its rows are never regrouped,
+    # only trimmed, so its update sees more padding than the others (measured 1.52x the floor,
+    # against 2.38x for TRL's full-width micro-batches) and no more than trimming gives.
+    entropy, dapo = result["entropy_80_20"], result["dapo"]
+    assert dapo["update_tokens"] < entropy["update_tokens"] <= 1.8 * entropy["update_floor_tokens"]

@@ -28,6 +28,7 @@ from vppo.trainer.plan import (
     recipe_max_pixels,
 )
 from vppo.trainer.plan import _needs_dependency as needs_dependency
+from vppo.trainer.plan import _needs_perturbed_pass as needs_perturbed_pass
 
 GPU_RECIPES = sorted(
     str(p.relative_to(RECIPES_DIR).with_suffix(""))
@@ -214,7 +215,7 @@ def test_every_component_of_a_small_plan_by_hand(tmp_path):
         * patches
         * (3 * 2 * 14 * 14)
         * 2,  # bf16 under DeepSpeed
-        "perturbed pixel_values (VPPO)": rows * patches * 1176 * 2,
+        "perturbed pixel_values": rows * patches * 1176 * 2,
         "scoring forward (one layer)": 2 * (seq * text_layer + patches * vision_block) * 2,
         "fused LM head (no grad)": tile + scored * 64 * 2,
         "text checkpoints": 2 * 2 * seq * 64 * 2,
@@ -402,9 +403,9 @@ def test_defaults_and_dependency_rule_match_the_trainer():
             assert defaults[key] == value, key
     for name in [*GPU_RECIPES, "tiny_vppo", "tiny_dapo"]:
         _, config, _ = parse(["--config", name, *CPU])
-        assert (
-            needs_dependency({**RECIPE_DEFAULTS, **load_recipe(name)}) == config.needs_dependency
-        ), name
+        recipe = {**RECIPE_DEFAULTS, **load_recipe(name)}
+        assert needs_dependency(recipe) == config.needs_dependency, name
+        assert needs_perturbed_pass(recipe) == config.needs_perturbed_pass, name
 
 
 def test_local_model_folder_is_read_with_autoconfig(tmp_path):

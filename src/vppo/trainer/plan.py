@@ -102,6 +102,8 @@ RECIPE_DEFAULTS = {
     "dependency_estimator": "k3",
     "kl_chunk_size": 1024,
     "dynamic_sampling": True,
+    "papo_coef": 0.0,
+    "papo_masked_entropy_coef": 0.0,
 }
 
 
@@ -574,8 +576,18 @@ def _b(n: float) -> str:
 
 
 def _needs_dependency(recipe: dict) -> bool:
-    """VPPOConfig.needs_dependency on the raw recipe: whether the perturbed forward runs at all."""
+    """VPPOConfig.needs_dependency on the raw recipe: whether VPPO scores dependency."""
     return bool(recipe["use_tas"]) or TOKEN_SELECTIONS[recipe["token_selection"]].needs_dependency
+
+
+def _needs_perturbed_pass(recipe: dict) -> bool:
+    """VPPOConfig.needs_perturbed_pass on the raw recipe: whether the perturbed forward runs at all
+    (VPPO's dependency, PAPO's masked-image log-probs; one pass serves both)."""
+    return (
+        _needs_dependency(recipe)
+        or recipe["papo_coef"] > 0
+        or recipe["papo_masked_entropy_coef"] > 0
+    )
 
 
 def _layer_elements(hidden: int, qkv_width: int, intermediate: int, gated: bool) -> int:
@@ -833,9 +845,14 @@ def build_plan(
                 ("merge",),
             )
         )
-    if _needs_dependency(r):
+    if _needs_perturbed_pass(r):
         lines.append(
-            Line("perturbed pixel_values (VPPO)", "same as the rollout's", pixels, ("scoring",))
+            Line(
+                "perturbed pixel_values",
+                "same as the rollout's",
+                pixels,
+                ("scoring",),
+            )
         )
 
     # No-grad scoring forwards (old and perturbed-image log-probs), chunks of b rows: one layer's
