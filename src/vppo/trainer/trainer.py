@@ -822,18 +822,64 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         θ_old, no grad), for `compute_loss`.
         """
         args = self.args
-        selection = args.token_selection
-        need_dep = args.needs_dependency
-        need_pass = args.needs_perturbed_pass
-        papo_masked = args.uses_papo and need_pass
-        need_entropy = TOKEN_SELECTIONS[selection].needs_entropy
         mask = output["completion_mask"].bool()
         if "tool_mask" in output:
             mask = mask & output["tool_mask"].bool()
-        rows = mask.size(0)
-        has_image = self._rows_with_images(output, rows)
+        has_image = self._rows_with_images(output, mask.size(0))
+
+        scores, elapsed = self._no_grad_passes(output, inputs, has_image, old_logps)
+        if old_logps:
+            output["old_per_token_logps"] = scores["logps"]
+        if args.uses_papo:
+            self._keep_papo_masked_logps(output, scores, mask, has_image, elapsed)
+        if not args.needs_dependency and args.token_selection == "none":
+            return output
+
+        # Rows without an image have nothing to depend on: dependency 0 (TAS leaves them at α = 1).
+        dep = (
+            scores.get("dependency", torch.zeros(mask.shape, device=mask.device))
+            * has_image[:, None]
+        )
+        if args.needs_dependency and not bool(has_image.all()) and not self._warned_text_only:
+            logger.warning(
+                "Some rows have no image: their visual dependency is 0, TAS leaves their advantage "
+                "unscaled (α = 1) and TGF keeps all their tokens."
+            )
+            self._warned_text_only = True
+        weights = self._token_weights(dep, mask, scores.get("entropies"), has_image)
+        valid_rows = has_image & (mask.sum(-1) > 0)
+        traj = trajectory_dependency(dep, mask)
+        alpha = self._tas_scale(traj, valid_rows) if args.use_tas else torch.ones_like(traj)
+        output["advantages"] = token_advantages(
+            output["advantages"],
+            dep,
+            mask,
+            use_tas=args.use_tas,
+            use_tgf=True,
+            scale=alpha,
+            token_weights=weights,
+        )
+        self._log_vppo_metrics(
+            dep, mask, weights, alpha, traj, valid_rows, elapsed, args.needs_dependency
+        )
+        return output
+
+    def _no_grad_passes(
+        self,
+        output: dict[str, Any],
+        inputs: list[dict[str, Any]],
+        has_image: torch.Tensor,
+        old_logps: bool,
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """The rollout's no-grad passes under θ_old, and their time: the perturbed pass when VPPO or
+        PAPO needs it ("dependency", "logps_perturbed"), with the real-image pass for the old
+        log-probs ("logps") and the entropies where they are asked for."""
+        args = self.args
+        need_entropy = TOKEN_SELECTIONS[args.token_selection].needs_entropy
+        papo_masked = args.uses_papo and args.needs_perturbed_pass
         any_image = (
-            need_pass and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
+            args.needs_perturbed_pass
+            and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
         )
         started = time.perf_counter()
         scores: dict[str, torch.Tensor] = {}
@@ -850,7 +896,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                     # Sharded engines need the same number of forwards on every rank; a rank without
                     # images scores against its own (absent) pixels, which gives dependency 0.
                     perturbed = None
-                if need_dep:
+                if args.needs_dependency:
                     scores = self._dependency_scores(output, perturbed, need_entropy, old_logps)
                 else:  # PAPO only: the perturbed log-probs, without a dependency estimate
                     scores = self._scoring_pass(
@@ -867,10 +913,18 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 scores = self._scoring_pass(
                     output, None, old_logps=old_logps or real, entropy=need_entropy
                 )
-        elapsed = time.perf_counter() - started
-        if old_logps:
-            output["old_per_token_logps"] = scores["logps"]
-        if papo_masked:
+        return scores, time.perf_counter() - started
+
+    def _keep_papo_masked_logps(
+        self,
+        output: dict[str, Any],
+        scores: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        has_image: torch.Tensor,
+        elapsed: float,
+    ) -> None:
+        """PAPO's masked-image log-probs under θ_old, per token, for `compute_loss`."""
+        if self.args.needs_perturbed_pass:
             masked = scores.get("logps_perturbed")
             if masked is None:
                 masked = scores.get("logps")
@@ -878,30 +932,25 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 masked = output["old_per_token_logps"]
             output["papo_masked_logps"] = torch.where(mask, masked.float(), 0.0)
             self._metrics["train"]["papo/perturbation_time"].append(elapsed)
-        if args.uses_papo and not bool(has_image.all()) and not self._warned_papo_text_only:
+        if not bool(has_image.all()) and not self._warned_papo_text_only:
             logger.warning(
                 "Some rows have no image: PAPO's masked input is their unchanged prompt, so their "
                 "masked log-probs equal their real ones and their perception KL is 0 (k = 0); only "
                 "the entropy terms apply to them."
             )
             self._warned_papo_text_only = True
-        if not need_dep and selection == "none":
-            return output
-        dep = (
-            scores.get("dependency", torch.zeros(mask.shape, device=mask.device))
-            * has_image[:, None]
-        )
-        entropies = scores.get("entropies")
-        if need_dep and not bool(has_image.all()) and not self._warned_text_only:
-            logger.warning(
-                "Some rows have no image: their visual dependency is 0, TAS leaves their advantage "
-                "unscaled (α = 1) and TGF keeps all their tokens."
-            )
-            self._warned_text_only = True
 
-        valid_rows = has_image & (mask.sum(-1) > 0)
+    def _token_weights(
+        self,
+        dep: torch.Tensor,
+        mask: torch.Tensor,
+        entropies: torch.Tensor | None,
+        has_image: torch.Tensor,
+    ) -> torch.Tensor:
+        """TGF weights [B, T] of the configured selection (`select_tokens`)."""
+        args = self.args
         weights = select_tokens(
-            selection,
+            args.token_selection,
             dep=dep,
             mask=mask,
             ratio=args.token_ratio,
@@ -909,23 +958,10 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             generator=self._perturbation_generator("random_selection"),
             entropy_ratio=args.entropy_ratio,
         )
-        if TOKEN_SELECTIONS[selection].needs_dependency:
+        if TOKEN_SELECTIONS[args.token_selection].needs_dependency:
             # Without an image there is nothing to select by: every token keeps its gradient.
             weights = torch.where(has_image[:, None], weights, mask.float())
-        traj = trajectory_dependency(dep, mask)
-        alpha = self._tas_scale(traj, valid_rows) if args.use_tas else torch.ones_like(traj)
-        advantages = output["advantages"]
-        output["advantages"] = token_advantages(
-            advantages,
-            dep,
-            mask,
-            use_tas=args.use_tas,
-            use_tgf=True,
-            scale=alpha,
-            token_weights=weights,
-        )
-        self._log_vppo_metrics(dep, mask, weights, alpha, traj, valid_rows, elapsed, need_dep)
-        return output
+        return weights
 
     def _log_vppo_metrics(self, dep, mask, weights, alpha, traj, valid_rows, elapsed, need_dep):
         gather = self.accelerator.gather
