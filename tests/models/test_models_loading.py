@@ -223,13 +223,13 @@ def test_a_qwen3_5_loads_after_vllm_registered_its_own_config_class(tmp_path, vl
     model, processor = build_tiny_vlm("qwen3_5")
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    original = CONFIG_MAPPING["qwen3_5"]
+    # (An earlier test's vLLM engine may have registered it already in this process.)
     vllm_config._maybe_register_hf_config(SimpleNamespace(model_type="qwen3_5"))
     try:
-        assert CONFIG_MAPPING["qwen3_5"] is not original  # vLLM's class is in AutoConfig now
+        assert CONFIG_MAPPING["qwen3_5"] is not transformers.Qwen3_5Config  # vLLM's class now
         loaded, _ = load_model_and_processor(tmp_path, dtype="float32")
     finally:
-        AutoConfig.register("qwen3_5", original, exist_ok=True)
+        AutoConfig.register("qwen3_5", transformers.Qwen3_5Config, exist_ok=True)
     assert type(loaded.config) is transformers.Qwen3_5Config
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
