@@ -191,6 +191,8 @@ def plot_curves(
         "vppo": "#d62728",
         "tas_only": "#2ca02c",
         "tgf_only": "#9467bd",
+        "entropy_80_20": "#ff7f0e",
+        "papo": "#8c564b",
     }
     drawn = 0
     for method, runs in results.items():
