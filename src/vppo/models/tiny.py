@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,33 @@ _QWEN_CONFIG_TOKEN_IDS = (
     ("vision_end_token_id", "<|vision_end|>"),
 )
 
+_QWEN3_VL = _ArchSpec(
+    special_tokens=_QWEN_SPECIAL_TOKENS,
+    bos_token=None,
+    eos_token="<|im_end|>",
+    pad_token="<|endoftext|>",
+    chat_template=QWEN_CHAT_TEMPLATE,
+    family="qwen",
+    model_class="Qwen3VLForConditionalGeneration",
+    config_class="Qwen3VLConfig",
+    image_processor_class="Qwen2VLImageProcessor",
+    model_bos_token="<|endoftext|>",
+    stop_tokens=("<|im_end|>", "<|endoftext|>"),
+    config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
+    patch_size=16,
+    merge_size=2,
+    temporal_patch_size=2,
+    image_mean=_HALF,
+    image_std=_HALF,
+    rope_theta=5_000_000.0,
+    mrope_interleaved=True,
+    text_head_dim_field=True,
+    # For an 8x8 patch grid (128 px), interpolated for other sizes.
+    num_position_embeddings=64,
+    # DeepStack: features of the first vision block are also injected into the decoder.
+    deepstack_visual_indexes=(0,),
+)
+
 _ARCH_SPECS: dict[str, _ArchSpec] = {
     "qwen2_5_vl": _ArchSpec(
         special_tokens=_QWEN_SPECIAL_TOKENS,
@@ -245,54 +272,15 @@ _ARCH_SPECS: dict[str, _ArchSpec] = {
         rope_theta=1_000_000.0,
         window_size=112,
     ),
-    "qwen3_vl": _ArchSpec(
-        special_tokens=_QWEN_SPECIAL_TOKENS,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=QWEN_CHAT_TEMPLATE,
-        family="qwen",
-        model_class="Qwen3VLForConditionalGeneration",
-        config_class="Qwen3VLConfig",
-        image_processor_class="Qwen2VLImageProcessor",
-        model_bos_token="<|endoftext|>",
-        stop_tokens=("<|im_end|>", "<|endoftext|>"),
-        config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
-        patch_size=16,
-        merge_size=2,
-        temporal_patch_size=2,
-        image_mean=_HALF,
-        image_std=_HALF,
-        rope_theta=5_000_000.0,
-        mrope_interleaved=True,
-        text_head_dim_field=True,
-        # For an 8x8 patch grid (128 px), interpolated for other sizes.
-        num_position_embeddings=64,
-        # DeepStack: features of the first vision block are also injected into the decoder.
-        deepstack_visual_indexes=(0,),
-    ),
-    "qwen3_5": _ArchSpec(
-        special_tokens=_QWEN_SPECIAL_TOKENS,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=QWEN_CHAT_TEMPLATE,
-        family="qwen",
+    "qwen3_vl": _QWEN3_VL,
+    # Qwen3.5: Qwen3-VL's tokenizer, processor and vision geometry, without DeepStack, with its own
+    # model classes, RoPE and hybrid decoder.
+    "qwen3_5": replace(
+        _QWEN3_VL,
         model_class="Qwen3_5ForConditionalGeneration",
         config_class="Qwen3_5Config",
-        image_processor_class="Qwen2VLImageProcessor",
-        model_bos_token="<|endoftext|>",
-        stop_tokens=("<|im_end|>", "<|endoftext|>"),
-        config_token_ids=_QWEN_CONFIG_TOKEN_IDS,
-        patch_size=16,
-        merge_size=2,
-        temporal_patch_size=2,
-        image_mean=_HALF,
-        image_std=_HALF,
         rope_theta=10_000_000.0,
-        mrope_interleaved=True,
-        text_head_dim_field=True,
-        num_position_embeddings=64,
+        deepstack_visual_indexes=None,
         partial_rotary_factor=0.25,
         # The released models alternate 3 linear-attention layers and 1 full-attention layer;
         # 1:1 here, so that the default 2-layer decoder has one layer of each kind.
