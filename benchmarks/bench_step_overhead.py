@@ -2,8 +2,10 @@
 
 The paper reports +9.7% (7B) / +10.0% (32B) wall time for the extra forward pass on the perturbed
 image. This script trains the shipped warm-start model (``vppo.demo.default_checkpoint()``) on the
-synthetic task with DAPO, VPPO (k3), VPPO (exact KL) and PAPO_D (DAPO + PAPO's implicit
-perception loss, arXiv 2507.06448, on the official PIL-square mask) in three configurations:
+synthetic task with DAPO, VPPO (k3), VPPO (exact KL), PAPO_D (DAPO + PAPO's implicit perception
+loss, arXiv 2507.06448, on the official PIL-square mask; ``papo_grad``: the same with
+``papo_masked_grad``, its masked pass with gradient in the update) and the 80/20 entropy baseline
+in three configurations:
 
 - ``on_policy``: one optimizer step per generation batch, no dynamic sampling. TRL needs no old
   log-probs, so DAPO runs no no-grad pass and VPPO needs two (real and perturbed image).
@@ -24,7 +26,8 @@ noise hits all of them alike. For each method it reports, per optimizer step:
   included), counted by a forward pre-hook on the model, not estimated;
 - ``floor_tokens``: the unpadded tokens of the trained rows × the passes the method needs;
 - ``update_tokens``: tokens fed to the gradient forwards (padding included), counted by the same
-  hook; ``update_floor_tokens``: the unpadded tokens of the trained rows (each is trained once);
+  hook; ``update_floor_tokens``: the unpadded tokens of the trained rows × the gradient passes (one,
+  two for ``papo_grad``);
 - ``peak_mb``: peak bytes of the tensors allocated during one extra (untimed) cycle and alive at the
   same time, tracked op by op by a dispatch mode (a CPU has no allocator statistics; on a GPU this
   is what torch.cuda.max_memory_allocated minus the memory before the cycle reports).
@@ -67,6 +70,19 @@ METHODS = {
         "perturbation_prob": 0.6,
         "perturbation_patch_size": 14,
     },
+    # PAPO_D with papo_masked_grad (the official RECOMPUTE_AUG_LOG_PROBS): the masked log-probs
+    # from a second forward with gradient in every update micro-batch instead of a no-grad pass.
+    "papo_grad": {
+        "token_selection": "none",
+        "use_tas": False,
+        "papo_coef": 0.01,
+        "papo_entropy_coef": 0.03,
+        "papo_masked_entropy_coef": 0.03,
+        "papo_masked_grad": True,
+        "perturbation": "blacken_image",
+        "perturbation_prob": 0.6,
+        "perturbation_patch_size": 14,
+    },
     # The 80/20 entropy baseline (recipe qwen2_5_vl_7b_entropy_80_20): DAPO with TRL's
     # top_entropy_quantile 0.2, a quantile over each micro-batch, so rows cannot be regrouped.
     "entropy_80_20": {"token_selection": "none", "use_tas": False, "top_entropy_quantile": 0.2},
@@ -90,11 +106,34 @@ REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 # No-grad passes over the trained rows each method needs at the physical floor.
 FLOOR_PASSES = {
     # PAPO needs the masked-image pass only (its KL uses the loss pass's log-probs), and the old
-    # log-probs where TRL needs them.
-    "on_policy": {"dapo": 0, "vppo_k3": 2, "vppo_kl": 2, "papo": 1, "entropy_80_20": 0},
-    "official": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2, "entropy_80_20": 1},
-    "reasoning": {"dapo": 1, "vppo_k3": 2, "vppo_kl": 2, "papo": 2, "entropy_80_20": 1},
+    # log-probs where TRL needs them; with papo_masked_grad its masked pass moves into the update.
+    "on_policy": {
+        "dapo": 0,
+        "vppo_k3": 2,
+        "vppo_kl": 2,
+        "papo": 1,
+        "papo_grad": 0,
+        "entropy_80_20": 0,
+    },
+    "official": {
+        "dapo": 1,
+        "vppo_k3": 2,
+        "vppo_kl": 2,
+        "papo": 2,
+        "papo_grad": 1,
+        "entropy_80_20": 1,
+    },
+    "reasoning": {
+        "dapo": 1,
+        "vppo_k3": 2,
+        "vppo_kl": 2,
+        "papo": 2,
+        "papo_grad": 1,
+        "entropy_80_20": 1,
+    },
 }
+# Gradient forwards over the trained rows (1: the loss pass; PAPO's masked pass with gradient adds one).
+UPDATE_PASSES = {"papo_grad": 2}
 
 
 class _Counter:
@@ -344,7 +383,9 @@ def measure(
             "nograd_tokens": round(counter.nograd_tokens / steps),
             "floor_tokens": round(counter.trained_tokens * FLOOR_PASSES[config][method] / steps),
             "update_tokens": round(counter.update_tokens / steps),
-            "update_floor_tokens": round(counter.trained_tokens / steps),
+            "update_floor_tokens": round(
+                counter.trained_tokens * UPDATE_PASSES.get(method, 1) / steps
+            ),
             "peak_mb": round(peaks[method], 1) if memory else None,
         }
     return result

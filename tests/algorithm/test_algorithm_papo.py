@@ -26,16 +26,23 @@ def _official_kl(logp, logp_masked, estimator):
     raise AssertionError(estimator)
 
 
-def _official_extra(logp, logp_masked, mask, gamma, eta_ori, eta_aug, estimator="k3", clip=None):
-    """The official dp_actor update: -γ·L_prcp + η_aug·H̃ + η_ori·H, token mode, ε = 1e-8."""
+def _official_extra(
+    logp, logp_masked, mask, gamma, eta_ori, eta_aug, estimator="k3", clip=None, recompute=False
+):
+    """The official dp_actor update: -γ·L_prcp + η_aug·H̃ + η_ori·H, token mode, ε = 1e-8.
+
+    ``recompute``: RECOMPUTE_AUG_LOG_PROBS = True, where ℓ̃ comes from a forward with gradient
+    (nothing detaches it); False, the default, reads the stored aug_log_probs (no gradient)."""
+    if not recompute:
+        logp_masked = logp_masked.detach()
     m = mask.to(logp.dtype)
     n = m.sum() + EPS
-    k = _official_kl(logp, logp_masked.detach(), estimator)
+    k = _official_kl(logp, logp_masked, estimator)
     if clip is not None:  # use_kl_prcp_clipping
         k = torch.clamp(k, min=0.0, max=clip)
     l_prcp = (k * m).sum() / n
     h = -(logp * m).sum() / n
-    h_aug = -(logp_masked.detach() * m).sum() / n
+    h_aug = -(logp_masked * m).sum() / n
     return -gamma * l_prcp + eta_aug * h_aug + eta_ori * h
 
 
@@ -89,6 +96,53 @@ def test_value_and_gradient_equal_the_official_formula(estimator, clip):
     loss.backward()
     reference.backward()
     torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("estimator", PERCEPTION_KL_ESTIMATORS)
+@pytest.mark.parametrize("clip", [None, 0.2])
+def test_masked_grad_equals_the_official_recompute_formula(estimator, clip):
+    logp, logp_masked, mask = _random_batch(seed=8)
+    ours = [logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)]
+    theirs = [logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)]
+    coefs = dict(gamma=0.02, eta_ori=0.05, eta_aug=0.03)
+    loss = papo_loss(
+        *ours,
+        mask,
+        coefs["gamma"],
+        entropy_coef=coefs["eta_ori"],
+        masked_entropy_coef=coefs["eta_aug"],
+        estimator=estimator,
+        clip=clip,
+        masked_grad=True,
+    )
+    reference = _official_extra(
+        *theirs, mask, estimator=estimator, clip=clip, recompute=True, **coefs
+    )
+    torch.testing.assert_close(loss, reference, rtol=1e-8, atol=0)
+    loss.backward()
+    reference.backward()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=0)
+    masked_grad = ours[1].grad
+    assert (masked_grad[~mask] == 0).all() and (masked_grad[mask] != 0).any()
+    # Without it the real side's gradient is the same (the KL's dependence on ℓ does not change),
+    # and nothing reaches ℓ̃.
+    x, y = logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)
+    papo_loss(x, y, mask, 0.02, 0.05, 0.03, estimator=estimator, clip=clip).backward()
+    torch.testing.assert_close(x.grad, ours[0].grad, rtol=1e-12, atol=0)
+    assert y.grad is None
+
+
+def test_masked_grad_k3_gradient_is_the_negated_real_one():
+    logp = torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=True)
+    logp_masked = torch.tensor([[-1.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    perception_kl(logp, logp_masked, mask, masked_grad=True).sum().backward()
+    # dk/dℓ = 1 - e^{ℓ̃-ℓ} = [0, 1 - e]; dk/dℓ̃ = e^{ℓ̃-ℓ} - 1 = [0, e - 1].
+    torch.testing.assert_close(
+        logp.grad, torch.tensor([[0.0, 1 - math.e]], dtype=torch.float64), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(logp_masked.grad, -logp.grad, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", PERCEPTION_KL_ESTIMATORS)

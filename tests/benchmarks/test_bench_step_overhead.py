@@ -37,8 +37,13 @@ def test_reasoning_configuration_meets_the_token_floors(benchmark_script):
         assert row["update_tokens"] <= 1.10 * row["update_floor_tokens"], (method, row)
     assert result["vppo_k3"]["floor_tokens"] == 2 * result["dapo"]["floor_tokens"]
     assert result["papo"]["nograd_tokens"] == result["vppo_k3"]["nograd_tokens"]  # one shared pass
+    # papo_masked_grad: the masked pass leaves the no-grad side (only the old log-probs stay) and
+    # doubles the gradient side.
+    papo_grad, dapo = result["papo_grad"], result["dapo"]
+    assert papo_grad["nograd_tokens"] == dapo["nograd_tokens"]
+    assert papo_grad["update_floor_tokens"] == 2 * dapo["update_floor_tokens"]
     # TRL's 80/20 entropy mask is a quantile over each micro-batch: its rows are never regrouped,
     # only trimmed, so its update sees more padding than the others (measured 1.52x the floor,
     # against 2.38x for TRL's full-width micro-batches) and no more than trimming gives.
-    entropy, dapo = result["entropy_80_20"], result["dapo"]
+    entropy = result["entropy_80_20"]
     assert dapo["update_tokens"] < entropy["update_tokens"] <= 1.8 * entropy["update_floor_tokens"]

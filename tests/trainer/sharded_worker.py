@@ -3,7 +3,9 @@ rollout, what the test compares with a single-process computation. Not a test mo
 
 Recorded per rank in $VPPO_TEST_DUMP/rank{R}.pt: which parameters are not shards (FSDP2 DTensors
 or DeepSpeed ZeRO-3 partitions) and the local/full element counts; the scored batch (ids, masks, pixel values, the perturbed pixel
-values); the dependency, raw advantages and per-token advantages handed to TRL's loss.
+values); the dependency, raw advantages and per-token advantages handed to TRL's loss. With
+`papo_masked_grad`, also $VPPO_TEST_DUMP/masked{R}.pt: the first update micro-batch's inputs and the
+masked-image log-probs its forward with gradient gave.
 """
 
 from __future__ import annotations
@@ -106,6 +108,28 @@ def apply_vppo(self, output, inputs, **kwargs):
     return result
 
 
+_masked_logps_with_grad = trainer_module.VPPOTrainer._masked_logps_with_grad
+_masked_recorded = False
+
+
+def masked_logps_with_grad(self, model, inputs):
+    global _masked_recorded
+    logps = _masked_logps_with_grad(self, model, inputs)
+    if not _masked_recorded:
+        _masked_recorded = True
+        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        record = {k: inputs[k].detach().clone() for k in keys}
+        record["forward_keys"] = [k for k in trainer_module._FORWARD_KEYS if k in inputs]
+        for key in (*record["forward_keys"], "papo_masked_pixel_values"):
+            record[key] = inputs[key].detach().clone()
+        record["logps"] = logps.detach().clone()
+        record["requires_grad"] = logps.requires_grad
+        rank = self.accelerator.process_index
+        torch.save(record, os.path.join(DUMP, f"masked{rank}.pt"))
+    return logps
+
+
+trainer_module.VPPOTrainer._masked_logps_with_grad = masked_logps_with_grad
 trainer_module.VPPOTrainer.__init__ = init
 trainer_module.VPPOTrainer.perturb_pixel_values = perturb_pixel_values
 trainer_module.VPPOTrainer._apply_vppo = apply_vppo

@@ -276,6 +276,29 @@ def test_every_component_of_a_small_plan_by_hand(tmp_path):
     )
     assert refills.phase_gb("update") == pytest.approx(plan.phase_gb("update"))
 
+    # PAPO with papo_masked_grad (DAPO below it): no no-grad perturbed pass, but the masked images
+    # stay through the update, and the masked forward keeps its checkpoints and head inputs beside
+    # the loss pass's until their one backward.
+    papo = {**recipe, "token_selection": "none", "use_tas": False, "papo_coef": 0.01}
+    detached = build_plan(papo, SMALL, zero3, gpus=4, card_gb=10)
+    grad = build_plan({**papo, "papo_masked_grad": True}, SMALL, zero3, gpus=4, card_gb=10)
+    lines = {line.name: line for line in grad.lines}
+    masked = lines["masked pass with grad (PAPO)"]
+    assert masked.gb * 1e9 == pytest.approx(
+        expected["text checkpoints"] + expected["vision checkpoints"] + scored * 64 * (4 + 2),
+        rel=1e-12,
+    )
+    assert lines["perturbed pixel_values"].phases == ("scoring", "update")
+    assert grad.phase_gb("update") * 1e9 == pytest.approx(
+        detached.phase_gb("update") * 1e9 + masked.gb * 1e9 + pixels
+    )
+    assert grad.phase_gb("scoring") == pytest.approx(detached.phase_gb("scoring"))
+    no_checkpoints = {**papo, "papo_masked_grad": True, "gradient_checkpointing": False}
+    lines = {line.name: line for line in build_plan(no_checkpoints, SMALL, zero3, 4, 10).lines}
+    assert lines["masked pass with grad (PAPO)"].gb * 1e9 == pytest.approx(
+        2 * (2 * seq * text_layer + 2 * patches * vision_block) * 2 + scored * 64 * 6, rel=1e-12
+    )
+
 
 def test_sharding_of_each_engine(tmp_path):
     recipe = {"use_vllm": True, "max_pixels": 3136, "max_completion_length": 100}
@@ -405,6 +428,17 @@ def test_defaults_and_dependency_rule_match_the_trainer():
         _, config, _ = parse(["--config", name, *CPU])
         recipe = {**RECIPE_DEFAULTS, **load_recipe(name)}
         assert needs_dependency(recipe) == config.needs_dependency, name
+        assert needs_perturbed_pass(recipe) == config.needs_perturbed_pass, name
+    for name in ("qwen2_5_vl_7b_papo_d", "qwen2_5_vl_7b_vppo"):
+        _, config, _ = parse(
+            ["--config", name, *CPU, "--papo_coef", "0.01", "--papo_masked_grad", "true"]
+        )
+        recipe = {
+            **RECIPE_DEFAULTS,
+            **load_recipe(name),
+            "papo_coef": 0.01,
+            "papo_masked_grad": True,
+        }
         assert needs_perturbed_pass(recipe) == config.needs_perturbed_pass, name
 
 

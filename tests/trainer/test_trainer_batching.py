@@ -218,3 +218,48 @@ def test_importance_sampling_pad_value(mode, clip_min, clip_max, expected):
 def test_importance_sampling_pad_value_rejects_unknown_modes():
     with pytest.raises(ValueError, match="vllm_importance_sampling_mode"):
         importance_sampling_pad_value("token_clip", None, 3.0)
+
+
+def _with_images(piece, layout, images_per_row):
+    """`piece` with pixel_values in one of the three layouts select_rows knows, every image's values
+    unique, and PAPO's masked copy (`papo_masked_pixel_values`, the negated values) beside them."""
+    counts = list(images_per_row)
+    total = sum(counts)
+    piece = dict(piece, num_images=counts)
+    base = 1000.0 * (piece["advantages"][0].item() + 1)
+    if layout == "qwen":  # flat patches, image i has i + 1 of them
+        grid = torch.tensor([[1, 1, i + 1] for i in range(total)])
+        patches = int(grid.prod(-1).sum())
+        piece["pixel_values"] = base + torch.arange(patches * 3, dtype=torch.float).view(patches, 3)
+        piece["image_grid_thw"] = grid
+    elif layout == "idefics":  # [B, N_img, C, H, W], rows padded with zero images
+        n_max = max(counts)
+        pv = torch.zeros(len(counts), n_max, 1, 2, 2)
+        for r, c in enumerate(counts):
+            pv[r, :c] = base + 10 * r + torch.arange(c * 4, dtype=torch.float).view(c, 1, 2, 2)
+        piece["pixel_values"] = pv
+    else:  # one entry per image
+        piece["pixel_values"] = base + torch.arange(total * 4, dtype=torch.float).view(
+            total, 1, 2, 2
+        )
+    piece["papo_masked_pixel_values"] = -piece["pixel_values"]
+    return piece
+
+
+@pytest.mark.parametrize("layout", ["qwen", "idefics", "per_image"])
+def test_papo_masked_pixel_values_follow_their_rows_in_every_layout(layout):
+    pieces = [
+        _with_images(_piece(0, [2, 1, 2], [2, 1, 3]), layout, [1, 2, 1]),
+        _with_images(_piece(1, [3, 1], [4, 2]), layout, [2, 1]),
+    ]
+    picks = [(1, 0), (0, 2), (0, 1), (1, 1)]
+    out = select_rows(pieces, picks, PAD_ID)
+    # The masked copy is cut exactly like the real images, row for row and image for image.
+    assert torch.equal(out["papo_masked_pixel_values"], -out["pixel_values"])
+    reference = select_rows(
+        [{k: v for k, v in p.items() if k != "papo_masked_pixel_values"} for p in pieces],
+        picks,
+        PAD_ID,
+    )
+    assert torch.equal(out["pixel_values"], reference["pixel_values"])
+    assert out["num_images"] == [2, 1, 2, 1]

@@ -91,6 +91,18 @@ def test_baselines_differ_from_vppo_in_the_algorithm_only():
     assert grpo["nll_coef"] == vppo["nll_coef"] == 0.06
 
 
+def test_a_users_recipe_extends_a_built_in_one_by_name(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: qwen2_5_vl_7b_papo_d\npapo_masked_grad: true\n")
+    assert load_recipe(str(mine)) == {
+        **load_recipe("qwen2_5_vl_7b_papo_d"),
+        "papo_masked_grad": True,
+    }
+    # A file next to it wins over the built-in name.
+    (tmp_path / "qwen2_5_vl_7b_papo_d").write_text("seed: 7\n")
+    assert load_recipe(str(mine)) == {"seed": 7, "papo_masked_grad": True}
+
+
 def test_recipe_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="built-in recipes are .*qwen2_5_vl_7b_vppo"):
         load_recipe("no_such_recipe")
@@ -98,6 +110,12 @@ def test_recipe_errors_name_the_problem(tmp_path, capsys):
     loop.write_text("base: loop.yaml\nseed: 1\n")
     with pytest.raises(ValueError, match="includes itself"):
         load_recipe(str(loop))
+    missing = tmp_path / "missing_base.yaml"
+    missing.write_text("base: no_such_base\n")
+    with pytest.raises(
+        FileNotFoundError, match=r"has base: 'no_such_base', which is neither.*tiny_vppo"
+    ):
+        load_recipe(str(missing))
     with pytest.raises(SystemExit):
         parse(["--config", "tiny_vppo", "--dependency_estimator", "l2"])
     assert "--dependency_estimator" in capsys.readouterr().err

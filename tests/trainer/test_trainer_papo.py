@@ -273,3 +273,148 @@ def test_config_checks_and_which_configs_run_the_perturbed_pass():
     assert VPPOConfig(**dapo, papo_coef=0.01).needs_perturbed_pass
     assert VPPOConfig(**dapo, papo_masked_entropy_coef=0.01).needs_perturbed_pass
     assert VPPOConfig(**base).needs_perturbed_pass and not VPPOConfig(**base).uses_papo
+
+
+# ------------------------------------------------------------------ papo_masked_grad (official
+# RECOMPUTE_AUG_LOG_PROBS): the masked log-probs from a forward with gradient in the update.
+def _logps_with_grad(trainer, output, pixel_values):
+    """Sampled-token log-probs [B, T] of one full-width forward of the model, with gradient."""
+    ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    width = output["completion_ids"].size(1)
+    logits = trainer.model(
+        input_ids=ids,
+        attention_mask=attention,
+        pixel_values=pixel_values,
+        image_grid_thw=output["image_grid_thw"],
+        mm_token_type_ids=output["mm_token_type_ids"],
+    ).logits
+    logits = logits[:, -width - 1 : -1].float() / trainer.temperature
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, output["completion_ids"][..., None])
+    return logps.squeeze(-1)
+
+
+def _parameter_grad(trainer, loss):
+    trainer.model.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [
+        p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+        for p in trainer.model.parameters()
+    ]
+    trainer.model.zero_grad(set_to_none=True)
+    return torch.cat(grads)
+
+
+def test_masked_grad_gradient_equals_two_forwards_with_gradient(tmp_path, monkeypatch):
+    trainer = _trainer(
+        tmp_path,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        disable_dropout=True,
+        papo_masked_grad=True,
+        **PAPO,
+    )
+    perturbed, no_grad_perturbed_passes = [], []
+    original, scoring = trainer.perturb_pixel_values, trainer._scoring_pass
+    monkeypatch.setattr(
+        trainer,
+        "perturb_pixel_values",
+        lambda *a: perturbed.append(original(*a)) or perturbed[-1],
+    )
+    monkeypatch.setattr(
+        trainer,
+        "_scoring_pass",
+        lambda *a, **k: no_grad_perturbed_passes.append(k.get("dependency")) or scoring(*a, **k),
+    )
+    trainer.model.train()
+    output = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    # The masked images are drawn once and kept; θ_old's masked pass is not run at all.
+    assert len(perturbed) == 1 and torch.equal(output["papo_masked_pixel_values"], perturbed[0])
+    assert not torch.equal(perturbed[0], output["pixel_values"])
+    assert "papo_masked_logps" not in output and not any(no_grad_perturbed_passes)
+
+    trainer.current_gradient_accumulation_steps = 1
+    grad = _parameter_grad(trainer, trainer.compute_loss(trainer.model, output))
+    saved = {name: getattr(trainer.args, name) for name in PAPO_COEFS}
+    for name in PAPO_COEFS:
+        setattr(trainer.args, name, 0.0)
+    try:
+        base = _parameter_grad(trainer, trainer.compute_loss(trainer.model, output))
+    finally:
+        for name, value in saved.items():
+            setattr(trainer.args, name, value)
+
+    mask = output["completion_mask"].bool()
+    real = _logps_with_grad(trainer, output, output["pixel_values"])
+    masked = _logps_with_grad(trainer, output, perturbed[0])
+    coefs = dict(
+        entropy_coef=0.05, masked_entropy_coef=0.03, num_items=output["num_items_in_batch"]
+    )
+    reference = _parameter_grad(
+        trainer, papo_loss(real, masked, mask, 0.02, masked_grad=True, **coefs)
+    )
+    scale = reference.abs().max()
+    assert scale > 0
+    # float32: the trainer's forwards against one full-width forward each, to 1e-4 of the largest entry.
+    assert (grad - base - reference).abs().max() <= 1e-4 * scale
+    # The gradient through the masked forward is a real part of it: detaching that side moves the
+    # gradient by far more than the tolerance.
+    real = _logps_with_grad(trainer, output, output["pixel_values"])
+    masked = _logps_with_grad(trainer, output, perturbed[0]).detach()
+    detached = _parameter_grad(trainer, papo_loss(real, masked, mask, 0.02, **coefs))
+    assert (detached - reference).abs().max() > 1e-2 * scale
+
+
+@pytest.mark.parametrize("perturbation", ["blacken_image", "none"])
+def test_masked_grad_training_runs_a_masked_forward_with_gradient_per_micro_batch(
+    tmp_path, monkeypatch, perturbation
+):
+    steps, micro = 2, 2
+    trainer = _trainer(
+        tmp_path,
+        per_device_train_batch_size=micro,
+        num_generations=2,
+        steps_per_generation=steps,
+        gradient_accumulation_steps=steps,
+        max_steps=2,
+        papo_masked_grad=True,
+        **dict(PAPO, perturbation=perturbation),
+    )
+    vision_ids = set(trainer.vision.pad_token_ids_to_ban)
+    forwards = []  # (has pixel_values, has a vision token) of every forward with gradient
+
+    def record(module, args, kwargs):
+        if torch.is_grad_enabled():
+            ids = kwargs["input_ids"]
+            has_vision = bool(sum((ids == t).sum() for t in vision_ids))
+            forwards.append((kwargs.get("pixel_values") is not None, has_vision, kwargs))
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    trainer.train()
+    micro_batches = 2 * steps  # two optimizer steps, one rollout each, 2 micro-batches of 2 rows
+    assert len(forwards) == 2 * micro_batches  # the loss pass, then the masked pass
+    for real, masked in zip(forwards[::2], forwards[1::2], strict=True):
+        assert real[:2] == (True, True)
+        if perturbation == "none":
+            assert masked[:2] == (False, False)  # the prompt without its image
+        else:
+            assert masked[:2] == (True, True)
+            assert not torch.equal(masked[2]["pixel_values"], real[2]["pixel_values"])
+            assert torch.equal(masked[2]["input_ids"], real[2]["input_ids"])
+    logs = [h for h in trainer.state.log_history if "papo/kl" in h]
+    assert logs and all(h["papo/kl"] > 0 for h in logs)
+    assert not any("papo/perturbation_time" in h for h in trainer.state.log_history)
+
+
+def test_masked_grad_config_checks():
+    base = dict(output_dir="x", use_cpu=True, bf16=False, token_selection="none", use_tas=False)
+    with pytest.raises(ValueError, match="VPPOConfig.papo_masked_grad needs a PAPO term"):
+        VPPOConfig(**base, papo_masked_grad=True)
+    with pytest.raises(ValueError, match="VPPOConfig.papo_masked_grad needs a PAPO term"):
+        VPPOConfig(**base, papo_masked_grad=True, papo_entropy_coef=0.05)
+    papo = VPPOConfig(**base, papo_masked_grad=True, papo_coef=0.01)
+    assert papo.needs_perturbation and not papo.needs_perturbed_pass
+    vppo = VPPOConfig(
+        output_dir="x", use_cpu=True, bf16=False, papo_coef=0.01, papo_masked_grad=True
+    )
+    assert vppo.needs_perturbed_pass  # VPPO's dependency still needs θ_old's perturbed pass

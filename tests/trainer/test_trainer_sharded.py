@@ -256,6 +256,45 @@ def test_sharded_vppo_equals_a_single_process(
     torch.testing.assert_close(cat("token_advantages"), union, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])
+def test_sharded_papo_masked_forward_with_gradient_equals_a_single_process(
+    tmp_path, config, subprocess_env, free_port
+):
+    """PAPO with papo_masked_grad: the update's second forward (masked images, with gradient) on
+    sharded weights gives the unsharded model's log-probs on the same micro-batch."""
+    built = not config.startswith("zero3")
+    model_flags = (
+        [] if built else ["--model_name_or_path", "warmstart", "--prompt_template", "plain"]
+    )
+    papo = ["--token_selection", "none", "--use_tas", "false", "--papo_coef", "0.01"]
+    papo += ["--papo_masked_entropy_coef", "0.03", "--papo_masked_grad", "true"]
+    papo += ["--perturbation", "blacken_image", "--perturbation_prob", "0.6"]
+    papo += ["--perturbation_patch_size", "14"]
+    out = _launch(
+        tmp_path,
+        "papo_grad",
+        [*papo, *model_flags],
+        subprocess_env(VPPO_TEST_DUMP=str(tmp_path)),
+        free_port,
+        config=config,
+    )
+    initial = out / "tiny_model" if built else default_checkpoint()
+    model, _ = load_model_and_processor(initial, dtype="float32")
+    model.eval()
+    for rank in (0, 1):
+        record = torch.load(tmp_path / f"masked{rank}.pt")
+        assert record["requires_grad"]
+        masked_pixels = record["papo_masked_pixel_values"]
+        assert masked_pixels.shape == record["pixel_values"].shape
+        assert not torch.equal(masked_pixels, record["pixel_values"])
+        mask = record["completion_mask"].bool()
+        expected, _ = _single_process_logps(model, record, masked_pixels)
+        # The first micro-batch trains on the initial weights: sharded = unsharded to float32.
+        torch.testing.assert_close(record["logps"][mask], expected[mask], rtol=0, atol=1e-5)
+        real, _ = _single_process_logps(model, record, record["pixel_values"])
+        assert (real - expected)[mask].abs().max() > 1e-4  # the masked images change the log-probs
+
+
 def test_fsdp2_dapo_trains_through_vppo_train_by_config_name(tmp_path, subprocess_env, free_port):
     out = _launch(
         tmp_path,

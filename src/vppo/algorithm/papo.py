@@ -10,7 +10,11 @@ under the pre-update policy θ_old, computed once per rollout without gradient (
 ``aug_log_probs``). k is a sampled-token estimator of KL(π_θ(·|I) ‖ π_θold(·|I_mask)); the default
 "k3" is the official ``low_var_kl``. The KL is *maximised* (-γ), both sampled-token entropy
 estimates H = -mean ℓ and H̃ = -mean ℓ̃ are *minimised*; H̃ carries no gradient, so η_aug changes
-the loss value only, as in the official code.
+the loss value only, as in the official code's default.
+
+With ``masked_grad=True``, ℓ̃ is instead the current policy's masked-image log-prob, recomputed
+with gradient in every update micro-batch (the official switch ``RECOMPUTE_AUG_LOG_PROBS``, off by
+default there): the KL then also moves π_θ(·|I_mask), and η_aug lowers the masked-image entropy.
 
 Shapes: B = responses, T = response tokens; ``mask`` is a [B, T] response mask. Values at padding
 positions are never read into the result, so they may be anything, NaN included, and receive zero
@@ -44,6 +48,7 @@ def perception_kl(
     mask: torch.Tensor,
     estimator: str = "k3",
     clip: float | None = None,
+    masked_grad: bool = False,
 ) -> torch.Tensor:
     """Per-token perception KL k [B, T] between the real-image and the masked-image policies.
 
@@ -59,15 +64,18 @@ def perception_kl(
 
     Args:
         logp: float [B, T], sampled-token log-probs with the real image (current policy, with grad).
-        logp_masked: float [B, T], the same tokens' log-probs with the masked image; detached here,
-            so no gradient reaches it.
+        logp_masked: float [B, T], the same tokens' log-probs with the masked image; detached
+            unless ``masked_grad``.
         mask: bool [B, T], response mask.
         estimator: one of ``PERCEPTION_KL_ESTIMATORS``.
         clip: upper bound (> 0) of the optional clamp to [0, clip], or None (off).
+        masked_grad: let the gradient flow into ``logp_masked`` too (the official
+            ``RECOMPUTE_AUG_LOG_PROBS``); False: it is a constant (the official default).
 
     Returns:
-        float [B, T], exactly 0 at padding. Its gradient flows into ``logp`` only: for "k3",
-        dk/dℓ = 1 - exp(ℓ̃ - ℓ) where neither clamp is active, else 0.
+        float [B, T], exactly 0 at padding. Its gradient flows into ``logp`` (and, with
+        ``masked_grad``, into ``logp_masked``): for "k3", dk/dℓ = 1 - exp(ℓ̃ - ℓ) = -dk/dℓ̃ where
+        neither clamp is active, else 0.
     """
     mask = as_bool_mask(mask)
     logp = check_token_values(logp, mask, "logp")
@@ -80,7 +88,8 @@ def perception_kl(
         clip = real_number(clip, "clip")
         if clip <= 0:
             raise ValueError(f"clip must be positive (or None to disable), got {clip!r}.")
-    diff = torch.where(mask, logp - logp_masked.detach().to(logp.dtype), 0.0)
+    masked = logp_masked if masked_grad else logp_masked.detach()
+    diff = torch.where(mask, logp - masked.to(logp.dtype), 0.0)
     if estimator == "k3":
         x = (-diff).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
         k = (torch.exp(x) - x - 1.0).clamp(-K3_LIMIT, K3_LIMIT)
@@ -105,6 +114,7 @@ def papo_token_terms(
     estimator: str = "k3",
     clip: float | None = None,
     kl_rows: torch.Tensor | None = None,
+    masked_grad: bool = False,
 ) -> torch.Tensor:
     """Per-token PAPO loss [B, T]: -γ·k + η_ori·(-ℓ) + η_aug·(-ℓ̃), 0 at padding.
 
@@ -113,28 +123,34 @@ def papo_token_terms(
 
     Args:
         logp: float [B, T], real-image sampled-token log-probs (current policy, with grad).
-        logp_masked: float [B, T], masked-image log-probs (θ_old, treated as a constant).
+        logp_masked: float [B, T], masked-image log-probs: θ_old's, a constant (the official
+            default), or, with ``masked_grad``, the current policy's with gradient.
         mask: bool [B, T], response mask.
         coef: γ ≥ 0, weight of the perception KL (official 0.02 PAPO_G, 0.01 PAPO_D).
         entropy_coef: η_ori ≥ 0, weight of the real-image entropy estimate -ℓ (gradient -η_ori).
-        masked_entropy_coef: η_aug ≥ 0, weight of the masked-image estimate -ℓ̃ (no gradient).
-        estimator, clip: as in :func:`perception_kl`.
+        masked_entropy_coef: η_aug ≥ 0, weight of the masked-image estimate -ℓ̃ (gradient -η_aug
+            with ``masked_grad``, else none).
+        estimator, clip, masked_grad: as in :func:`perception_kl`.
         kl_rows: optional bool [B]: the rows whose KL counts (e.g. the rows with an image); the
             other rows keep their entropy terms and get k = 0.
 
     Returns:
-        float [B, T]; d/dℓ = -γ·dk/dℓ - η_ori on valid tokens, 0 on padding; nothing into ℓ̃.
+        float [B, T]; d/dℓ = -γ·dk/dℓ - η_ori on valid tokens, 0 on padding; into ℓ̃ nothing, or,
+        with ``masked_grad``, d/dℓ̃ = -γ·dk/dℓ̃ - η_aug.
     """
     mask = as_bool_mask(mask)
     coef = _non_negative(coef, "coef")
     entropy_coef = _non_negative(entropy_coef, "entropy_coef")
     masked_entropy_coef = _non_negative(masked_entropy_coef, "masked_entropy_coef")
-    k = perception_kl(logp, logp_masked, mask, estimator=estimator, clip=clip)
+    k = perception_kl(
+        logp, logp_masked, mask, estimator=estimator, clip=clip, masked_grad=masked_grad
+    )
     if kl_rows is not None:
         kl_rows = as_bool_vector(kl_rows, mask.shape[0], "kl_rows").to(mask.device)
         k = torch.where(kl_rows[:, None], k, 0.0)
     real = torch.where(mask, logp, 0.0)
-    masked = torch.where(mask, logp_masked.detach().to(logp.dtype), 0.0)
+    masked = logp_masked if masked_grad else logp_masked.detach()
+    masked = torch.where(mask, masked.to(logp.dtype), 0.0)
     per_token = -coef * k - entropy_coef * real - masked_entropy_coef * masked
     return torch.where(mask, per_token, 0.0)
 
@@ -150,6 +166,7 @@ def papo_loss(
     clip: float | None = None,
     kl_rows: torch.Tensor | None = None,
     num_items: int | float | torch.Tensor | None = None,
+    masked_grad: bool = False,
 ) -> torch.Tensor:
     """The token-mean of :func:`papo_token_terms`: sum over valid tokens / N (scalar).
 
@@ -166,6 +183,7 @@ def papo_loss(
         estimator=estimator,
         clip=clip,
         kl_rows=kl_rows,
+        masked_grad=masked_grad,
     )
     total = per_token.sum()
     denominator = check_num_items(num_items)

@@ -29,8 +29,11 @@ _RIGHT_PADDED = {
 _SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids")
 _PER_ROW_KEYS = ("advantages",)
 _SCALAR_KEYS = ("num_items_in_batch",)
+# Image tensors laid out like pixel_values: VPPOTrainer's PAPO with papo_masked_grad keeps the
+# masked images of the rollout for the update.
+_PIXEL_KEYS = ("pixel_values", "papo_masked_pixel_values")
 _IMAGE_KEYS = (
-    "pixel_values",
+    *_PIXEL_KEYS,
     "image_grid_thw",
     "pixel_attention_mask",
     "image_sizes",
@@ -93,13 +96,14 @@ def _select_images(
         raise ValueError("Cannot merge generation batches where only some carry pixel_values.")
     out: dict[str, Any] = {}
     first = pieces[0]
+    pixel_keys = [k for k in _PIXEL_KEYS if k in first]
     num_images: list[int] = []
     spans = [_image_spans(p) for p in pieces]
     for piece_idx, row in picks:
         num_images.append(spans[piece_idx][1][row])
     if "image_grid_thw" in first:
         # Qwen2/2.5/3-VL: pixel_values rows are concatenated per image; image_grid_thw [num_images, 3].
-        pv_parts, grid_parts = [], []
+        pv_parts, grid_parts = {k: [] for k in pixel_keys}, []
         row_offsets = []
         for p in pieces:
             rows_per_image = p["image_grid_thw"].prod(dim=-1)
@@ -107,17 +111,18 @@ def _select_images(
         for piece_idx, row in picks:
             start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
             offs = row_offsets[piece_idx]
-            pv_parts.append(pieces[piece_idx]["pixel_values"][offs[start] : offs[start + count]])
+            for key in pixel_keys:
+                pv_parts[key].append(pieces[piece_idx][key][offs[start] : offs[start + count]])
             grid_parts.append(pieces[piece_idx]["image_grid_thw"][start : start + count])
-        out["pixel_values"] = torch.cat(pv_parts, dim=0)
+        for key in pixel_keys:
+            out[key] = torch.cat(pv_parts[key], dim=0)
         out["image_grid_thw"] = torch.cat(grid_parts, dim=0)
     elif first["pixel_values"].dim() == 5:
         # Idefics3 / SmolVLM: [B, N_img, C, H, W], rows padded with all-zero images.
         n_max = max(p["pixel_values"].size(1) for p in pieces)
-        pv = [
-            _pad_to(pieces[i]["pixel_values"][r : r + 1], n_max, 0.0, left=False) for i, r in picks
-        ]
-        out["pixel_values"] = torch.cat(pv, dim=0)
+        for key in pixel_keys:
+            pv = [_pad_to(pieces[i][key][r : r + 1], n_max, 0.0, left=False) for i, r in picks]
+            out[key] = torch.cat(pv, dim=0)
         if "pixel_attention_mask" in first:
             pam = [
                 _pad_to(pieces[i]["pixel_attention_mask"][r : r + 1], n_max, 0, left=False)
@@ -126,11 +131,12 @@ def _select_images(
             out["pixel_attention_mask"] = torch.cat(pam, dim=0)
     else:
         # One tensor entry per image (LLaVA-style [N_img, C, H, W]).
-        parts = []
-        for piece_idx, row in picks:
-            start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
-            parts.append(pieces[piece_idx]["pixel_values"][start : start + count])
-        out["pixel_values"] = torch.cat(parts, dim=0)
+        for key in pixel_keys:
+            parts = []
+            for piece_idx, row in picks:
+                start, count = spans[piece_idx][0][row], spans[piece_idx][1][row]
+                parts.append(pieces[piece_idx][key][start : start + count])
+            out[key] = torch.cat(parts, dim=0)
         if "pixel_attention_mask" in first:
             raise ValueError(
                 "Cannot merge per-image pixel_values that also carry a pixel_attention_mask."

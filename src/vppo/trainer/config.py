@@ -156,9 +156,20 @@ class VPPOConfig(GRPOConfig):
     papo_masked_entropy_coef: float = field(
         default=0.0,
         metadata={
-            "help": "η_aug of PAPO's double entropy loss: adds η_aug·mean(-log π_θold(o_t|I_mask)). "
-            "The masked log-probs carry no gradient, so, as in the official code, this changes "
-            "only the loss value (official 7B PAPO_G 0.05, PAPO_D 0.03; 0 disables)."
+            "help": "η_aug of PAPO's double entropy loss: adds η_aug·mean(-log π(o_t|I_mask)). "
+            "Without papo_masked_grad the masked log-probs are θ_old's and carry no gradient, so, "
+            "as in the official default, this changes only the loss value (official 7B PAPO_G "
+            "0.05, PAPO_D 0.03; 0 disables)."
+        },
+    )
+    papo_masked_grad: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute PAPO's masked-image log-probs in every update micro-batch with "
+            "gradient (the official RECOMPUTE_AUG_LOG_PROBS, off by default there): the KL then "
+            "also moves π_θ(·|I_mask) and η_aug lowers the masked-image entropy, at one more "
+            "forward and backward per micro-batch and the masked pixel_values kept through the "
+            "update. False: θ_old's masked log-probs from the rollout's no-grad pass."
         },
     )
 
@@ -315,6 +326,11 @@ class VPPOConfig(GRPOConfig):
                 "VPPOConfig.papo_kl_clip must be positive (or None to disable), "
                 f"got {self.papo_kl_clip}."
             )
+        if self.papo_masked_grad and not self.papo_reads_masked:
+            raise ValueError(
+                "VPPOConfig.papo_masked_grad needs a PAPO term that reads the masked image "
+                "(papo_coef > 0 or papo_masked_entropy_coef > 0); with both 0 it would change nothing."
+            )
         # The PAPO term is normalised like the policy loss, as the NLL term (VPPOTrainer._loss_mean).
         if self.uses_papo and self.loss_type not in NLL_LOSS_TYPES:
             raise ValueError(
@@ -390,10 +406,22 @@ class VPPOConfig(GRPOConfig):
         return self.papo_coef > 0 or self.papo_entropy_coef > 0 or self.papo_masked_entropy_coef > 0
 
     @property
+    def papo_reads_masked(self) -> bool:
+        """Whether PAPO's term reads masked-image log-probs (its KL or its masked entropy is on)."""
+        return self.papo_coef > 0 or self.papo_masked_entropy_coef > 0
+
+    @property
+    def needs_perturbation(self) -> bool:
+        """Whether a step builds the perturbed images: for the no-grad perturbed pass, or for
+        PAPO's masked forward with gradient in the update (`papo_masked_grad`)."""
+        return self.needs_dependency or self.papo_reads_masked
+
+    @property
     def needs_perturbed_pass(self) -> bool:
-        """Whether a step runs the no-grad perturbed-image pass: for VPPO's dependency, or for the
-        masked-image log-probs of PAPO's perception KL or masked entropy (one pass serves both)."""
-        return self.needs_dependency or self.papo_coef > 0 or self.papo_masked_entropy_coef > 0
+        """Whether a step runs the no-grad perturbed-image pass: for VPPO's dependency, or for
+        θ_old's masked-image log-probs of PAPO's perception KL or masked entropy (one pass serves
+        both; with `papo_masked_grad` PAPO's come from the update's own forward instead)."""
+        return self.needs_dependency or (self.papo_reads_masked and not self.papo_masked_grad)
 
     @property
     def needs_dependency(self) -> bool:

@@ -104,6 +104,7 @@ RECIPE_DEFAULTS = {
     "dynamic_sampling": True,
     "papo_coef": 0.0,
     "papo_masked_entropy_coef": 0.0,
+    "papo_masked_grad": False,
 }
 
 
@@ -580,13 +581,21 @@ def _needs_dependency(recipe: dict) -> bool:
     return bool(recipe["use_tas"]) or TOKEN_SELECTIONS[recipe["token_selection"]].needs_dependency
 
 
+def _papo_reads_masked(recipe: dict) -> bool:
+    """VPPOConfig.papo_reads_masked on the raw recipe: PAPO's KL or masked entropy is on."""
+    return recipe["papo_coef"] > 0 or recipe["papo_masked_entropy_coef"] > 0
+
+
+def _papo_masked_grad(recipe: dict) -> bool:
+    """Whether the update runs PAPO's masked forward with gradient (`papo_masked_grad`)."""
+    return bool(recipe["papo_masked_grad"]) and _papo_reads_masked(recipe)
+
+
 def _needs_perturbed_pass(recipe: dict) -> bool:
-    """VPPOConfig.needs_perturbed_pass on the raw recipe: whether the perturbed forward runs at all
-    (VPPO's dependency, PAPO's masked-image log-probs; one pass serves both)."""
-    return (
-        _needs_dependency(recipe)
-        or recipe["papo_coef"] > 0
-        or recipe["papo_masked_entropy_coef"] > 0
+    """VPPOConfig.needs_perturbed_pass on the raw recipe: whether the no-grad perturbed forward
+    runs (VPPO's dependency, θ_old's masked-image log-probs for PAPO; one pass serves both)."""
+    return _needs_dependency(recipe) or (
+        _papo_reads_masked(recipe) and not _papo_masked_grad(recipe)
     )
 
 
@@ -845,7 +854,17 @@ def build_plan(
                 ("merge",),
             )
         )
-    if _needs_perturbed_pass(r):
+    if _papo_masked_grad(r):
+        # Drawn once per rollout and cut into the update micro-batches with the real ones.
+        lines.append(
+            Line(
+                "perturbed pixel_values",
+                "same as the rollout's, kept for the update",
+                pixels,
+                ("scoring", "update"),
+            )
+        )
+    elif _needs_perturbed_pass(r):
         lines.append(
             Line(
                 "perturbed pixel_values",
@@ -956,6 +975,28 @@ def build_plan(
             ("update",),
         )
     )
+    if _papo_masked_grad(r):
+        # The masked forward's graph is alive beside the loss pass's until their one backward; the
+        # recompute and head tiles run one at a time, so only what each pass keeps doubles.
+        kept = scored * h * (4 + act_bytes)
+        if r["gradient_checkpointing"]:
+            kept += (
+                m.num_layers * b * seq * h + m.vision_depth * b * patches * m.vision_hidden_size
+            ) * act_bytes
+            what = "text + vision checkpoints as above"
+        else:
+            kept += (
+                m.num_layers * b * seq * layer_text + m.vision_depth * b * patches * layer_vision
+            ) * act_bytes
+            what = "every layer's activations as above"
+        lines.append(
+            Line(
+                "masked pass with grad (PAPO)",
+                f"{what} + {scored} tok x {h} x {4 + act_bytes} B",
+                kept / GB,
+                ("update",),
+            )
+        )
     lines.append(
         Line(
             "CUDA / NCCL overhead",

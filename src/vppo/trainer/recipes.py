@@ -110,7 +110,8 @@ def _read_yaml(path: Path):
 
 
 def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
-    """A recipe as a dict, with `base:` recipes (paths relative to the file) merged underneath."""
+    """A recipe as a dict, with `base:` recipes merged underneath: a path relative to the file, or
+    a built-in name (so a user's own YAML can say `base: qwen2_5_vl_7b_vppo`)."""
     path = recipe_path(name).resolve()
     if path in _seen:
         raise ValueError(f"--config: recipe {path} includes itself through `base:`.")
@@ -121,6 +122,14 @@ def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return values
     base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if not base_path.is_file():
+        try:
+            base_path = recipe_path(str(base))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"--config: recipe {path} has base: {base!r}, which is neither a file next to it nor "
+                f"a built-in recipe;{str(error).split(';', 1)[1]}"
+            ) from None
     return {**load_recipe(str(base_path), (*_seen, path)), **values}
 
 

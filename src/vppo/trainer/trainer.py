@@ -21,8 +21,9 @@ loudly when their signatures change):
   `compute_loss`, keeps the policy's per-token log-probs of the loss pass so the sampled-token NLL
   term (the official "entropy penalty") and PAPO's implicit perception loss (arXiv 2507.06448,
   `papo_coef`; its masked-image log-probs come from the same no-grad perturbed pass as VPPO's
-  dependency, stored per token as "papo_masked_logps") are added to TRL's loss rather than
-  copying it.
+  dependency, stored per token as "papo_masked_logps", or, with `papo_masked_grad`, from a forward
+  with gradient on the stored masked images "papo_masked_pixel_values") are added to TRL's loss
+  rather than copying it.
 
 TGF as zero advantage: TRL's token-mean loss divides by all response tokens, so a zero advantage on
 a filtered token is exactly the official masked loss (filtered tokens still count in the
@@ -60,7 +61,7 @@ from vppo.algorithm import (
 )
 from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.models.processors import vllm_image_options
-from vppo.perception import trajectory_dependency
+from vppo.perception import NO_IMAGE, trajectory_dependency
 from vppo.trainer.batching import splits_by_row, update_micro_batches, update_window
 from vppo.trainer.config import VPPOConfig
 from vppo.trainer.dynamic_sampling import DynamicSamplingMixin
@@ -597,7 +598,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             if coef > 0:
                 loss = loss + coef * self._nll_term(logps, inputs)
             if papo:
-                loss = loss + self._papo_term(logps, inputs)
+                loss = loss + self._papo_term(model, logps, inputs)
         return loss
 
     def _prepare_inputs(self, generation_batch):
@@ -627,6 +628,13 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                     self._tokenizer.pad_token_id,
                 )
             else:  # image layouts that cannot be cut by row: TRL's full-width micro-batches
+                if "papo_masked_pixel_values" in output:
+                    raise ValueError(
+                        "papo_masked_grad=True keeps the masked images for the update, but this "
+                        "model's image layout (it carries "
+                        f"{[k for k in ('num_tiles', 'spatial_shapes', 'image_position_ids') if k in output]}) "
+                        "cannot be cut into micro-batches by row; set papo_masked_grad=False."
+                    )
                 output = shuffle_sequence_dict(split_pixel_values_by_grid(output))
                 self._buffered_inputs = [
                     unsplit_pixel_values_by_grid(batch)
@@ -739,19 +747,24 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         return term
 
     # ------------------------------------------------------------------------------ PAPO term
-    def _papo_term(self, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+    def _papo_term(self, model, logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
         """PAPO's -γ·KL + η_ori·H + η_aug·H̃ (vppo.algorithm.papo_token_terms) on this micro-batch's
         rows, normalised like the policy loss (`_policy_loss_mean`).
 
-        `logps` are the loss pass's real-image log-probs (with grad); the masked-image ones are
-        inputs["papo_masked_logps"], θ_old without grad, scored once per rollout by `_apply_vppo`.
-        Rows without an image get KL 0 and keep their entropy terms.
+        `logps` are the loss pass's real-image log-probs (with grad). The masked-image ones are
+        inputs["papo_masked_logps"], θ_old without grad, scored once per rollout by `_apply_vppo`,
+        or, with `papo_masked_grad`, the current policy's, from a forward with gradient on this
+        micro-batch's masked images (`_masked_logps_with_grad`). Rows without an image get KL 0
+        and keep their entropy terms.
         """
         args = self.args
         mask = self._loss_mask(inputs).bool()
-        masked = inputs.get("papo_masked_logps")
+        if args.papo_masked_grad:
+            masked = self._masked_logps_with_grad(model, inputs)
+        else:
+            masked = inputs.get("papo_masked_logps")
         if masked is None:
-            if args.needs_perturbed_pass:
+            if args.papo_reads_masked:
                 raise RuntimeError(
                     "PAPO needs the masked-image log-probs of the scored batch (papo_masked_logps), "
                     "which _apply_vppo stores; this batch has none."
@@ -769,8 +782,10 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             estimator=args.papo_kl_estimator,
             clip=args.papo_kl_clip,
             kl_rows=kl_rows,
+            masked_grad=args.papo_masked_grad,
         )
         term = self._policy_loss_mean(per_token, mask.to(per_token.dtype), inputs)
+        masked = masked.detach()
         with torch.no_grad():
             k = perception_kl(
                 logps.detach(),
@@ -792,6 +807,34 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         metrics["papo/entropy"].append((sums[1] / count).item())
         metrics["papo/masked_entropy"].append((sums[2] / count).item())
         return term
+
+    def _masked_logps_with_grad(self, model, inputs: dict[str, Any]) -> torch.Tensor:
+        """The current policy's sampled-token log-probs [B, T] on this micro-batch's masked input,
+        with gradient (`papo_masked_grad`, the official RECOMPUTE_AUG_LOG_PROBS).
+
+        The masked images are inputs["papo_masked_pixel_values"], drawn once per rollout by
+        `_no_grad_passes` and cut into micro-batches with the real ones; with perturbation 'none'
+        the input is the prompt without its vision tokens (`_without_images`). A micro-batch
+        without images (or a process without any) runs on its own, unchanged input, so that every
+        process of a sharded run makes the same forwards.
+        """
+        if self.args.perturbation == NO_IMAGE:
+            masked = self._without_images(inputs)
+        else:
+            masked = dict(inputs)
+            if "papo_masked_pixel_values" in inputs:
+                masked["pixel_values"] = inputs["papo_masked_pixel_values"]
+        ids = torch.cat([masked["prompt_ids"], masked["completion_ids"]], dim=1)
+        attention = torch.cat([masked["prompt_mask"], masked["completion_mask"]], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            model,
+            ids,
+            attention,
+            masked["completion_ids"].size(1),
+            compute_entropy=False,
+            **self._forward_kwargs(masked),
+        )
+        return logps
 
     # ------------------------------------------------------------------------------ VPPO
     def _tas_scale(self, traj: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -832,6 +875,8 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             output["old_per_token_logps"] = scores["logps"]
         if args.uses_papo:
             self._keep_papo_masked_logps(output, scores, mask, has_image, elapsed)
+        if "papo_masked_pixel_values" in scores:
+            output["papo_masked_pixel_values"] = scores.pop("papo_masked_pixel_values")
         if not args.needs_dependency and args.token_selection == "none":
             return output
 
@@ -873,12 +918,13 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
     ) -> tuple[dict[str, torch.Tensor], float]:
         """The rollout's no-grad passes under θ_old, and their time: the perturbed pass when VPPO or
         PAPO needs it ("dependency", "logps_perturbed"), with the real-image pass for the old
-        log-probs ("logps") and the entropies where they are asked for."""
+        log-probs ("logps") and the entropies where they are asked for. With `papo_masked_grad` the
+        perturbed images themselves are returned too ("papo_masked_pixel_values"), for the update."""
         args = self.args
         need_entropy = TOKEN_SELECTIONS[args.token_selection].needs_entropy
         papo_masked = args.uses_papo and args.needs_perturbed_pass
         any_image = (
-            args.needs_perturbed_pass
+            args.needs_perturbation
             and self.accelerator.gather(has_image.any().float().view(1)).sum().item() > 0
         )
         started = time.perf_counter()
@@ -887,19 +933,21 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
         ):
-            if any_image:
-                if "pixel_values" in output:
-                    perturbed = self.perturb_pixel_values(
-                        output, inputs, self._perturbation_generator()
-                    )
-                else:
-                    # Sharded engines need the same number of forwards on every rank; a rank without
-                    # images scores against its own (absent) pixels, which gives dependency 0.
-                    perturbed = None
+            perturbed = None
+            if any_image and "pixel_values" in output:
+                # A rank without images keeps None: sharded engines need the same number of
+                # forwards on every rank, and it scores against its own (absent) pixels, which
+                # gives dependency 0.
+                perturbed = self.perturb_pixel_values(
+                    output, inputs, self._perturbation_generator()
+                )
+                if args.papo_masked_grad and perturbed is not None:
+                    scores["papo_masked_pixel_values"] = perturbed
+            if any_image and args.needs_perturbed_pass:
                 if args.needs_dependency:
-                    scores = self._dependency_scores(output, perturbed, need_entropy, old_logps)
+                    scores |= self._dependency_scores(output, perturbed, need_entropy, old_logps)
                 else:  # PAPO only: the perturbed log-probs, without a dependency estimate
-                    scores = self._scoring_pass(
+                    scores |= self._scoring_pass(
                         output,
                         perturbed,
                         old_logps=old_logps,
@@ -910,7 +958,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 # No image anywhere: PAPO's masked input is the real one, scored under θ_old here
                 # (unless TRL or the deferred pass has those log-probs already).
                 real = papo_masked and not old_logps and output.get("old_per_token_logps") is None
-                scores = self._scoring_pass(
+                scores |= self._scoring_pass(
                     output, None, old_logps=old_logps or real, entropy=need_entropy
                 )
         return scores, time.perf_counter() - started
@@ -923,8 +971,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
         has_image: torch.Tensor,
         elapsed: float,
     ) -> None:
-        """PAPO's masked-image log-probs under θ_old, per token, for `compute_loss`."""
-        if self.args.needs_perturbed_pass:
+        """PAPO's masked-image log-probs under θ_old, per token, for `compute_loss` (not with
+        `papo_masked_grad`: the update computes its own, with gradient)."""
+        if self.args.needs_perturbed_pass and not self.args.papo_masked_grad:
             masked = scores.get("logps_perturbed")
             if masked is None:
                 masked = scores.get("logps")
