@@ -61,7 +61,8 @@ def dependency_from_passes(estimator, **kwargs):
 
 def perturb_pixel_values(self, output, inputs, generator):
     perturbed = _perturb(self, output, inputs, generator)
-    _recorded.setdefault("perturbed_pixel_values", perturbed.detach().clone())
+    if perturbed is not None:  # perturbation 'none' has no perturbed pixels
+        _recorded.setdefault("perturbed_pixel_values", perturbed.detach().clone())
     return perturbed
 
 

@@ -20,7 +20,7 @@ import torch
 
 from vppo.algorithm import token_advantages
 from vppo.demo import default_checkpoint
-from vppo.models import load_model_and_processor
+from vppo.models import load_model_and_processor, vision_layout
 from vppo.perception import distribution_dependency, token_dependency
 from vppo.trainer.launch import accelerate_argv, shipped_configs, split_arguments
 
@@ -254,6 +254,51 @@ def test_sharded_vppo_equals_a_single_process(
         beta_max="dynamic",
     )
     torch.testing.assert_close(cat("token_advantages"), union, rtol=1e-5, atol=1e-6)
+
+
+def _text_only_logps(model, record, vision_ids):
+    """Per-token log-probs of the recorded completions after the prompt without its vision tokens:
+    one unpadded forward per row, no image tensor (the no-image reference, computed row by row)."""
+    logp = torch.zeros(record["completion_mask"].shape)
+    for row in range(logp.size(0)):
+        prompt = record["prompt_ids"][row][record["prompt_mask"][row].bool()]
+        prompt = prompt[~torch.isin(prompt, torch.tensor(sorted(vision_ids)))]
+        n = int(record["completion_mask"][row].sum())
+        ids = torch.cat([prompt, record["completion_ids"][row, :n]])[None]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        logits = logits[prompt.numel() - 1 : prompt.numel() + n - 1].float()
+        tokens = record["completion_ids"][row, :n]
+        logp[row, :n] = torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0]
+    return logp
+
+
+def test_sharded_no_image_reference_equals_a_single_process(tmp_path, subprocess_env, free_port):
+    """perturbation 'none' under FSDP2: the text-only pass's log-probs and the dependency equal an
+    unsharded, row-by-row forward of each prompt without its vision tokens."""
+    out = _launch(
+        tmp_path,
+        "vppo_none",
+        ["--perturbation", "none"],
+        subprocess_env(VPPO_TEST_DUMP=str(tmp_path)),
+        free_port,
+    )
+    model, processor = load_model_and_processor(out / "tiny_model", dtype="float32")
+    model.eval()
+    vision_ids = set(vision_layout(processor, model.config).pad_token_ids_to_ban)
+    for rank in (0, 1):
+        record = torch.load(tmp_path / f"rank{rank}.pt")
+        assert "perturbed_pixel_values" not in record
+        mask = record["completion_mask"].bool()
+        logp_real, _ = _single_process_logps(model, record, record["pixel_values"])
+        logp_text = _text_only_logps(model, record, vision_ids)
+        torch.testing.assert_close(record["logp_real"][mask], logp_real[mask], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            record["logp_perturbed"][mask], logp_text[mask], rtol=0, atol=1e-5
+        )
+        expected = token_dependency(logp_real, logp_text, mask, estimator="k3", clip=10.0)
+        torch.testing.assert_close(record["dep"], expected, rtol=1e-4, atol=1e-5)
+        assert expected[mask].abs().sum() > 0
 
 
 @pytest.mark.parametrize("config", ["fsdp2_8gpu", "zero3_8gpu"])

@@ -934,10 +934,11 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs),
         ):
             perturbed = None
-            if any_image and "pixel_values" in output:
+            if any_image and "pixel_values" in output and args.perturbation != NO_IMAGE:
                 # A rank without images keeps None: sharded engines need the same number of
                 # forwards on every rank, and it scores against its own (absent) pixels, which
-                # gives dependency 0.
+                # gives dependency 0. With 'none' there are no perturbed pixels: the perturbed
+                # pass runs on the prompts without their images.
                 perturbed = self.perturb_pixel_values(
                     output, inputs, self._perturbation_generator()
                 )
