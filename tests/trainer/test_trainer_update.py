@@ -109,6 +109,28 @@ def test_the_comparison_sees_a_wrong_regrouping(scored):
     assert (regrouped - reference).abs().max() > 1e-3 * reference.abs().max()
 
 
+def test_the_80_20_entropy_mask_keeps_trls_gradient_and_its_rows(scored):
+    """TRL's top_entropy_quantile is a quantile over each micro-batch's response tokens: its rows are
+    never regrouped (window 1), only trimmed, and the trimmed step's gradient is TRL's full-width
+    one; regrouping them would change it."""
+    trainer, output = scored
+    trainer.top_entropy_quantile = trainer.args.top_entropy_quantile = 0.2
+    try:
+        assert trainer._regroup_window() == 1
+        reference, full_tokens = _gradient(trainer, _trl_micro_batches(output, seed=3))
+        ours, trimmed_tokens = _gradient(trainer, _ours(trainer, output, seed=3, window=1))
+        regrouped, _ = _gradient(trainer, _ours(trainer, output, seed=3, window=STEPS))
+        trainer.top_entropy_quantile = trainer.args.top_entropy_quantile = 1.0
+        unmasked, _ = _gradient(trainer, _ours(trainer, output, seed=3, window=1))
+    finally:
+        trainer.top_entropy_quantile = trainer.args.top_entropy_quantile = 1.0
+    assert reference.abs().max() > 0
+    assert (ours - reference).abs().max() <= 1e-5 * reference.abs().max()
+    assert trimmed_tokens < full_tokens
+    assert (regrouped - reference).abs().max() > 1e-3 * reference.abs().max()
+    assert (unmasked - reference).abs().max() > 1e-2 * reference.abs().max()  # the mask is live
+
+
 def test_micro_batches_keep_trls_rows_per_optimizer_step_and_trim_every_per_token_key(scored):
     trainer, output = scored
     trl = _trl_micro_batches(output, seed=5)
