@@ -418,3 +418,19 @@ def test_masked_grad_config_checks():
         output_dir="x", use_cpu=True, bf16=False, papo_coef=0.01, papo_masked_grad=True
     )
     assert vppo.needs_perturbed_pass  # VPPO's dependency still needs θ_old's perturbed pass
+
+
+def test_masked_grad_refuses_an_image_layout_it_cannot_cut_by_row(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path, papo_masked_grad=True, **PAPO)
+    trainer.model.train()
+    scored = {
+        "prompt_ids": torch.ones(4, 3, dtype=torch.long),
+        "num_tiles": [1, 1, 1, 1],  # a tiled layout (e.g. InternVL's): TRL's full-width split
+        "pixel_values": torch.zeros(4, 3),
+        "papo_masked_pixel_values": torch.zeros(4, 3),
+    }
+    monkeypatch.setattr(trainer, "_generate_and_score_completions", lambda inputs: scored)
+    with pytest.raises(
+        ValueError, match=r"papo_masked_grad=True .*\['num_tiles'\].*set papo_masked_grad=False"
+    ):
+        trainer._prepare_inputs([])

@@ -43,6 +43,8 @@ _IMAGE_KEYS = (
 # [B, 1] in the sequence_* modes. Each row's ratio depends on that row only, so rows can be moved.
 _IMPORTANCE_SAMPLING_KEYS = ("importance_sampling_ratio",)
 _UNSUPPORTED = ("num_tiles", "spatial_shapes", "image_position_ids")
+ROW_UNSPLITTABLE_KEYS = _UNSUPPORTED
+"""Keys of image layouts whose batches `take_rows` cannot cut by row (see `splits_by_row`)."""
 
 
 def importance_sampling_pad_value(

@@ -62,7 +62,12 @@ from vppo.algorithm import (
 from vppo.models import collapse_placeholder_runs, vision_layout
 from vppo.models.processors import vllm_image_options
 from vppo.perception import NO_IMAGE, trajectory_dependency
-from vppo.trainer.batching import splits_by_row, update_micro_batches, update_window
+from vppo.trainer.batching import (
+    ROW_UNSPLITTABLE_KEYS,
+    splits_by_row,
+    update_micro_batches,
+    update_window,
+)
 from vppo.trainer.config import VPPOConfig
 from vppo.trainer.dynamic_sampling import DynamicSamplingMixin
 from vppo.trainer.resume import (
@@ -436,7 +441,9 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             method += (
                 f", with PAPO's implicit perception loss (arXiv 2507.06448; papo_coef={args.papo_coef:g}, "
                 f"papo_entropy_coef={args.papo_entropy_coef:g}, "
-                f"papo_masked_entropy_coef={args.papo_masked_entropy_coef:g})"
+                f"papo_masked_entropy_coef={args.papo_masked_entropy_coef:g}"
+                + (", papo_masked_grad=True" if args.papo_masked_grad else "")
+                + ")"
             )
         with open(card, encoding="utf-8") as handle:
             text = handle.read()
@@ -632,7 +639,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                     raise ValueError(
                         "papo_masked_grad=True keeps the masked images for the update, but this "
                         "model's image layout (it carries "
-                        f"{[k for k in ('num_tiles', 'spatial_shapes', 'image_position_ids') if k in output]}) "
+                        f"{[k for k in ROW_UNSPLITTABLE_KEYS if k in output]}) "
                         "cannot be cut into micro-batches by row; set papo_masked_grad=False."
                     )
                 output = shuffle_sequence_dict(split_pixel_values_by_grid(output))
