@@ -548,7 +548,8 @@ PLAN_CASES = {
     ),
     "missing_base_recipe": (
         lambda t: ["--config", _recipe(t, "base: elsewhere.yaml\n"), "--gpus", "8"],
-        r"^vppo plan: --config: no recipe file '.*elsewhere\.yaml'; built-in recipes are ",
+        r"^vppo plan: --config: recipe .* has base: 'elsewhere\.yaml', which is neither a file next "
+        r"to it nor a built-in recipe; built-in recipes are ",
     ),
     "wrong_type_integer": (
         lambda t: ["--config", _recipe(t, "+per_device_train_batch_size: four"), "--gpus", "8"],

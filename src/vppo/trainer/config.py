@@ -156,20 +156,15 @@ class VPPOConfig(GRPOConfig):
     papo_masked_entropy_coef: float = field(
         default=0.0,
         metadata={
-            "help": "η_aug of PAPO's double entropy loss: adds η_aug·mean(-log π(o_t|I_mask)). "
-            "Without papo_masked_grad the masked log-probs are θ_old's and carry no gradient, so, "
-            "as in the official default, this changes only the loss value (official 7B PAPO_G "
-            "0.05, PAPO_D 0.03; 0 disables)."
+            "help": "η_aug of PAPO's double entropy loss: adds η_aug·mean(-log π(o_t|I_mask)); "
+            "without papo_masked_grad it has no gradient (official 7B PAPO_G 0.05, PAPO_D 0.03)."
         },
     )
     papo_masked_grad: bool = field(
         default=False,
         metadata={
-            "help": "Recompute PAPO's masked-image log-probs in every update micro-batch with "
-            "gradient (the official RECOMPUTE_AUG_LOG_PROBS, off by default there): the KL then "
-            "also moves π_θ(·|I_mask) and η_aug lowers the masked-image entropy, at one more "
-            "forward and backward per micro-batch and the masked pixel_values kept through the "
-            "update. False: θ_old's masked log-probs from the rollout's no-grad pass."
+            "help": "PAPO's masked-image log-probs from a forward with gradient in every update "
+            "micro-batch (official RECOMPUTE_AUG_LOG_PROBS, off there). False: θ_old's, no grad."
         },
     )
 
