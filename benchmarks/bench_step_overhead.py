@@ -104,33 +104,26 @@ CONFIGS = {
 }
 REASONING_CAP = 384  # max_completion_length of the reasoning configuration
 # No-grad passes over the trained rows each method needs at the physical floor.
+# PAPO needs the masked-image pass only (its KL uses the loss pass's log-probs), and the old
+# log-probs where TRL needs them; with papo_masked_grad its masked pass moves into the update.
+_ON_POLICY_FLOORS = {
+    "dapo": 0,
+    "vppo_k3": 2,
+    "vppo_kl": 2,
+    "papo": 1,
+    "papo_grad": 0,
+    "entropy_80_20": 0,
+}
+# With several optimizer steps per rollout TRL needs old log-probs: one more pass for every method
+# but VPPO, whose real-image pass already gives them.
+_OFFICIAL_FLOORS = {
+    method: passes + (method not in ("vppo_k3", "vppo_kl"))
+    for method, passes in _ON_POLICY_FLOORS.items()
+}
 FLOOR_PASSES = {
-    # PAPO needs the masked-image pass only (its KL uses the loss pass's log-probs), and the old
-    # log-probs where TRL needs them; with papo_masked_grad its masked pass moves into the update.
-    "on_policy": {
-        "dapo": 0,
-        "vppo_k3": 2,
-        "vppo_kl": 2,
-        "papo": 1,
-        "papo_grad": 0,
-        "entropy_80_20": 0,
-    },
-    "official": {
-        "dapo": 1,
-        "vppo_k3": 2,
-        "vppo_kl": 2,
-        "papo": 2,
-        "papo_grad": 1,
-        "entropy_80_20": 1,
-    },
-    "reasoning": {
-        "dapo": 1,
-        "vppo_k3": 2,
-        "vppo_kl": 2,
-        "papo": 2,
-        "papo_grad": 1,
-        "entropy_80_20": 1,
-    },
+    "on_policy": _ON_POLICY_FLOORS,
+    "official": _OFFICIAL_FLOORS,
+    "reasoning": _OFFICIAL_FLOORS,  # the official structure with other lengths
 }
 # Gradient forwards over the trained rows (1: the loss pass; PAPO's masked pass with gradient adds one).
 UPDATE_PASSES = {"papo_grad": 2}

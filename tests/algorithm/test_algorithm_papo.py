@@ -75,33 +75,11 @@ def test_the_worked_example_of_the_notes():
 
 @pytest.mark.parametrize("estimator", PERCEPTION_KL_ESTIMATORS)
 @pytest.mark.parametrize("clip", [None, 0.2])
-def test_value_and_gradient_equal_the_official_formula(estimator, clip):
+@pytest.mark.parametrize("masked_grad", [False, True], ids=["stored", "recompute"])
+def test_value_and_gradient_equal_the_official_formula(estimator, clip, masked_grad):
+    """`masked_grad=False` is the official default (stored aug_log_probs, no gradient into ℓ̃),
+    True its RECOMPUTE_AUG_LOG_PROBS path (ℓ̃ from a forward with gradient)."""
     logp, logp_masked, mask = _random_batch()
-    ours = logp.clone().requires_grad_(True)
-    theirs = logp.clone().requires_grad_(True)
-    coefs = dict(gamma=0.02, eta_ori=0.05, eta_aug=0.03)
-    loss = papo_loss(
-        ours,
-        logp_masked,
-        mask,
-        coefs["gamma"],
-        entropy_coef=coefs["eta_ori"],
-        masked_entropy_coef=coefs["eta_aug"],
-        estimator=estimator,
-        clip=clip,
-    )
-    reference = _official_extra(theirs, logp_masked, mask, estimator=estimator, clip=clip, **coefs)
-    # Only the official ε = 1e-8 on N = 11 tokens separates the two: a relative 1e-9.
-    torch.testing.assert_close(loss, reference, rtol=1e-8, atol=0)
-    loss.backward()
-    reference.backward()
-    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-8, atol=0)
-
-
-@pytest.mark.parametrize("estimator", PERCEPTION_KL_ESTIMATORS)
-@pytest.mark.parametrize("clip", [None, 0.2])
-def test_masked_grad_equals_the_official_recompute_formula(estimator, clip):
-    logp, logp_masked, mask = _random_batch(seed=8)
     ours = [logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)]
     theirs = [logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)]
     coefs = dict(gamma=0.02, eta_ori=0.05, eta_aug=0.03)
@@ -113,24 +91,35 @@ def test_masked_grad_equals_the_official_recompute_formula(estimator, clip):
         masked_entropy_coef=coefs["eta_aug"],
         estimator=estimator,
         clip=clip,
-        masked_grad=True,
+        masked_grad=masked_grad,
     )
     reference = _official_extra(
-        *theirs, mask, estimator=estimator, clip=clip, recompute=True, **coefs
+        *theirs, mask, estimator=estimator, clip=clip, recompute=masked_grad, **coefs
     )
+    # Only the official ε = 1e-8 on N = 11 tokens separates the two: a relative 1e-9.
     torch.testing.assert_close(loss, reference, rtol=1e-8, atol=0)
     loss.backward()
     reference.backward()
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=0)
-    masked_grad = ours[1].grad
-    assert (masked_grad[~mask] == 0).all() and (masked_grad[mask] != 0).any()
-    # Without it the real side's gradient is the same (the KL's dependence on ℓ does not change),
-    # and nothing reaches ℓ̃.
-    x, y = logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)
-    papo_loss(x, y, mask, 0.02, 0.05, 0.03, estimator=estimator, clip=clip).backward()
-    torch.testing.assert_close(x.grad, ours[0].grad, rtol=1e-12, atol=0)
-    assert y.grad is None
+    torch.testing.assert_close(ours[0].grad, theirs[0].grad, rtol=1e-8, atol=0)
+    if not masked_grad:
+        assert ours[1].grad is None and theirs[1].grad is None
+        return
+    torch.testing.assert_close(ours[1].grad, theirs[1].grad, rtol=1e-8, atol=0)
+    assert (ours[1].grad[~mask] == 0).all() and (ours[1].grad[mask] != 0).any()
+
+
+@pytest.mark.parametrize("estimator", PERCEPTION_KL_ESTIMATORS)
+def test_masked_grad_leaves_the_real_sides_gradient_as_it_is(estimator):
+    """The KL's dependence on ℓ is the same either way: only ℓ̃ gains a gradient."""
+    logp, logp_masked, mask = _random_batch(seed=8)
+    grads = []
+    for masked_grad in (False, True):
+        x, y = logp.clone().requires_grad_(True), logp_masked.clone().requires_grad_(True)
+        papo_loss(
+            x, y, mask, 0.02, 0.05, 0.03, estimator=estimator, masked_grad=masked_grad
+        ).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
 
 
 def test_masked_grad_k3_gradient_is_the_negated_real_one():

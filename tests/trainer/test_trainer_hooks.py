@@ -117,7 +117,7 @@ def test_scored_batch_keys_are_known_to_the_merger():
         | set(batching._SCALAR_KEYS)
         | set(batching._IMAGE_KEYS)
         | set(batching._IMPORTANCE_SAMPLING_KEYS)
-        | set(batching._UNSUPPORTED)
+        | set(batching.ROW_UNSPLITTABLE_KEYS)
     )
     assert produced, "could not read the keys of TRL's scored batch"
     assert produced <= handled, (

@@ -42,8 +42,7 @@ _IMAGE_KEYS = (
 # vLLM importance-sampling correction: [B, T] in the token_* modes (right-padded like the completion),
 # [B, 1] in the sequence_* modes. Each row's ratio depends on that row only, so rows can be moved.
 _IMPORTANCE_SAMPLING_KEYS = ("importance_sampling_ratio",)
-_UNSUPPORTED = ("num_tiles", "spatial_shapes", "image_position_ids")
-ROW_UNSPLITTABLE_KEYS = _UNSUPPORTED
+ROW_UNSPLITTABLE_KEYS = ("num_tiles", "spatial_shapes", "image_position_ids")
 """Keys of image layouts whose batches `take_rows` cannot cut by row (see `splits_by_row`)."""
 
 
@@ -198,7 +197,7 @@ def select_rows(
             raise ValueError(
                 f"Cannot merge generation batches with different keys: {sorted(keys ^ set(p))}."
             )
-    bad = sorted(k for k in keys if k in _UNSUPPORTED)
+    bad = sorted(k for k in keys if k in ROW_UNSPLITTABLE_KEYS)
     if bad:
         raise ValueError(
             f"Dynamic sampling cannot merge scored batches that carry {bad} (image layouts it cannot split by row); "
@@ -476,4 +475,4 @@ def take_rows(batch: dict[str, Any], rows: Sequence[int], pad_token_id: int) -> 
 
 def splits_by_row(batch: dict[str, Any]) -> bool:
     """Whether `take_rows` can split this batch (its image layout can be cut by row)."""
-    return not any(key in batch for key in _UNSUPPORTED)
+    return not any(key in batch for key in ROW_UNSPLITTABLE_KEYS)

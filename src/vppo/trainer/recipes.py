@@ -90,13 +90,19 @@ def recipe_path(name: str) -> Path:
     for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    known = sorted(
-        str(p.relative_to(RECIPES_DIR).with_suffix(""))
-        for p in RECIPES_DIR.rglob("*.yaml")
-        if p.parent.name != "accelerate"
-    )
     raise FileNotFoundError(
-        f"--config: no recipe file {name!r}; built-in recipes are {', '.join(known)}."
+        f"--config: no recipe file {name!r}; built-in recipes are {_built_in_names()}."
+    )
+
+
+def _built_in_names() -> str:
+    """The built-in recipes' names, comma-separated (accelerate configs excluded)."""
+    return ", ".join(
+        sorted(
+            str(p.relative_to(RECIPES_DIR).with_suffix(""))
+            for p in RECIPES_DIR.rglob("*.yaml")
+            if p.parent.name != "accelerate"
+        )
     )
 
 
@@ -125,10 +131,10 @@ def load_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict:
     if not base_path.is_file():
         try:
             base_path = recipe_path(str(base))
-        except FileNotFoundError as error:
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"--config: recipe {path} has base: {base!r}, which is neither a file next to it nor "
-                f"a built-in recipe;{str(error).split(';', 1)[1]}"
+                f"a built-in recipe; built-in recipes are {_built_in_names()}."
             ) from None
     return {**load_recipe(str(base_path), (*_seen, path)), **values}
 

@@ -792,7 +792,6 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
             masked_grad=args.papo_masked_grad,
         )
         term = self._policy_loss_mean(per_token, mask.to(per_token.dtype), inputs)
-        masked = masked.detach()
         with torch.no_grad():
             k = perception_kl(
                 logps.detach(),
@@ -949,7 +948,7 @@ class VPPOTrainer(ScoringMixin, DynamicSamplingMixin, GRPOTrainer):
                 perturbed = self.perturb_pixel_values(
                     output, inputs, self._perturbation_generator()
                 )
-                if args.papo_masked_grad and perturbed is not None:
+                if args.papo_masked_grad:
                     scores["papo_masked_pixel_values"] = perturbed
             if any_image and args.needs_perturbed_pass:
                 if args.needs_dependency:
